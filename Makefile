@@ -1,0 +1,51 @@
+# The README's two commands live here: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# Debian packages the suite talks to for real: the broker, and an independent (libmodbus) Modbus master.
+SYSTEM_PACKAGES := mosquitto mbpoll
+RUN_DIR := run
+
+.PHONY: test demo venv system-packages lint typecheck clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (found %s)" % sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+system-packages:
+	@missing=""; \
+	for pkg in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if ! command -v apt-get >/dev/null; then \
+	    echo "boilertwin: please install these system packages:$$missing" >&2; exit 1; \
+	  elif [ "$$(id -u)" = 0 ]; then SUDO=""; \
+	  elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	  else echo "boilertwin: missing system packages:$$missing -- run: sudo apt-get install -y$$missing" >&2; exit 1; fi; \
+	  echo "installing system packages:$$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: $(STAMP) system-packages
+	$(BIN)/pytest
+
+demo: $(STAMP)
+	@mkdir -p $(RUN_DIR)
+	$(BIN)/boilertwin sim boiler --pty $(RUN_DIR)/boiler0 --tcp 127.0.0.1:5020 \
+	  --control 127.0.0.1:8020 --modem-pty $(RUN_DIR)/modem0 --time-scale 60 --seed 1
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .hypothesis *.egg-info

@@ -1,0 +1,1 @@
+"""The cloud twin: verified ingest, twin store, command lifecycle, service platform, API (later issue)."""

@@ -1,0 +1,312 @@
+"""Register maps as data: which Modbus table and address holds which point, and how to read it.
+
+A `RegisterMap` is a validated, immutable description of one controller model. It is
+serialisable (`to_dict` / `from_dict`) so gateways can load user profiles, and it has a
+stable `digest()` so the gateway's `birth` message can tell the cloud exactly which map
+produced its readings.
+
+Invariants checked on construction:
+
+* point names are unique and match ``[a-z][a-z0-9_]*``;
+* every point fits in the 16-bit address space of its table;
+* bit tables (coils, discrete inputs) hold only `bool` points, register tables never do;
+* only coils and holding registers can be writable;
+* if readable `blocks` are declared, every point lies wholly inside one block of its table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from protocols.errors import RegisterMapError
+
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+ADDRESS_SPACE = 65536
+
+
+class Table(StrEnum):
+    """The four Modbus data tables."""
+
+    COIL = "coil"
+    DISCRETE_INPUT = "discrete_input"
+    INPUT_REGISTER = "input_register"
+    HOLDING_REGISTER = "holding_register"
+
+    @property
+    def is_bit(self) -> bool:
+        """Whether the table holds single bits rather than 16-bit registers."""
+        return self in (Table.COIL, Table.DISCRETE_INPUT)
+
+    @property
+    def read_function(self) -> int:
+        """The Modbus function code that reads this table."""
+        return _READ_FUNCTION[self]
+
+
+_READ_FUNCTION = {
+    Table.COIL: 1,
+    Table.DISCRETE_INPUT: 2,
+    Table.HOLDING_REGISTER: 3,
+    Table.INPUT_REGISTER: 4,
+}
+
+
+class DataType(StrEnum):
+    """How a point's registers encode its value."""
+
+    BOOL = "bool"
+    U16 = "u16"
+    S16 = "s16"
+    U32 = "u32"
+    S32 = "s32"
+    F32 = "f32"
+    STRING = "string"
+
+
+class WordOrder(StrEnum):
+    """Byte and word order of multi-byte values, named by where bytes A B C D of the
+    big-endian value end up in the registers (``ABCD`` is Modbus's big-endian default)."""
+
+    ABCD = "ABCD"  # big-endian words, big-endian bytes
+    CDAB = "CDAB"  # word-swapped
+    BADC = "BADC"  # byte-swapped within each register
+    DCBA = "DCBA"  # little-endian
+
+
+class Access(StrEnum):
+    """Whether a point can be read, written, or both."""
+
+    R = "r"
+    W = "w"
+    RW = "rw"
+
+    @property
+    def writable(self) -> bool:
+        """Whether a master may write this point."""
+        return self is not Access.R
+
+
+_WIDTH = {
+    DataType.BOOL: 1,
+    DataType.U16: 1,
+    DataType.S16: 1,
+    DataType.U32: 2,
+    DataType.S32: 2,
+    DataType.F32: 2,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One named value in a controller's register map."""
+
+    name: str
+    table: Table
+    address: int
+    type: DataType
+    scale: float = 1.0
+    unit: str = ""
+    access: Access = Access.R
+    description: str = ""
+    length: int = 0
+    """Registers occupied by a `STRING` point (two characters each); unused otherwise."""
+    minimum: float | None = None
+    """Lowest value a master may write (engineering units); `None` for no limit."""
+    maximum: float | None = None
+    """Highest value a master may write (engineering units); `None` for no limit."""
+    labels: tuple[tuple[int, str], ...] = ()
+    """Names of enumerated raw values, e.g. ``((7, "lockout"),)`` for a status register."""
+
+    @property
+    def count(self) -> int:
+        """Registers (or bits) the point occupies."""
+        if self.type is DataType.STRING:
+            return self.length
+        return _WIDTH[self.type]
+
+    @property
+    def end(self) -> int:
+        """First address after the point."""
+        return self.address + self.count
+
+    def label(self, raw: int) -> str | None:
+        """The name of an enumerated raw value, if the map gives one."""
+        for value, name in self.labels:
+            if value == raw:
+                return name
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A range of addresses the controller answers for; reads may span gaps only inside one."""
+
+    table: Table
+    start: int
+    count: int
+
+    @property
+    def end(self) -> int:
+        """First address after the block."""
+        return self.start + self.count
+
+    def contains(self, table: Table, start: int, end: int) -> bool:
+        """Whether ``[start, end)`` of `table` lies inside this block."""
+        return table is self.table and self.start <= start and end <= self.end
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterMap:
+    """A validated register map for one controller model."""
+
+    id: str
+    version: int
+    word_order: WordOrder
+    points: tuple[Point, ...]
+    blocks: tuple[Block, ...] = ()
+    description: str = ""
+    _by_name: Mapping[str, Point] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_name: dict[str, Point] = {}
+        for point in self.points:
+            _validate_point(point)
+            if point.name in by_name:
+                raise RegisterMapError(f"register map {self.id!r}: duplicate point {point.name!r}")
+            by_name[point.name] = point
+        for block in self.blocks:
+            if block.count < 1 or block.start < 0 or block.end > ADDRESS_SPACE:
+                raise RegisterMapError(f"register map {self.id!r}: invalid block {block}")
+        if self.blocks:
+            for point in self.points:
+                if not any(b.contains(point.table, point.address, point.end) for b in self.blocks):
+                    raise RegisterMapError(
+                        f"register map {self.id!r}: point {point.name!r} "
+                        f"({point.table} {point.address}..{point.end - 1}) is outside every block"
+                    )
+        object.__setattr__(self, "_by_name", by_name)
+
+    def point(self, name: str) -> Point:
+        """The point called `name`."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise RegisterMapError(f"register map {self.id!r} has no point {name!r}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def select(self, names: Iterable[str]) -> tuple[Point, ...]:
+        """The points called `names`, in map order."""
+        wanted = set(names)
+        missing = wanted - self._by_name.keys()
+        if missing:
+            raise RegisterMapError(f"register map {self.id!r} has no points {sorted(missing)}")
+        return tuple(p for p in self.points if p.name in wanted)
+
+    def readable(self) -> tuple[Point, ...]:
+        """Every point a master can read (all but write-only ones), in map order."""
+        return tuple(p for p in self.points if p.access is not Access.W)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON/TOML-friendly form, the inverse of `from_dict`."""
+        return {
+            "id": self.id,
+            "version": self.version,
+            "word_order": self.word_order.value,
+            "description": self.description,
+            "blocks": [
+                {"table": b.table.value, "start": b.start, "count": b.count} for b in self.blocks
+            ],
+            "points": [_point_to_dict(p) for p in self.points],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RegisterMap:
+        """Build and validate a map from its `to_dict` form (e.g. a parsed user profile)."""
+        try:
+            return cls(
+                id=str(data["id"]),
+                version=int(data["version"]),
+                word_order=WordOrder(data.get("word_order", "ABCD")),
+                description=str(data.get("description", "")),
+                blocks=tuple(
+                    Block(Table(b["table"]), int(b["start"]), int(b["count"]))
+                    for b in data.get("blocks", ())
+                ),
+                points=tuple(_point_from_dict(p) for p in data["points"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, RegisterMapError):
+                raise
+            raise RegisterMapError(f"invalid register map definition: {exc!r}") from exc
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of the map's canonical JSON form; changes whenever the map does."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _validate_point(point: Point) -> None:
+    where = f"point {point.name!r}"
+    if not _NAME.fullmatch(point.name):
+        raise RegisterMapError(f"{where}: name must match {_NAME.pattern}")
+    if point.type is DataType.STRING and point.length < 1:
+        raise RegisterMapError(f"{where}: a string needs a length of at least one register")
+    if point.type is not DataType.STRING and point.length:
+        raise RegisterMapError(f"{where}: only strings have a length")
+    if not 0 <= point.address or point.end > ADDRESS_SPACE:
+        raise RegisterMapError(f"{where}: address {point.address} outside 0..65535")
+    if point.table.is_bit != (point.type is DataType.BOOL):
+        raise RegisterMapError(f"{where}: {point.type} cannot live in the {point.table} table")
+    if point.access.writable and point.table not in (Table.COIL, Table.HOLDING_REGISTER):
+        raise RegisterMapError(f"{where}: {point.table} points are read-only")
+    if point.scale == 0:
+        raise RegisterMapError(f"{where}: scale must not be zero")
+    if point.scale != 1 and point.type in (DataType.BOOL, DataType.STRING):
+        raise RegisterMapError(f"{where}: {point.type} points cannot be scaled")
+
+
+def _point_to_dict(point: Point) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": point.name,
+        "table": point.table.value,
+        "address": point.address,
+        "type": point.type.value,
+    }
+    optional: dict[str, Any] = {
+        "scale": point.scale if point.scale != 1 else None,
+        "unit": point.unit or None,
+        "access": point.access.value if point.access is not Access.R else None,
+        "description": point.description or None,
+        "length": point.length or None,
+        "minimum": point.minimum,
+        "maximum": point.maximum,
+        "labels": {str(k): v for k, v in point.labels} if point.labels else None,
+    }
+    out.update({k: v for k, v in optional.items() if v is not None})
+    return out
+
+
+def _point_from_dict(data: Mapping[str, Any]) -> Point:
+    labels = data.get("labels") or {}
+    return Point(
+        name=str(data["name"]),
+        table=Table(data["table"]),
+        address=int(data["address"]),
+        type=DataType(data["type"]),
+        scale=float(data.get("scale", 1.0)),
+        unit=str(data.get("unit", "")),
+        access=Access(data.get("access", "r")),
+        description=str(data.get("description", "")),
+        length=int(data.get("length", 0)),
+        minimum=None if data.get("minimum") is None else float(data["minimum"]),
+        maximum=None if data.get("maximum") is None else float(data["maximum"]),
+        labels=tuple(sorted((int(k), str(v)) for k, v in labels.items())),
+    )
