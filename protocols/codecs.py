@@ -1,8 +1,10 @@
 """Value codecs: engineering values <-> Modbus registers, for every type and byte/word order.
 
-`encode` and `decode` are exact inverses for every value a point can hold. Scaled points store
-``round(value / scale)`` and decode to ``raw * scale`` rounded to the scale's decimals, so
-``0.1``-scaled temperatures come back as ``21.5`` and not ``21.500000000000004``.
+`encode` and `decode` are exact inverses for every value a point can hold exactly: numbers on
+the point's scale grid, floats a 32-bit float represents, ASCII strings without trailing
+padding (decoding strips trailing NULs and spaces; NaN is NaN, not equal to itself). Scaled
+points store ``round(value / scale)`` and decode to ``raw * scale`` rounded to the scale's
+decimals, so ``0.1``-scaled temperatures come back as ``21.5`` and not ``21.500000000000004``.
 
 Decoding never fails on what a device sends (any 16-bit words decode to some value, strings
 with undecodable bytes use U+FFFD); encoding raises `EncodeError` for values that do not fit.
@@ -26,6 +28,7 @@ _STRUCT = {
     DataType.S32: ">i",
     DataType.F32: ">f",
 }
+_F32_MAX = 3.4028234663852886e38
 _RAW_RANGE = {
     DataType.U16: (0, 0xFFFF),
     DataType.S16: (-0x8000, 0x7FFF),
@@ -55,10 +58,14 @@ def _from_registers(registers: Sequence[int]) -> bytes:
 
 
 def _decimals(scale: float) -> int:
-    """Decimal places worth keeping for a scale such as 0.1 or 0.01."""
-    if scale >= 1:
-        return 0
-    return min(9, math.ceil(-math.log10(scale) - 1e-9))
+    """Decimal places of the scale as written: 0.1 -> 1, 0.25 -> 2, 2.5 -> 1, 10 -> 0, 1e-05 -> 5.
+
+    ``raw * scale`` then has at most that many decimals, so rounding to them removes exactly the
+    binary floating-point error and nothing else (``-log10`` would round 0.25 to one place).
+    """
+    mantissa, _, exponent = repr(abs(float(scale))).partition("e")
+    fraction = mantissa.partition(".")[2].rstrip("0")
+    return max(0, len(fraction) - int(exponent or 0))
 
 
 def scaled(point: Point, raw: int) -> int | float:
@@ -70,9 +77,16 @@ def scaled(point: Point, raw: int) -> int | float:
 
 def unscaled(point: Point, value: float) -> int:
     """Turn an engineering value into the raw integer a scaled point stores."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise EncodeError(f"point {point.name!r} needs a finite number, got {value!r}")
-    return round(value / point.scale)
+    try:
+        # ValueError: NaN; OverflowError: infinite, an int too large for a float, or a
+        # quotient that overflows to infinity.
+        return round(value / point.scale)
+    except (OverflowError, ValueError):
+        raise EncodeError(
+            f"point {point.name!r} needs a finite number in range, got {value!r:.40}"
+        ) from None
 
 
 def encode(point: Point, value: Value, order: WordOrder) -> tuple[int, ...]:
@@ -96,8 +110,16 @@ def encode(point: Point, value: Value, order: WordOrder) -> tuple[int, ...]:
     if kind is DataType.F32:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise EncodeError(f"point {point.name!r} needs a number, got {value!r}")
-        number = float(value) / point.scale
-        if math.isfinite(number) and abs(number) > 3.4028234663852886e38:
+        try:
+            number = float(value)
+        except OverflowError:  # an int too large for any float
+            raise EncodeError(
+                f"point {point.name!r}: {value!r:.40} overflows a 32-bit float"
+            ) from None
+        finite = math.isfinite(number)
+        number /= point.scale
+        # NaN and infinities pass through as themselves; a finite value must stay finite.
+        if finite and not abs(number) <= _F32_MAX:
             raise EncodeError(f"point {point.name!r}: {value!r} overflows a 32-bit float")
         return _to_registers(_reorder(struct.pack(">f", number), order))
     if isinstance(value, str):

@@ -113,3 +113,9 @@ class ReplayedMessage(RemoteProtocolError):
     """The message repeats a sequence number or command id already seen."""
 
     reason = "replay"
+
+
+class ClockUntrusted(StaleMessage):
+    """Freshness cannot be judged because the local clock is not trusted (not yet synced)."""
+
+    reason = "clock_untrusted"

@@ -7,8 +7,9 @@ into contiguous runs and bridges the holes between them, subject to three limits
 * a read never exceeds the protocol maximum (125 registers, 2000 bits) or a lower limit
   the caller sets for a controller that cannot do that many;
 * a hole bridged inside a read is at most `max_gap` unwanted registers long;
-* if the map declares readable `blocks`, a read never leaves the block it starts in
-  (controllers answer "illegal data address" for a read that touches an unmapped address).
+* if the map declares readable `blocks`, every read lies inside one of them (controllers
+  answer "illegal data address" for a read that touches an unmapped address); a wanted point
+  outside every block is an error.
 
 Within those limits the plan has the fewest reads possible: a forced break splits the points
 into independent segments, and inside a segment the greedy sweep by start address is
@@ -58,7 +59,9 @@ class ReadRequest:
         out: dict[str, Value] = {}
         for point in self.points:
             offset = point.address - self.address
-            out[point.name] = decode(point, [int(v) for v in values[offset : offset + point.count]], order)
+            out[point.name] = decode(
+                point, [int(v) for v in values[offset : offset + point.count]], order
+            )
         return out
 
 
@@ -96,18 +99,23 @@ def _plan_table(
     reads: list[ReadRequest] = []
     run: list[Point] = []
     start = end = 0
-    block: Block | None = None
     for point in wanted:
         if point.count > limit:
             raise LocalProtocolError(
                 f"point {point.name!r} spans {point.count} addresses, more than one read ({limit})"
+            )
+        if blocks and not _in_a_block(blocks, table, point.address, point.end):
+            raise LocalProtocolError(
+                f"point {point.name!r} ({table} {point.address}..{point.end - 1}) "
+                "lies outside every readable block"
             )
         if run:
             new_end = max(end, point.end)
             fits = (
                 new_end - start <= limit
                 and point.address - end <= max_gap
-                and (not blocks or (block is not None and block.contains(table, start, new_end)))
+                # Any block, not just the first point's: declared blocks may overlap.
+                and (not blocks or _in_a_block(blocks, table, start, new_end))
             )
             if fits:
                 run.append(point)
@@ -115,17 +123,13 @@ def _plan_table(
                 continue
             reads.append(ReadRequest(table, start, end - start, tuple(run)))
         run, start, end = [point], point.address, point.end
-        block = _block_of(blocks, table, point)
     if run:
         reads.append(ReadRequest(table, start, end - start, tuple(run)))
     return reads
 
 
-def _block_of(blocks: Sequence[Block], table: Table, point: Point) -> Block | None:
-    for block in blocks:
-        if block.contains(table, point.address, point.end):
-            return block
-    return None
+def _in_a_block(blocks: Sequence[Block], table: Table, start: int, end: int) -> bool:
+    return any(block.contains(table, start, end) for block in blocks)
 
 
 def covered(plan: Iterable[ReadRequest]) -> Mapping[str, ReadRequest]:

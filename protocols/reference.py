@@ -108,7 +108,9 @@ REFERENCE_MAP = RegisterMap(
         Point("ch_active", _DI, 4, DataType.BOOL, description="Central heating demand active"),
         Point("dhw_active", _DI, 5, DataType.BOOL, description="Hot water demand active"),
         Point("lockout", _DI, 6, DataType.BOOL, description="In lockout (needs a reset)"),
-        Point("blocking_error", _DI, 7, DataType.BOOL, description="Blocked by a self-clearing fault"),
+        Point(
+            "blocking_error", _DI, 7, DataType.BOOL, description="Blocked by a self-clearing fault"
+        ),
         Point(
             "status",
             _IR,

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from protocols.errors import RegisterMapError
 
@@ -229,23 +230,24 @@ class RegisterMap:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RegisterMap:
-        """Build and validate a map from its `to_dict` form (e.g. a parsed user profile)."""
-        try:
-            return cls(
-                id=str(data["id"]),
-                version=int(data["version"]),
-                word_order=WordOrder(data.get("word_order", "ABCD")),
-                description=str(data.get("description", "")),
-                blocks=tuple(
-                    Block(Table(b["table"]), int(b["start"]), int(b["count"]))
-                    for b in data.get("blocks", ())
-                ),
-                points=tuple(_point_from_dict(p) for p in data["points"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, RegisterMapError):
-                raise
-            raise RegisterMapError(f"invalid register map definition: {exc!r}") from exc
+        """Build and validate a map from its `to_dict` form (e.g. a parsed user profile).
+
+        Anything malformed (a missing or unknown key, a wrong type, an unknown enum value)
+        raises `RegisterMapError` naming the entry and key, e.g. ``point #3 ('flow_temp'):``.
+        """
+        entry = _Entry(data, "register map", _MAP_KEYS)
+        return cls(
+            id=entry.text("id"),
+            version=entry.integer("version"),
+            word_order=entry.choice("word_order", WordOrder, WordOrder.ABCD),
+            description=entry.text("description", ""),
+            blocks=tuple(
+                _block_from_dict(b, f"block #{i}") for i, b in enumerate(entry.array("blocks", ()))
+            ),
+            points=tuple(
+                _point_from_dict(p, f"point #{i}") for i, p in enumerate(entry.array("points"))
+            ),
+        )
 
     def digest(self) -> str:
         """SHA-256 (hex) of the map's canonical JSON form; changes whenever the map does."""
@@ -261,14 +263,19 @@ def _validate_point(point: Point) -> None:
         raise RegisterMapError(f"{where}: a string needs a length of at least one register")
     if point.type is not DataType.STRING and point.length:
         raise RegisterMapError(f"{where}: only strings have a length")
-    if not 0 <= point.address or point.end > ADDRESS_SPACE:
+    if point.address < 0 or point.end > ADDRESS_SPACE:
         raise RegisterMapError(f"{where}: address {point.address} outside 0..65535")
     if point.table.is_bit != (point.type is DataType.BOOL):
         raise RegisterMapError(f"{where}: {point.type} cannot live in the {point.table} table")
     if point.access.writable and point.table not in (Table.COIL, Table.HOLDING_REGISTER):
         raise RegisterMapError(f"{where}: {point.table} points are read-only")
-    if point.scale == 0:
-        raise RegisterMapError(f"{where}: scale must not be zero")
+    if point.scale == 0 or not math.isfinite(point.scale):
+        raise RegisterMapError(f"{where}: scale must be a finite number other than zero")
+    for limit in (point.minimum, point.maximum):
+        if limit is not None and not math.isfinite(limit):
+            raise RegisterMapError(f"{where}: write limits must be finite numbers")
+    if point.minimum is not None and point.maximum is not None and point.minimum > point.maximum:
+        raise RegisterMapError(f"{where}: minimum {point.minimum} exceeds maximum {point.maximum}")
     if point.scale != 1 and point.type in (DataType.BOOL, DataType.STRING):
         raise RegisterMapError(f"{where}: {point.type} points cannot be scaled")
 
@@ -281,32 +288,127 @@ def _point_to_dict(point: Point) -> dict[str, Any]:
         "type": point.type.value,
     }
     optional: dict[str, Any] = {
-        "scale": point.scale if point.scale != 1 else None,
+        # Numbers as floats: from_dict reads them back as floats, and the digest hashes this
+        # form, so an int minimum written in code (0) must hash like the same map from a file (0.0).
+        "scale": float(point.scale) if point.scale != 1 else None,
         "unit": point.unit or None,
         "access": point.access.value if point.access is not Access.R else None,
         "description": point.description or None,
         "length": point.length or None,
-        "minimum": point.minimum,
-        "maximum": point.maximum,
-        "labels": {str(k): v for k, v in point.labels} if point.labels else None,
+        "minimum": None if point.minimum is None else float(point.minimum),
+        "maximum": None if point.maximum is None else float(point.maximum),
+        "labels": {str(k): v for k, v in sorted(point.labels)} if point.labels else None,
     }
     out.update({k: v for k, v in optional.items() if v is not None})
     return out
 
 
-def _point_from_dict(data: Mapping[str, Any]) -> Point:
-    labels = data.get("labels") or {}
+_MAP_KEYS = frozenset({"id", "version", "word_order", "description", "blocks", "points"})
+_BLOCK_KEYS = frozenset({"table", "start", "count"})
+_POINT_KEYS = frozenset(
+    {
+        "name",
+        "table",
+        "address",
+        "type",
+        "scale",
+        "unit",
+        "access",
+        "description",
+        "length",
+        "minimum",
+        "maximum",
+        "labels",
+    }
+)
+
+
+def _block_from_dict(data: object, where: str) -> Block:
+    entry = _Entry(data, where, _BLOCK_KEYS)
+    return Block(entry.choice("table", Table), entry.integer("start"), entry.integer("count"))
+
+
+def _point_from_dict(data: object, where: str) -> Point:
+    entry = _Entry(data, where, _POINT_KEYS)
+    name = entry.text("name")
+    entry.where = f"{where} ({name!r})"
+    labels: list[tuple[int, str]] = []
+    for key, text in entry.mapping("labels").items():
+        # Keys are text in JSON and TOML ("7"); a Python dict may use ints.
+        if isinstance(key, bool) or not isinstance(key, int | str) or not isinstance(text, str):
+            raise RegisterMapError(f"{entry.where}: labels must map integers to text")
+        try:
+            labels.append((int(key), text))
+        except ValueError:
+            raise RegisterMapError(f"{entry.where}: label key {key!r} is not an integer") from None
     return Point(
-        name=str(data["name"]),
-        table=Table(data["table"]),
-        address=int(data["address"]),
-        type=DataType(data["type"]),
-        scale=float(data.get("scale", 1.0)),
-        unit=str(data.get("unit", "")),
-        access=Access(data.get("access", "r")),
-        description=str(data.get("description", "")),
-        length=int(data.get("length", 0)),
-        minimum=None if data.get("minimum") is None else float(data["minimum"]),
-        maximum=None if data.get("maximum") is None else float(data["maximum"]),
-        labels=tuple(sorted((int(k), str(v)) for k, v in labels.items())),
+        name=name,
+        table=entry.choice("table", Table),
+        address=entry.integer("address"),
+        type=entry.choice("type", DataType),
+        scale=entry.number("scale", 1.0),
+        unit=entry.text("unit", ""),
+        access=entry.choice("access", Access, Access.R),
+        description=entry.text("description", ""),
+        length=entry.integer("length", 0),
+        minimum=entry.number("minimum", None),
+        maximum=entry.number("maximum", None),
+        labels=tuple(sorted(labels)),
     )
+
+
+_REQUIRED: Any = object()
+_Enum = TypeVar("_Enum", bound=StrEnum)
+
+
+class _Entry:
+    """Typed reads from one table of a user file, with errors that name the entry and key.
+
+    Keys not in `keys` are rejected (a misspelt ``acess = "rw"`` must not silently yield a
+    read-only point). An optional key given as null counts as absent.
+    """
+
+    def __init__(self, data: object, where: str, keys: frozenset[str]) -> None:
+        if not isinstance(data, Mapping):
+            raise RegisterMapError(f"{where}: expected a table of keys, got {type(data).__name__}")
+        unknown = sorted(str(k) for k in data if k not in keys)
+        if unknown:
+            raise RegisterMapError(f"{where}: unknown keys {unknown} (allowed: {sorted(keys)})")
+        self.data: Mapping[Any, Any] = data
+        self.where = where
+
+    def _get(self, key: str, default: Any, expected: str, *kinds: type) -> Any:
+        value = self.data.get(key)
+        if value is None:
+            if default is _REQUIRED:
+                raise RegisterMapError(f"{self.where}: missing key {key!r}")
+            return default
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            raise RegisterMapError(f"{self.where}: {key!r} must be {expected}, got {value!r}")
+        return value
+
+    def text(self, key: str, default: str = _REQUIRED) -> str:
+        return cast(str, self._get(key, default, "text", str))
+
+    def integer(self, key: str, default: int = _REQUIRED) -> int:
+        return cast(int, self._get(key, default, "an integer", int))
+
+    def number(self, key: str, default: float | None = _REQUIRED) -> Any:
+        value = self._get(key, default, "a number", int, float)
+        return None if value is None else float(value)
+
+    def array(self, key: str, default: Sequence[Any] = _REQUIRED) -> Sequence[Any]:
+        return cast(Sequence[Any], self._get(key, default, "an array", list, tuple))
+
+    def mapping(self, key: str) -> Mapping[Any, Any]:
+        return cast(Mapping[Any, Any], self._get(key, {}, "a table", Mapping))
+
+    def choice(self, key: str, kind: type[_Enum], default: _Enum = _REQUIRED) -> _Enum:
+        value = self._get(key, default, "text", str)
+        try:
+            return kind(value)
+        except ValueError:
+            allowed = ", ".join(repr(m.value) for m in kind)
+            raise RegisterMapError(
+                f"{self.where}: {key!r} must be one of {allowed}, got {value!r}"
+            ) from None

@@ -1,0 +1,1 @@
+"""The simulated boiler controller and LTE modem, for hardware-in-the-loop tests and demos."""
