@@ -127,7 +127,7 @@ def _headers(protected: bytes, unprotected: object) -> tuple[Algorithm, str]:
         raise MalformedMessage("COSE kid is not UTF-8") from None
 
 
-def verify(envelope: bytes, keys: KeyLookup) -> Verified:
+def verify(envelope: bytes | bytearray | memoryview, keys: KeyLookup) -> Verified:
     """Check a COSE_Sign1 envelope against the signer's public key; see the module docs."""
     if isinstance(envelope, bytearray | memoryview):
         envelope = bytes(envelope)

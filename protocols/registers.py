@@ -329,9 +329,9 @@ def _block_from_dict(data: object, where: str) -> Block:
 
 
 def _point_from_dict(data: object, where: str) -> Point:
+    if isinstance(data, Mapping) and isinstance(data.get("name"), str):
+        where = f"{where} ({data['name']!r})"
     entry = _Entry(data, where, _POINT_KEYS)
-    name = entry.text("name")
-    entry.where = f"{where} ({name!r})"
     labels: list[tuple[int, str]] = []
     for key, text in entry.mapping("labels").items():
         # Keys are text in JSON and TOML ("7"); a Python dict may use ints.
@@ -342,7 +342,7 @@ def _point_from_dict(data: object, where: str) -> Point:
         except ValueError:
             raise RegisterMapError(f"{entry.where}: label key {key!r} is not an integer") from None
     return Point(
-        name=name,
+        name=entry.text("name"),
         table=entry.choice("table", Table),
         address=entry.integer("address"),
         type=entry.choice("type", DataType),

@@ -14,7 +14,7 @@ structures), and raises several exception types. This decoder accepts exactly:
 * ``false``, ``true``, ``null`` and half, single and double precision floats (any width);
   ``undefined`` and other simple values are rejected;
 * map keys that are integers or text strings, each at most once;
-* tags only as the outermost item and only those the caller allows (`Tagged`);
+* at most one tag, on the outermost item, and only one the caller allows (`Tagged`);
 * at most `max_depth` nested arrays and maps.
 
 Anything else raises `MalformedMessage`; no other exception escapes.
@@ -85,6 +85,7 @@ class _Decoder:
         return major, info, argument
 
     def item(self, depth: int) -> CborValue:
+        start = self._pos
         major, info, argument = self.head()
         if major == 0:
             return argument
@@ -102,7 +103,7 @@ class _Decoder:
                 self.fail(f"nested deeper than {self._max_depth}")
             return self.array(argument, depth + 1) if major == 4 else self.map(argument, depth + 1)
         if major == 6:
-            if depth != 0 or argument not in self._tags:
+            if start != 0 or argument not in self._tags:
                 self.fail(f"tag {argument} not allowed here")
             return Tagged(argument, self.item(depth))
         return self.simple(info, argument)

@@ -36,7 +36,9 @@ def detail_values(depth: int = MAX_DETAIL_DEPTH) -> st.SearchStrategy[Any]:
     if depth == 0:
         return scalars
     inner = st.deferred(lambda: detail_values(depth - 1))
-    return scalars | st.lists(inner, max_size=3).map(tuple) | st.dictionaries(texts, inner, max_size=3)
+    return (
+        scalars | st.lists(inner, max_size=3).map(tuple) | st.dictionaries(texts, inner, max_size=3)
+    )
 
 
 @st.composite
@@ -62,9 +64,7 @@ events = st.builds(
     st.dictionaries(texts, detail_values(), max_size=4),
 )
 births = st.builds(
-    lambda h, v, i, x, c: Birth(
-        **h, agent_version=v, map_id=i, map_hash=x, capabilities=tuple(c)
-    ),
+    lambda h, v, i, x, c: Birth(**h, agent_version=v, map_id=i, map_hash=x, capabilities=tuple(c)),
     headers(),
     names,
     names,

@@ -6,6 +6,8 @@ review the diff of ``messages.json`` and ``cose.json``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from protocols.cose import Algorithm, private_key_from_raw
 from protocols.messages import (
     Ack,
@@ -35,7 +37,7 @@ DEVICE_KEY = private_key_from_raw(DEVICE_SECRET)
 CLOUD_KEY = private_key_from_raw(CLOUD_SECRET)
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms
-HEADER = {"dev": DEVICE_ID, "epoch": 3, "ts": T0, "sync": True}
+HEADER: dict[str, Any] = {"dev": DEVICE_ID, "epoch": 3, "ts": T0, "sync": True}
 COMMAND_ID = "0b6f2c1e-5d3a-4c8e-9f10-2a7b3c4d5e6f"
 
 SAMPLES: dict[str, Message] = {
