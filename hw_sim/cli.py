@@ -17,6 +17,8 @@ import typer
 from hw_sim.pty import PtyError
 from hw_sim.rtu_server import LineSettings
 from hw_sim.runner import SimSettings, Simulator, run_modem
+from protocols.reference import REFERENCE_MAP
+from protocols.regmap_doc import register_map_markdown
 
 app = typer.Typer(
     help="Simulated hardware for hardware-in-the-loop tests: a boiler controller and an LTE modem.",
@@ -150,6 +152,21 @@ def modem(
             print(f"  control {url}/modem", flush=True)
 
     run_until_signalled(run_modem(str(pty), address, ready=ready))
+
+
+@app.command("register-map")
+def register_map(
+    format: Annotated[str, typer.Option("--format", help="markdown or json.")] = "markdown",
+) -> None:
+    """Print the reference controller's register map."""
+    if format == "markdown":
+        typer.echo(register_map_markdown(REFERENCE_MAP), nl=False)
+    elif format == "json":
+        import json
+
+        typer.echo(json.dumps(REFERENCE_MAP.to_dict(), indent=2))
+    else:
+        raise typer.BadParameter("format must be markdown or json", param_hint="--format")
 
 
 def _local_seconds(moment: datetime) -> float:

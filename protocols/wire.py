@@ -251,7 +251,9 @@ _DECODERS: Mapping[str, Callable[[_WireIn], Message]] = {
 }
 
 
-def decode_payload(data: bytes | bytearray | memoryview, expected_kind: TopicKind | None = None) -> Message:
+def decode_payload(
+    data: bytes | bytearray | memoryview, expected_kind: TopicKind | None = None
+) -> Message:
     """Parse and validate a payload; if `expected_kind` is given, `k` must equal it.
 
     Raises a `RemoteProtocolError` subclass (`OversizedMessage`, `MalformedMessage`) for any

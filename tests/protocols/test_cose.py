@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from pycose.algorithms import EdDSA
 from pycose.headers import KID as PycoseKID
 from pycose.headers import Algorithm as PycoseAlgorithm
-from pycose.keys.okp import OKPKey
 from pycose.keys.curves import Ed25519
+from pycose.keys.okp import OKPKey
 from pycose.messages.sign1message import Sign1Message
 
 from protocols.cose import (

@@ -423,7 +423,7 @@ def test_size_limit_checked_before_parsing() -> None:
 def test_non_bytes_input() -> None:
     payload = encode_payload(SAMPLES["health"])
     assert decode_payload(bytearray(payload)) == SAMPLES["health"]
-    assert decode_payload(memoryview(payload)) == SAMPLES["health"]  # type: ignore[arg-type]
+    assert decode_payload(memoryview(payload)) == SAMPLES["health"]
     with pytest.raises(MalformedMessage):
         decode_payload("text")  # type: ignore[arg-type]
 
@@ -468,12 +468,22 @@ _fields = st.sampled_from(
      "command_id", "state", "reason", "observed", "id", "name", "args", "iat", "exp",
      "agent_version", "map_id", "map_hash", "capabilities"]
 )  # fmt: skip
+_cbor_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**64), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.binary(max_size=4)
+    | st.sampled_from([k.value for k in TopicKind] + ["boiler-0001"])
+)
 _cbor_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**64), 2**64 - 1) | st.floats() | st.text(max_size=8)
-    | st.binary(max_size=4) | st.sampled_from([k.value for k in TopicKind] + ["boiler-0001"]),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    _cbor_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
     max_leaves=12,
-)  # fmt: skip
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -483,12 +493,18 @@ def test_structured_garbage(name: str, changes: dict[str, Any]) -> None:
 
 
 _strict_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**64), 2**64 - 1)
-    | st.floats(allow_nan=False) | st.text(max_size=8) | st.binary(max_size=8),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(max_size=4) | st.integers(-100, 100), inner, max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**64), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=4) | st.integers(-100, 100), inner, max_size=3)
+    ),
     max_leaves=16,
-)  # fmt: skip
+)
 
 
 @settings(max_examples=200, deadline=None)
