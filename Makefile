@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 SYSTEM_PACKAGES := mosquitto mbpoll
 RUN_DIR := run
 
-.PHONY: test demo venv system-packages lint typecheck clean
+.PHONY: test demo bench venv system-packages lint typecheck clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,9 @@ demo: $(STAMP)
 	@mkdir -p $(RUN_DIR)
 	$(BIN)/boilertwin sim boiler --pty $(RUN_DIR)/boiler0 --tcp 127.0.0.1:5020 \
 	  --control 127.0.0.1:8020 --modem-pty $(RUN_DIR)/modem0 --time-scale 60 --seed 1
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench.bench_rtu
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

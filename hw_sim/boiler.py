@@ -403,7 +403,9 @@ class Boiler:
         self._phase_s += dt
         if Cause.WATER_LEAK in self.causes:
             plant = self.plant
-            plant.cold_fill_bar = max(s.leak_floor_bar, plant.cold_fill_bar - s.leak_rate_bar_s * dt)
+            plant.cold_fill_bar = max(
+                s.leak_floor_bar, plant.cold_fill_bar - s.leak_rate_bar_s * dt
+            )
         if self.powered:
             self._sequence(dt)
         burner_kw = self._burner_kw() if self.flame_on else 0.0

@@ -58,7 +58,9 @@ def run_until_signalled(main: Coroutine[Any, Any, None]) -> None:
 
 def _configure_logging(level: str) -> None:
     logging.basicConfig(
-        level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
 
@@ -80,13 +82,14 @@ def _print_ready(sim: Simulator) -> None:
     if sim.tcp:
         lines += [
             f"  Modbus TCP  {sim.tcp.host}:{sim.tcp.port}  unit {s.unit}",
-            f"    try: mbpoll -m tcp -p {sim.tcp.port} -a {s.unit} -t 3 -0 -r 0 -c 19 -1 {sim.tcp.host}",
+            f"    try: mbpoll -m tcp -p {sim.tcp.port} -a {s.unit} -t 3 -0 -r 0 -c 19 -1 "
+            f"{sim.tcp.host}",
         ]
     if sim.control:
         url = f"http://{sim.control.host}:{sim.control.port}"
         lines += [
             f"  control     {url}/state",
-            f"    try: curl -s -X POST {url}/fault -d '{{\"code\": \"F28\"}}'   "
+            f'    try: curl -s -X POST {url}/fault -d \'{{"code": "F28"}}\'   '
             f"then {url}/repair, and write 1 to holding register 210 to reset",
         ]
     if s.modem_pty:
@@ -101,20 +104,34 @@ def _parity_word(parity: str) -> str:
 
 @app.command("boiler")
 def boiler(
-    pty: Annotated[Path | None, typer.Option(help="Publish the Modbus RTU slave's serial port at PATH.")] = None,
-    tcp: Annotated[str | None, typer.Option(help="Serve Modbus TCP on HOST:PORT (port 0 = any free port).")] = None,
+    pty: Annotated[
+        Path | None, typer.Option(help="Publish the Modbus RTU slave's serial port at PATH.")
+    ] = None,
+    tcp: Annotated[
+        str | None, typer.Option(help="Serve Modbus TCP on HOST:PORT (port 0 = any free port).")
+    ] = None,
     unit: Annotated[int, typer.Option(help="Modbus unit (slave) id, 1..247.")] = 1,
-    control: Annotated[str | None, typer.Option(help="Serve the HTTP control endpoint on HOST:PORT.")] = None,
-    modem_pty: Annotated[Path | None, typer.Option(help="Also simulate the gateway's LTE modem at PATH.")] = None,
-    time_scale: Annotated[float, typer.Option(help="Simulated seconds per real second (1440: a day in a minute).")] = 1.0,
+    control: Annotated[
+        str | None, typer.Option(help="Serve the HTTP control endpoint on HOST:PORT.")
+    ] = None,
+    modem_pty: Annotated[
+        Path | None, typer.Option(help="Also simulate the gateway's LTE modem at PATH.")
+    ] = None,
+    time_scale: Annotated[
+        float, typer.Option(help="Simulated seconds per real second (1440: a day in a minute).")
+    ] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed for draws, noise and injected comms faults.")] = 0,
     start: Annotated[
         datetime | None, typer.Option(help="Simulated local time at start (default: now).")
     ] = None,
-    baud: Annotated[int, typer.Option(help="Line speed a master must use (and timing is emulated at).")] = 19200,
+    baud: Annotated[
+        int, typer.Option(help="Line speed a master must use (and timing is emulated at).")
+    ] = 19200,
     parity: Annotated[str, typer.Option(help="N, E or O.")] = "E",
     stop_bits: Annotated[int, typer.Option(help="1 or 2.")] = 1,
-    line_timing: Annotated[bool, typer.Option(help="Hold replies as long as a real serial line would.")] = False,
+    line_timing: Annotated[
+        bool, typer.Option(help="Hold replies as long as a real serial line would.")
+    ] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve a simulated boiler controller over Modbus RTU (pty) and/or Modbus TCP."""
@@ -129,7 +146,9 @@ def boiler(
             time_scale=time_scale,
             seed=seed,
             start_wall_s=_local_seconds(start) if start else None,
-            line=LineSettings(baud=baud, parity=parity.upper(), stop_bits=stop_bits, emulate_timing=line_timing),
+            line=LineSettings(
+                baud=baud, parity=parity.upper(), stop_bits=stop_bits, emulate_timing=line_timing
+            ),
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

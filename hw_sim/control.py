@@ -102,7 +102,10 @@ class ControlServer:
         if handler is None:
             if any(path == target for _, path in self.routes):
                 return HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"{method} not allowed on {target}"}
-            return HTTPStatus.NOT_FOUND, {"error": f"no such endpoint {target}", "endpoints": self.index()}
+            return HTTPStatus.NOT_FOUND, {
+                "error": f"no such endpoint {target}",
+                "endpoints": self.index(),
+            }
         try:
             body = json.loads(raw) if raw.strip() else None
         except (ValueError, UnicodeDecodeError) as exc:
@@ -127,9 +130,11 @@ def require_object(
         body = {}
     if not isinstance(body, dict):
         raise ControlError(HTTPStatus.BAD_REQUEST, "body must be a JSON object")
-    unknown = set(body) - allowed
+    unknown = set(body) - set(allowed)
     if unknown:
-        raise ControlError(HTTPStatus.BAD_REQUEST, f"unknown fields {sorted(unknown)}; allowed {sorted(allowed)}")
+        raise ControlError(
+            HTTPStatus.BAD_REQUEST, f"unknown fields {sorted(unknown)}; allowed {sorted(allowed)}"
+        )
     missing = set(required) - set(body)
     if missing:
         raise ControlError(HTTPStatus.BAD_REQUEST, f"missing fields {sorted(missing)}")

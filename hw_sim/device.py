@@ -53,14 +53,20 @@ class BoilerDevice:
         """Apply setpoint, enable and reset writes, all or nothing."""
         end = address + len(values)
         self._check_block(table, address, len(values))
-        targets = [p for p in self.register_map.points if p.table is table and p.address < end and p.end > address]
+        targets = [
+            p
+            for p in self.register_map.points
+            if p.table is table and p.address < end and p.end > address
+        ]
         covered: set[int] = set()
         for point in targets:
             if not point.access.writable or point.address < address or point.end > end:
                 self._reject(ExceptionCode.ILLEGAL_DATA_ADDRESS, f"{point.name} not writable here")
             covered.update(range(point.address, point.end))
         if covered != set(range(address, end)):
-            self._reject(ExceptionCode.ILLEGAL_DATA_ADDRESS, f"no writable point at {address}..{end - 1}")
+            self._reject(
+                ExceptionCode.ILLEGAL_DATA_ADDRESS, f"no writable point at {address}..{end - 1}"
+            )
         decoded: list[tuple[Point, float]] = []
         for point in targets:
             registers = values[point.address - address : point.end - address]

@@ -28,7 +28,11 @@ class CommsFaultSettings:
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
                 raise ValueError(f"{name} must be a probability between 0 and 1, got {value!r}")
         delay = self.delay_ms
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= MAX_DELAY_MS:
+        if (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not 0 <= delay <= MAX_DELAY_MS
+        ):
             raise ValueError(f"delay_ms must be between 0 and {MAX_DELAY_MS}, got {delay!r}")
 
 

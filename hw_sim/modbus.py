@@ -63,7 +63,12 @@ class DataModel(Protocol):
         ...
 
 
-_READS = {1: Table.COIL, 2: Table.DISCRETE_INPUT, 3: Table.HOLDING_REGISTER, 4: Table.INPUT_REGISTER}
+_READS = {
+    1: Table.COIL,
+    2: Table.DISCRETE_INPUT,
+    3: Table.HOLDING_REGISTER,
+    4: Table.INPUT_REGISTER,
+}
 
 
 def exception_response(function: int, code: ExceptionCode) -> bytes:
@@ -92,10 +97,7 @@ def _dispatch(model: DataModel, function: int, data: bytes) -> bytes:
             raise ModbusException(ExceptionCode.ILLEGAL_DATA_VALUE, f"quantity {count}")
         _check_range(address, count)
         values = model.read(table, address, count)
-        if table.is_bit:
-            payload = _pack_bits(values)
-        else:
-            payload = struct.pack(f">{count}H", *values)
+        payload = _pack_bits(values) if table.is_bit else struct.pack(f">{count}H", *values)
         return bytes((function, len(payload))) + payload
     if function == 5:
         _require_table(model, Table.COIL)

@@ -135,7 +135,9 @@ class Plant:
         second = wall_s % SECONDS_PER_DAY
         return any(d.active(second) for d in self._draw_cache[1])
 
-    def step(self, dt: float, wall_s: float, burner_kw: float, mode: HeatMode, pump_on: bool) -> None:
+    def step(
+        self, dt: float, wall_s: float, burner_kw: float, mode: HeatMode, pump_on: bool
+    ) -> None:
         """Advance the physics by `dt` seconds with the burner delivering `burner_kw`."""
         p = self.params
         outdoor = self.outdoor_temp(wall_s)

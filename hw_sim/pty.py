@@ -86,7 +86,7 @@ class PseudoTerminal:
             termios.tcsetattr(self._slave_fd, termios.TCSANOW, attrs)
 
     def write(self, data: bytes) -> None:
-        """Send bytes to the client (dropped if the pty buffer is full: a line has no flow control)."""
+        """Send bytes to the client (dropped if the buffer is full: a line has no flow control)."""
         view = memoryview(data)
         while view:
             try:
@@ -140,4 +140,3 @@ def _in_use(device: str) -> bool:
                     if os.readlink(fd) == real:
                         return True
     return False
-

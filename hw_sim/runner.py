@@ -54,7 +54,9 @@ class SimSettings:
         if not 1 <= self.unit <= 247:
             raise ValueError(f"unit id must be 1..247, got {self.unit}")
         if not 0 < self.time_scale <= MAX_TIME_SCALE:
-            raise ValueError(f"time scale must be in (0, {MAX_TIME_SCALE:g}], got {self.time_scale}")
+            raise ValueError(
+                f"time scale must be in (0, {MAX_TIME_SCALE:g}], got {self.time_scale}"
+            )
         if self.boot_s < 0 or self.tick_s <= 0:
             raise ValueError("boot_s must be >= 0 and tick_s > 0")
 
@@ -76,7 +78,13 @@ class Simulator:
         self.device = BoilerDevice(self.boiler)
         self.faults = CommsFaults(seed=settings.seed)
         self.rtu = (
-            RtuServer(self.device, settings.pty, unit=settings.unit, line=settings.line, faults=self.faults)
+            RtuServer(
+                self.device,
+                settings.pty,
+                unit=settings.unit,
+                line=settings.line,
+                faults=self.faults,
+            )
             if settings.pty
             else None
         )
@@ -86,7 +94,9 @@ class Simulator:
             else None
         )
         self.modem = ModemState() if settings.modem_pty else None
-        self.control = ControlServer(self._routes(), *settings.control) if settings.control else None
+        self.control = (
+            ControlServer(self._routes(), *settings.control) if settings.control else None
+        )
         self._power_timer: asyncio.TimerHandle | None = None
 
     async def run(self, ready: Callable[[Simulator], None] | None = None) -> None:
@@ -172,7 +182,9 @@ class Simulator:
             code = FaultCode.parse(str(fields["code"]))
         except ValueError:
             known = ", ".join(f"F{int(c)}" for c in FaultCode if c)
-            raise ControlError(HTTPStatus.BAD_REQUEST, f"unknown fault {fields['code']!r}; known: {known}") from None
+            raise ControlError(
+                HTTPStatus.BAD_REQUEST, f"unknown fault {fields['code']!r}; known: {known}"
+            ) from None
         cause = self.boiler.inject(code)
         log.info("fault %s injected (cause %s)", code.name, cause.value)
         return {"fault": code.name, "cause": cause.value, "state": self.snapshot()}
@@ -184,13 +196,17 @@ class Simulator:
             try:
                 cause = CAUSE_OF_FAULT[FaultCode.parse(str(fields["code"]))]
             except (ValueError, KeyError):
-                raise ControlError(HTTPStatus.BAD_REQUEST, f"unknown fault {fields['code']!r}") from None
+                raise ControlError(
+                    HTTPStatus.BAD_REQUEST, f"unknown fault {fields['code']!r}"
+                ) from None
         elif "cause" in fields:
             try:
                 cause = Cause(fields["cause"])
             except ValueError:
                 known = ", ".join(c.value for c in Cause)
-                raise ControlError(HTTPStatus.BAD_REQUEST, f"unknown cause; known: {known}") from None
+                raise ControlError(
+                    HTTPStatus.BAD_REQUEST, f"unknown cause; known: {known}"
+                ) from None
         self.boiler.repair(cause)
         log.info("repaired %s", cause.value if cause else "every cause")
         return {"repaired": cause.value if cause else "all", "state": self.snapshot()}
@@ -209,7 +225,9 @@ class Simulator:
         fields = require_object(body, allowed={"off_s"})
         off_s = fields.get("off_s", self.settings.boot_s)
         if isinstance(off_s, bool) or not isinstance(off_s, int | float) or not 0 <= off_s <= 3600:
-            raise ControlError(HTTPStatus.BAD_REQUEST, "off_s must be a number of seconds in 0..3600")
+            raise ControlError(
+                HTTPStatus.BAD_REQUEST, "off_s must be a number of seconds in 0..3600"
+            )
         self.boiler.power_off()
         if self.rtu:
             self.rtu.power_cycled()
@@ -234,13 +252,19 @@ class Simulator:
             if "dhw" in fields:
                 self.boiler.dhw_override = DemandOverride(fields["dhw"])
         except ValueError:
-            raise ControlError(HTTPStatus.BAD_REQUEST, "ch and dhw must be 'auto', 'on' or 'off'") from None
+            raise ControlError(
+                HTTPStatus.BAD_REQUEST, "ch and dhw must be 'auto', 'on' or 'off'"
+            ) from None
         return {"ch": self.boiler.ch_override.value, "dhw": self.boiler.dhw_override.value}
 
     async def _advance(self, body: Any) -> Any:
         fields = require_object(body, allowed={"seconds"}, required={"seconds"})
         seconds = fields["seconds"]
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= MAX_ADVANCE_S:
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not 0 < seconds <= MAX_ADVANCE_S
+        ):
             raise ControlError(HTTPStatus.BAD_REQUEST, f"seconds must be in (0, {MAX_ADVANCE_S}]")
         remaining = float(seconds)
         while remaining > 0:  # in slices, so Modbus keeps being served meanwhile
@@ -281,7 +305,11 @@ async def run_modem(
         modem.update(**body)
         return modem.snapshot()
 
-    server = ControlServer({("GET", "/modem"): show, ("POST", "/modem"): update}, *control) if control else None
+    server = (
+        ControlServer({("GET", "/modem"): show, ("POST", "/modem"): update}, *control)
+        if control
+        else None
+    )
     async with asyncio.TaskGroup() as group:
         events = [asyncio.Event()]
         group.create_task(serve_modem(modem, pty_path, ready=events[0]), name="modem")

@@ -28,7 +28,9 @@ THIS_DEVICE = 255
 class TcpServer:
     """Serves a `BoilerDevice` over Modbus TCP."""
 
-    def __init__(self, device: BoilerDevice, host: str, port: int, *, unit: int, faults: CommsFaults) -> None:
+    def __init__(
+        self, device: BoilerDevice, host: str, port: int, *, unit: int, faults: CommsFaults
+    ) -> None:
         self.device = device
         self.host = host
         self.port = port

@@ -19,10 +19,11 @@ def register_map_markdown(register_map: RegisterMap) -> str:
         "",
         f"{register_map.description}.",
         "",
-        "Generated from `protocols/reference.py` by `boilertwin sim register-map`; do not edit by hand.",
-        f"Addresses are 0-based protocol addresses. 32-bit values use word order `{register_map.word_order}`;",
-        "strings are ASCII, two characters per register, padded with NUL. Raw values are multiplied by",
-        "the scale to give engineering units. Reads may span unmapped addresses only inside one block.",
+        "Generated from `protocols/reference.py` by `boilertwin sim register-map`;",
+        "do not edit by hand. Addresses are 0-based protocol addresses. 32-bit values use",
+        f"word order `{register_map.word_order}`; strings are ASCII, two characters per register,",
+        "padded with NUL. Raw values are multiplied by the scale to give engineering units.",
+        "Reads may span unmapped addresses only inside one block.",
         "",
         f"Map digest (SHA-256 of its canonical JSON): `{register_map.digest()}`",
         "",
@@ -32,7 +33,12 @@ def register_map_markdown(register_map: RegisterMap) -> str:
         if not points:
             continue
         blocks = ", ".join(_block(b) for b in register_map.blocks if b.table is table)
-        lines += [f"## {_TABLE_TITLE[table]}", "", f"Readable blocks: {blocks or 'none declared'}.", ""]
+        lines += [
+            f"## {_TABLE_TITLE[table]}",
+            "",
+            f"Readable blocks: {blocks or 'none declared'}.",
+            "",
+        ]
         lines += [
             "| address | name | type | scale | unit | access | description |",
             "|---|---|---|---|---|---|---|",

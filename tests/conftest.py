@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -19,7 +20,9 @@ MIDNIGHT = 1_763_683_200.0
 
 def require_tool(name: str) -> str:
     """Path of a system tool the suite needs; in CI its absence is a failure, not a skip."""
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None
+    )
     if path is None:
         message = f"{name} is not installed (make test installs it with apt-get)"
         if os.environ.get("CI"):
@@ -28,16 +31,17 @@ def require_tool(name: str) -> str:
     return path
 
 
-async def http(url: str, method: str = "GET", body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+async def http(
+    url: str, method: str = "GET", body: Any = None, raw: bytes | None = None
+) -> tuple[int, Any]:
     """One HTTP/1.1 request; returns (status, parsed JSON body)."""
     assert url.startswith("http://")
     host_port, _, path = url[len("http://") :].partition("/")
     host, _, port = host_port.rpartition(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
-    writer.write(
-        f"{method} /{path} HTTP/1.1\r\nHost: {host_port}\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data
-    )
+    head = f"{method} /{path} HTTP/1.1\r\nHost: {host_port}\r\nContent-Length: {len(data)}\r\n\r\n"
+    writer.write(head.encode() + data)
     await writer.drain()
     response = await reader.read()
     writer.close()
@@ -79,8 +83,6 @@ class RunningSim:
         return payload  # type: ignore[no-any-return]
 
 
-
-
 @pytest.fixture
 async def start_sim(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """Start simulators with given settings; all are stopped (and links removed) afterwards."""
@@ -99,7 +101,9 @@ async def start_sim(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         ready = asyncio.Event()
         task = asyncio.create_task(sim.run(ready=lambda _: ready.set()))
         waiter = asyncio.create_task(ready.wait())
-        done, _ = await asyncio.wait({task, waiter}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {task, waiter}, timeout=10, return_when=asyncio.FIRST_COMPLETED
+        )
         if task in done:
             task.result()
         assert waiter in done, "simulator did not start"
@@ -111,7 +115,5 @@ async def start_sim(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     for handle in running:
         handle.task.cancel()
     for handle in running:
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await handle.task
-        except asyncio.CancelledError:
-            pass

@@ -175,7 +175,9 @@ def test_f22_low_pressure_blocks_and_clears_itself_after_refill() -> None:
     values = boiler.register_values()
     assert values["fault_code"] == 22 and values["flame_on"] is False
     assert values["ch_pressure"] < 0.6
-    assert boiler.request_reset() is ResetOutcome.NOT_IN_LOCKOUT, "a blocking error is not a lockout"
+    assert boiler.request_reset() is ResetOutcome.NOT_IN_LOCKOUT, (
+        "a blocking error is not a lockout"
+    )
     boiler.advance(600)
     assert boiler.status is BoilerStatus.BLOCKING_ERROR
     boiler.repair()
@@ -242,7 +244,13 @@ def test_reset_when_not_locked_out_changes_nothing() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("ch_setpoint", 29.9), ("ch_setpoint", 80.1), ("dhw_setpoint", 70.0), ("ch_enable", 2), ("status", 1)],
+    [
+        ("ch_setpoint", 29.9),
+        ("ch_setpoint", 80.1),
+        ("dhw_setpoint", 70.0),
+        ("ch_enable", 2),
+        ("status", 1),
+    ],
 )
 def test_settings_are_validated(name: str, value: float) -> None:
     boiler = Boiler()

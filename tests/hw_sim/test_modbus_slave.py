@@ -36,7 +36,9 @@ def test_planned_reads_decode_to_the_controller_values(device: BoilerDevice) -> 
     truth = device.boiler.register_values()
     decoded: dict[str, object] = {}
     for request in plan_reads(REFERENCE_MAP.readable(), blocks=REFERENCE_MAP.blocks):
-        reply = handle_request(device, read_pdu(request.function_code, request.address, request.count))
+        reply = handle_request(
+            device, read_pdu(request.function_code, request.address, request.count)
+        )
         assert exception_of(reply) is None, reply
         if request.table.is_bit:
             bits = [(reply[2 + i // 8] >> (i % 8)) & 1 for i in range(request.count)]
@@ -85,7 +87,9 @@ def test_exception_responses(device: BoilerDevice, pdu: bytes, code: ExceptionCo
 
 
 def test_write_single_and_multiple_registers(device: BoilerDevice) -> None:
-    assert handle_request(device, struct.pack(">BHH", 6, 200, 655)) == struct.pack(">BHH", 6, 200, 655)
+    assert handle_request(device, struct.pack(">BHH", 6, 200, 655)) == struct.pack(
+        ">BHH", 6, 200, 655
+    )
     assert device.boiler.ch_setpoint == 65.5
     reply = handle_request(device, struct.pack(">BHHB2H", 16, 201, 2, 4, 480, 0))
     assert reply == struct.pack(">BHH", 16, 201, 2)

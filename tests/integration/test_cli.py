@@ -62,9 +62,22 @@ def boiler(tmp_path: Path) -> Iterator[tuple[SimProcess, Path, int, str]]:
     pty, tcp, control = tmp_path / "boiler0", free_port(), free_port()
     sim = SimProcess(
         [
-            "sim", "boiler", "--pty", str(pty), "--tcp", f"127.0.0.1:{tcp}",
-            "--control", f"127.0.0.1:{control}", "--time-scale", "30", "--seed", "4",
-            "--start", "2026-01-15T03:00:00", "--log-level", "warning",
+            "sim",
+            "boiler",
+            "--pty",
+            str(pty),
+            "--tcp",
+            f"127.0.0.1:{tcp}",
+            "--control",
+            f"127.0.0.1:{control}",
+            "--time-scale",
+            "30",
+            "--seed",
+            "4",
+            "--start",
+            "2026-01-15T03:00:00",
+            "--log-level",
+            "warning",
         ],
         "Ctrl-C or SIGTERM stops it.",
     )
@@ -75,7 +88,9 @@ def boiler(tmp_path: Path) -> Iterator[tuple[SimProcess, Path, int, str]]:
 
 def post(url: str, body: dict[str, Any] | None = None) -> Any:
     data = json.dumps(body or {}).encode()
-    with urllib.request.urlopen(urllib.request.Request(url, data=data, method="POST"), timeout=5) as r:
+    with urllib.request.urlopen(
+        urllib.request.Request(url, data=data, method="POST"), timeout=5
+    ) as r:
         return json.loads(r.read())
 
 
@@ -103,17 +118,39 @@ def test_banner_tells_how_to_reach_every_service(boiler: Any) -> None:
 
 
 def test_libmodbus_master_reads_and_resets_over_rtu_8e1_and_tcp(boiler: Any) -> None:
-    sim, pty, tcp, url = boiler
+    _, pty, tcp, url = boiler
     rtu = ["-m", "rtu", "-b", "19200", "-P", "even", "-a", "1", "-0", "-1", "-q"]
     values = registers(mbpoll(*rtu, "-t", "3", "-r", "0", "-c", "19", str(pty)))
     truth = get(url + "/state")["registers"]
     assert values[0] in range(8)
     assert (values[10] << 16) | values[11] == truth["burner_starts"]
     assert abs(values[5] - truth["outdoor_temp"] * 10) <= 2  # tenths of a degree, moving slowly
-    again = registers(mbpoll(*rtu, "-t", "3", "-r", "100", "-c", "8", str(pty)))  # second connection
-    assert bytes(b for v in again.values() for b in v.to_bytes(2, "big")).rstrip(b"\0") == b"BT24C-000001"
+    again = registers(
+        mbpoll(*rtu, "-t", "3", "-r", "100", "-c", "8", str(pty))
+    )  # second connection
+    assert (
+        bytes(b for v in again.values() for b in v.to_bytes(2, "big")).rstrip(b"\0")
+        == b"BT24C-000001"
+    )
     tcp_values = registers(
-        mbpoll("-m", "tcp", "-p", str(tcp), "-a", "1", "-0", "-1", "-q", "-t", "3", "-r", "10", "-c", "4", "127.0.0.1")
+        mbpoll(
+            "-m",
+            "tcp",
+            "-p",
+            str(tcp),
+            "-a",
+            "1",
+            "-0",
+            "-1",
+            "-q",
+            "-t",
+            "3",
+            "-r",
+            "10",
+            "-c",
+            "4",
+            "127.0.0.1",
+        )
     )
     assert (tcp_values[10] << 16) | tcp_values[11] == truth["burner_starts"]
 
@@ -144,7 +181,10 @@ def test_ctrl_c_stops_cleanly_too(boiler: Any) -> None:
 def test_busy_pty_path_is_refused_with_a_clear_error(boiler: Any, tmp_path: Path) -> None:
     _, pty, _, _ = boiler
     result = subprocess.run(
-        [*BOILERTWIN, "sim", "boiler", "--pty", str(pty)], capture_output=True, text=True, timeout=20
+        [*BOILERTWIN, "sim", "boiler", "--pty", str(pty)],
+        capture_output=True,
+        text=True,
+        timeout=20,
     )
     assert result.returncode == 1
     assert "live pty" in result.stderr
@@ -161,14 +201,18 @@ def test_busy_pty_path_is_refused_with_a_clear_error(boiler: Any, tmp_path: Path
     ],
 )
 def test_bad_options_are_explained(args: list[str], message: str) -> None:
-    result = subprocess.run([*BOILERTWIN, "sim", "boiler", *args], capture_output=True, text=True, timeout=20)
+    result = subprocess.run(
+        [*BOILERTWIN, "sim", "boiler", *args], capture_output=True, text=True, timeout=20
+    )
     assert result.returncode == 2
     assert message in result.stderr
 
 
 def test_standalone_modem_answers_at_commands(tmp_path: Path) -> None:
     path, control = tmp_path / "modem0", free_port()
-    sim = SimProcess(["sim", "modem", "--pty", str(path), "--control", f"127.0.0.1:{control}"], "/modem")
+    sim = SimProcess(
+        ["sim", "modem", "--pty", str(path), "--control", f"127.0.0.1:{control}"], "/modem"
+    )
     try:
         post(f"http://127.0.0.1:{control}/modem", {"rssi": 9, "operator": "Test Net"})
         with serial.Serial(str(path), 115200, timeout=1) as port:
@@ -176,7 +220,7 @@ def test_standalone_modem_answers_at_commands(tmp_path: Path) -> None:
             assert b"OK" in port.read_until(b"OK\r\n")
             port.write(b"AT+CSQ\r")
             assert b"+CSQ: 9,99" in port.read_until(b"OK\r\n")
-            port.write(b'AT+COPS?\r')
+            port.write(b"AT+COPS?\r")
             assert b'"Test Net"' in port.read_until(b"OK\r\n")
     finally:
         assert sim.stop() == 0

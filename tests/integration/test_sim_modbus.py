@@ -144,7 +144,10 @@ async def test_8e1_master_bad_crc_is_ignored_and_other_units_stay_silent(sim: An
     assert reply[:3] == bytes([1, 4, 4]) and len(reply) == 9
     corrupted = bytearray(good)
     corrupted[-1] ^= 0xFF
-    assert await asyncio.to_thread(raw_exchange, sim.pty, bytes(corrupted), expect=9, timeout=0.3) == b""
+    assert (
+        await asyncio.to_thread(raw_exchange, sim.pty, bytes(corrupted), expect=9, timeout=0.3)
+        == b""
+    )
     other_unit = frame(7, struct.pack(">BHH", 4, 0, 2))
     assert await asyncio.to_thread(raw_exchange, sim.pty, other_unit, expect=9, timeout=0.3) == b""
     unknown_function = frame(1, bytes([0x41, 0, 0]))

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from protocols.codecs import encode
+from protocols.codecs import Value, encode
 from protocols.errors import LocalProtocolError
 from protocols.planner import (
     DEFAULT_MAX_GAP,
@@ -68,7 +68,7 @@ def test_golden_plan_for_the_reference_map() -> None:
 
 
 def test_reference_plan_decodes_a_register_image() -> None:
-    values = {
+    values: dict[str, Value] = {
         "flame_on": True,
         "pump_on": True,
         "lockout": False,
@@ -96,7 +96,7 @@ def test_reference_plan_decodes_a_register_image() -> None:
         for offset, word in enumerate(encode(point, value, order)):
             image[point.table, point.address + offset] = word
     wanted = REFERENCE_MAP.select(values)
-    decoded: dict[str, object] = {}
+    decoded: dict[str, Value] = {}
     for read in plan_reads(wanted, blocks=REFERENCE_MAP.blocks):
         # Unwanted registers a read bridges over hold junk the decoder must ignore.
         words = [image.get((read.table, a), 0xBEEF) for a in range(read.address, read.end)]
@@ -212,18 +212,20 @@ def test_a_point_wider_than_a_read_is_rejected() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("max_gap", "max_registers", "max_bits"),
     [
-        {"max_gap": -1},
-        {"max_registers": 0},
-        {"max_registers": MAX_REGISTERS_PER_READ + 1},
-        {"max_bits": 0},
-        {"max_bits": MAX_BITS_PER_READ + 1},
+        (-1, MAX_REGISTERS_PER_READ, MAX_BITS_PER_READ),
+        (DEFAULT_MAX_GAP, 0, MAX_BITS_PER_READ),
+        (DEFAULT_MAX_GAP, MAX_REGISTERS_PER_READ + 1, MAX_BITS_PER_READ),
+        (DEFAULT_MAX_GAP, MAX_REGISTERS_PER_READ, 0),
+        (DEFAULT_MAX_GAP, MAX_REGISTERS_PER_READ, MAX_BITS_PER_READ + 1),
     ],
 )
-def test_limits_outside_the_protocol_are_rejected(kwargs: dict[str, int]) -> None:
+def test_limits_outside_the_protocol_are_rejected(
+    max_gap: int, max_registers: int, max_bits: int
+) -> None:
     with pytest.raises(LocalProtocolError):
-        plan_reads([reg("a", 0)], **kwargs)
+        plan_reads([reg("a", 0)], max_gap=max_gap, max_registers=max_registers, max_bits=max_bits)
 
 
 def test_nothing_wanted_means_no_reads() -> None:

@@ -325,7 +325,8 @@ def test_generated_maps_round_trip(register_map: RegisterMap) -> None:
 
 
 def valid_file() -> dict[str, Any]:
-    return json.loads(json.dumps(REFERENCE_MAP.to_dict()))
+    data: dict[str, Any] = json.loads(json.dumps(REFERENCE_MAP.to_dict()))
+    return data
 
 
 NAMES = [p.name for p in REFERENCE_MAP.points]

@@ -34,7 +34,7 @@ import math
 import struct
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pymodbus.client.mixin import ModbusClientMixin
 
@@ -87,14 +87,19 @@ def raw_of(kind: str, value: Any, scale: str | None) -> Any:
     return int(raw)
 
 
+def pymodbus_word_order(order: str) -> Literal["big", "little"]:
+    """pymodbus knows word order only; BADC and DCBA swap bytes on top of big and little."""
+    return "little" if order in ("CDAB", "DCBA") else "big"
+
+
 def pymodbus_registers(kind: str, raw: Any, order: str) -> list[int]:
-    word_order = "little" if order in ("CDAB", "DCBA") else "big"
+    word_order = pymodbus_word_order(order)
     registers = list(ModbusClientMixin.convert_to_registers(raw, PYMODBUS_TYPE[kind], word_order))
     return swap_bytes(registers) if order in ("BADC", "DCBA") else registers
 
 
 def pymodbus_decode(kind: str, registers: list[int], order: str) -> Any:
-    word_order = "little" if order in ("CDAB", "DCBA") else "big"
+    word_order = pymodbus_word_order(order)
     if order in ("BADC", "DCBA"):
         registers = swap_bytes(registers)
     return ModbusClientMixin.convert_from_registers(registers, PYMODBUS_TYPE[kind], word_order)
@@ -147,6 +152,7 @@ def f32_nearest(value: float) -> float:
 
 def vectors() -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
+    value: float  # ints, then floats
 
     def add(
         ident: str,
@@ -221,9 +227,9 @@ def vectors() -> list[dict[str, Any]]:
 
     floats = [0.0, -0.0, 1.5, -2.25, 123.5, 3.4028234663852886e38, 1.401298464324817e-45]
     floats += [math.inf, -math.inf]
-    for value in floats:
-        regs = {o: number_vector("f32", value, o, None) for o in ORDERS}
-        add(f"f32-{value!r}", point("f32"), value, regs)
+    for number in floats:
+        regs = {o: number_vector("f32", number, o, None) for o in ORDERS}
+        add(f"f32-{number!r}", point("f32"), number, regs)
     # Not representable in 32 bits: encode rounds to the nearest float32.
     for value in (-0.1, 3.4e38, 21.3):
         regs = {o: number_vector("f32", value, o, None) for o in ORDERS}
