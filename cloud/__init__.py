@@ -1,1 +1,4 @@
-"""The cloud twin: verified ingest, twin store, command lifecycle, service platform, API (later issue)."""
+"""The cloud twin: verified ingest, twin store, command lifecycle, service platform, API.
+
+Built by a later issue.
+"""

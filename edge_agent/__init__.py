@@ -1,1 +1,4 @@
-"""The gateway agent: Modbus poller, durable signed outbox, MQTT uplink, safe command execution (later issue)."""
+"""The gateway agent: Modbus poller, durable signed outbox, MQTT uplink, safe commands.
+
+Built by a later issue.
+"""

@@ -29,7 +29,9 @@ async def measure(line: LineSettings, plan: tuple, workdir: Path) -> list[float]
     task = asyncio.create_task(sim.run(ready=lambda _: ready.set()))
     await ready.wait()
     assert sim.rtu is not None
-    client = AsyncModbusSerialClient(sim.rtu.path, baudrate=line.baud, parity="N", timeout=2, retries=0)
+    client = AsyncModbusSerialClient(
+        sim.rtu.path, baudrate=line.baud, parity="N", timeout=2, retries=0
+    )
     await client.connect()
     readers = {
         1: client.read_coils,
@@ -42,7 +44,9 @@ async def measure(line: LineSettings, plan: tuple, workdir: Path) -> list[float]
         for _ in range(CYCLES):
             started = time.perf_counter()
             for request in plan:
-                reply = await readers[request.function_code](request.address, count=request.count, device_id=1)
+                reply = await readers[request.function_code](
+                    request.address, count=request.count, device_id=1
+                )
                 assert not reply.isError(), reply
             cycles.append(time.perf_counter() - started)
     finally:
@@ -57,8 +61,10 @@ async def main() -> None:
     plan = plan_reads(points, blocks=REFERENCE_MAP.blocks)
     naive = len(points)
     registers = sum(r.count for r in plan)
-    print(f"reference map: {len(points)} readable points -> {len(plan)} planned reads "
-          f"({registers} registers/bits) instead of {naive} one-point reads")
+    print(
+        f"reference map: {len(points)} readable points -> {len(plan)} planned reads "
+        f"({registers} registers/bits) instead of {naive} one-point reads"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for line in (
             LineSettings(emulate_timing=False),
@@ -68,9 +74,11 @@ async def main() -> None:
             cycles = await measure(line, plan, Path(tmp))
             label = f"{line.describe()} timing {'on ' if line.emulate_timing else 'off'}"
             median = statistics.median(cycles) * 1000
-            print(f"  {label}: poll cycle median {median:6.1f} ms, p95 "
-                  f"{sorted(cycles)[int(0.95 * len(cycles))] * 1000:6.1f} ms, "
-                  f"{len(plan) / statistics.median(cycles):6.1f} requests/s")
+            print(
+                f"  {label}: poll cycle median {median:6.1f} ms, p95 "
+                f"{sorted(cycles)[int(0.95 * len(cycles))] * 1000:6.1f} ms, "
+                f"{len(plan) / statistics.median(cycles):6.1f} requests/s"
+            )
     sys.stdout.flush()
 
 
