@@ -34,6 +34,8 @@ system-packages:
 	fi
 
 test: $(STAMP) system-packages
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 demo: $(STAMP)
