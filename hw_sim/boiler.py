@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from hw_sim.errors import SimulatorError
 from hw_sim.physics import HeatMode, Plant, PlantParameters
 from protocols.reference import PRESSURE_SENSOR_FAULT, BoilerStatus, FaultCode
 
@@ -115,7 +116,7 @@ _SETTING_LIMITS = {
 }
 
 
-class SettingError(ValueError):
+class SettingError(SimulatorError, ValueError):
     """A setting was written with a value the controller does not accept."""
 
     def __init__(self, name: str, value: object, reason: str) -> None:

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from http import HTTPStatus
 from typing import Any
 
+from hw_sim.errors import SimulatorError
+
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
@@ -27,7 +29,7 @@ Body = Any
 Handler = Callable[[Body], Awaitable[Any]]
 
 
-class ControlError(Exception):
+class ControlError(SimulatorError):
     """An error answered with `status` and a JSON ``{"error": message}`` body."""
 
     def __init__(self, status: HTTPStatus, message: str) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from typing import Protocol
 
+from hw_sim.errors import SimulatorError
 from protocols.registers import Table
 
 MAX_READ_REGISTERS = 125
@@ -34,7 +35,7 @@ class ExceptionCode(IntEnum):
     GATEWAY_TARGET_FAILED = 0x0B
 
 
-class ModbusException(Exception):
+class ModbusException(SimulatorError):
     """Raised by a `DataModel` to answer with an exception response."""
 
     def __init__(self, code: ExceptionCode, detail: str = "") -> None:

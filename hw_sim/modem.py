@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import Literal, TypeVar
 
+from hw_sim.errors import SimulatorError
 from hw_sim.pty import PseudoTerminal
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class AccessTechnology(IntEnum):
     E_UTRAN = 7
 
 
-class ModemError(Exception):
+class ModemError(SimulatorError):
     """Base of the errors raised by the modem simulator."""
 
 

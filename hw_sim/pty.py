@@ -29,8 +29,10 @@ import tty
 from collections.abc import Callable
 from pathlib import Path
 
+from hw_sim.errors import SimulatorError
 
-class PtyError(OSError):
+
+class PtyError(SimulatorError, OSError):
     """The pseudo-terminal could not be created or published."""
 
 
