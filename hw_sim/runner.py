@@ -164,9 +164,8 @@ class Simulator:
             ("POST", "/demand"): self._demand,
             ("POST", "/advance"): self._advance,
         }
-        if self.settings.modem_pty:
-            routes[("GET", "/modem")] = self._modem_state
-            routes[("POST", "/modem")] = self._modem_update
+        if self.modem is not None:
+            routes.update(modem_routes(self.modem))
         return routes
 
     async def _index(self, body: Any) -> Any:
@@ -274,16 +273,20 @@ class Simulator:
             await asyncio.sleep(0)
         return {"sim_s": self.boiler.sim_s, "status": self.boiler.status.label}
 
-    async def _modem_state(self, body: Any) -> Any:
-        assert self.modem is not None
-        return self.modem.snapshot()
 
-    async def _modem_update(self, body: Any) -> Any:
-        assert self.modem is not None
+def modem_routes(modem: ModemState) -> dict[tuple[str, str], Handler]:
+    """``GET /modem`` shows the simulated modem's settings, ``POST /modem`` changes them."""
+
+    async def show(body: Any) -> Any:
+        return modem.snapshot()
+
+    async def update(body: Any) -> Any:
         if not isinstance(body, dict):
             raise ControlError(HTTPStatus.BAD_REQUEST, "body must be a JSON object")
-        self.modem.update(**body)
-        return self.modem.snapshot()
+        modem.update(**body)
+        return modem.snapshot()
+
+    return {("GET", "/modem"): show, ("POST", "/modem"): update}
 
 
 async def run_modem(
@@ -296,20 +299,7 @@ async def run_modem(
     """A modem on its own: the AT port plus, optionally, ``GET/POST /modem`` on `control`."""
     modem = state or ModemState()
 
-    async def show(body: Any) -> Any:
-        return modem.snapshot()
-
-    async def update(body: Any) -> Any:
-        if not isinstance(body, dict):
-            raise ControlError(HTTPStatus.BAD_REQUEST, "body must be a JSON object")
-        modem.update(**body)
-        return modem.snapshot()
-
-    server = (
-        ControlServer({("GET", "/modem"): show, ("POST", "/modem"): update}, *control)
-        if control
-        else None
-    )
+    server = ControlServer(modem_routes(modem), *control) if control else None
     async with asyncio.TaskGroup() as group:
         events = [asyncio.Event()]
         group.create_task(serve_modem(modem, pty_path, ready=events[0]), name="modem")

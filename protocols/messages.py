@@ -40,7 +40,7 @@ from protocols.errors import (
     UnknownKey,
     WrongDevice,
 )
-from protocols.topics import DEVICE_ID_RE, TopicKind
+from protocols.topics import TopicKind, is_device_id
 
 Scalar: TypeAlias = bool | int | float | str | None
 """A reading value, command argument or observed value."""
@@ -165,7 +165,7 @@ def _text(value: object, name: str) -> str:
 
 
 def _device_id(value: object, name: str) -> str:
-    if not isinstance(value, str) or not DEVICE_ID_RE.fullmatch(value):
+    if not is_device_id(value):
         raise EncodeError(f"{name} is not a valid device id: {value!r}")
     return value
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from typing import TypeGuard
 
 from protocols.errors import LocalProtocolError, MalformedMessage
 
@@ -79,14 +80,14 @@ class TopicKind(StrEnum):
         return self is not TopicKind.STATE
 
 
-def is_device_id(device_id: object) -> bool:
+def is_device_id(device_id: object) -> TypeGuard[str]:
     """Whether `device_id` is a valid device id."""
     return isinstance(device_id, str) and DEVICE_ID_RE.fullmatch(device_id) is not None
 
 
 def validate_device_id(device_id: object) -> str:
     """Return `device_id` unchanged if valid, else raise `MalformedMessage`."""
-    if isinstance(device_id, str) and DEVICE_ID_RE.fullmatch(device_id):
+    if is_device_id(device_id):
         return device_id
     raise MalformedMessage(
         f"invalid device id {device_id!r}: must be 3-63 characters of a-z, 0-9 and '-', "
@@ -104,7 +105,7 @@ def _kind(kind: object) -> TopicKind:
 
 
 def _local_device_id(device_id: object) -> str:
-    if isinstance(device_id, str) and DEVICE_ID_RE.fullmatch(device_id):
+    if is_device_id(device_id):
         return device_id
     raise LocalProtocolError(f"invalid device id {device_id!r}")
 
