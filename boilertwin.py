@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import typer
 
+from edge_agent.cli import app as edge_app
 from hw_sim.cli import app as sim_app
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(sim_app, name="sim")
+app.add_typer(edge_app, name="edge")
 
 
 @app.command("version")

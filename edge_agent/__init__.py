@@ -1,4 +1,3 @@
-"""The gateway agent: Modbus poller, durable signed outbox, MQTT uplink, safe commands.
+"""The gateway agent: Modbus poller, durable signed outbox, MQTT uplink, safe commands."""
 
-Built by a later issue.
-"""
+__version__ = "0.1.0"

@@ -1,0 +1,354 @@
+"""One agent process: everything built from one `EdgeSettings`, run in one `TaskGroup`.
+
+Loops (named tasks): ``poll`` (controller -> telemetry -> outbox), ``uplink`` (outbox ->
+broker, broker -> command queue), ``commands`` (one command at a time), ``health`` and
+``watchdog``. `Agent.stop` (SIGTERM) ends them in order: polling stops, the readings still
+in memory are committed, the uplink gets `drain_s` to empty the outbox and then says
+``offline``, and the database is closed cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edge_agent import __version__
+from edge_agent.clock import Clock, SystemClock, wall_ms
+from edge_agent.commands import CommandExecutor, CommandLedger
+from edge_agent.config import EdgeSettings, register_map
+from edge_agent.errors import OutboxError
+from edge_agent.keys import load_cloud_keys, load_device_key, read_secret
+from edge_agent.modbus_link import ModbusLink, SerialTarget, TcpTarget
+from edge_agent.modem import ModemProbe
+from edge_agent.outbox import Outbox
+from edge_agent.poller import Poller
+from edge_agent.reporter import default_deadband
+from edge_agent.store import Store
+from edge_agent.telemetry import Telemetry, TelemetrySettings
+from edge_agent.uplink import Uplink
+from edge_agent.watchdog import Progress, feed_watchdog, notify, watchdog_interval_s
+from protocols.cose import seal
+from protocols.messages import Birth, Event, EventKind, Health, Scalar, UplinkMessage
+
+log = logging.getLogger(__name__)
+
+COMMAND_QUEUE = 16
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How the process around the agent wants it run (not configuration)."""
+
+    drain_s: float = 5.0
+    """At shutdown, how long the uplink may keep emptying the outbox."""
+    first_health_s: float = 30.0
+    """Delay before the first health report (then every ``health.interval_s``)."""
+
+
+class Agent:
+    """The edge agent for one boiler."""
+
+    def __init__(
+        self,
+        settings: EdgeSettings,
+        *,
+        clock: Clock | None = None,
+        options: RunOptions = RunOptions(),
+    ) -> None:
+        self.settings = settings
+        self.device_id = settings.device.id
+        self.clock: Clock = clock or SystemClock(settings.clock.trust)
+        self.options = options
+        self.register_map = register_map(settings.modbus)
+        self._key = load_device_key(settings.device.key_file)
+        self._cloud_keys = load_cloud_keys(settings.commands.cloud_keys_dir)
+        self._password = read_secret(settings.mqtt.password_file, "mqtt.password_file")
+        self._stop = asyncio.Event()
+        self.started = asyncio.Event()
+        self._started_mono = self.clock.monotonic()
+        # built by run():
+        self.store: Store
+        self.outbox: Outbox
+        self.link: ModbusLink
+        self.poller: Poller
+        self.telemetry: Telemetry
+        self.executor: CommandExecutor
+        self.uplink: Uplink
+        self.progress: Progress
+        self.modem: ModemProbe | None = None
+        self.store_errors = 0
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (safe from a signal handler)."""
+        self._stop.set()
+
+    def _build(self, stack: contextlib.AsyncExitStack) -> None:
+        s = self.settings
+        now_ms: Callable[[], int] = lambda: wall_ms(self.clock)  # noqa: E731
+        self.store = Store(
+            s.outbox_path,
+            wall_ms=now_ms,
+            checkpoint_bytes=s.outbox.checkpoint_bytes,
+            device_id=self.device_id,
+        )
+        stack.callback(self.store.close)
+        self.outbox = Outbox(
+            self.store,
+            device_id=self.device_id,
+            seal=lambda message: seal(message, self._key),
+            max_bytes=s.outbox.max_bytes,
+            wall_ms=now_ms,
+            clock_trusted=self.clock.trusted,
+        )
+        m = s.modbus
+        target = (
+            SerialTarget(m.port, m.baudrate, m.parity, m.stopbits)
+            if m.transport == "rtu"
+            else TcpTarget(m.host, m.tcp_port)
+        )
+        self.link = ModbusLink(
+            target, unit=m.unit, timeout_s=m.timeout_s, retries=m.retries, device_id=self.device_id
+        )
+        stack.push_async_callback(self.link.aclose)
+        self.poller = Poller(
+            self.link, self.register_map, clock=self.clock, device_id=self.device_id
+        )
+        deadbands = {p.name: default_deadband(p) for p in self.register_map.readable()}
+        deadbands.update(s.report.deadband)
+        self.telemetry = Telemetry(
+            TelemetrySettings(
+                batch_interval_ms=int(s.report.batch_interval_s * 1000),
+                heartbeat_ms=int(s.report.heartbeat_s * 1000),
+                deadbands=deadbands,
+                comms_lost_after=s.report.comms_lost_after,
+            ),
+            device_id=self.device_id,
+        )
+        self.executor = CommandExecutor(
+            device_id=self.device_id,
+            cloud_keys=self._cloud_keys,
+            bus=self.link,
+            register_map=self.register_map,
+            outbox=self.outbox,
+            ledger=CommandLedger(self.store),
+            clock=self.clock,
+            settings=s.commands,
+        )
+        self.commands: asyncio.Queue[bytes] = asyncio.Queue(COMMAND_QUEUE)
+        self.progress = Progress(self.clock, ("poll", "uplink"))
+        self.uplink = Uplink(
+            s.mqtt,
+            device_id=self.device_id,
+            username=s.mqtt_username,
+            password=self._password,
+            outbox=self.outbox,
+            make_birth=self._birth,
+            commands=self.commands,
+            clock=self.clock,
+            progress=lambda: self.progress.mark("uplink"),
+        )
+        if s.health.modem_port:
+            self.modem = ModemProbe(s.health.modem_port, s.health.modem_baudrate)
+            stack.push_async_callback(self.modem.aclose)
+
+    async def run(self) -> None:
+        """Run until `stop` (or cancellation)."""
+        async with contextlib.AsyncExitStack() as stack:
+            self._build(stack)
+            self._store(
+                self._header_event(
+                    EventKind.AGENT_START,
+                    {
+                        "version": __version__,
+                        "waiting": self.outbox.figures.depth,
+                        "map_id": self.register_map.id,
+                    },
+                )
+            )
+            log.info(
+                "%s: agent %s started (epoch %d), polling %d request(s) every %g s",
+                self.device_id,
+                __version__,
+                self.outbox.epoch,
+                len(self.poller.plan),
+                self.settings.report.poll_interval_s,
+            )
+            async with asyncio.TaskGroup() as tasks:
+                poll = tasks.create_task(self._poll_loop(), name="poll")
+                uplink = tasks.create_task(self.uplink.run(), name="uplink")
+                commands = tasks.create_task(self._command_loop(), name="commands")
+                health = tasks.create_task(self._health_loop(), name="health")
+                watchdog_s = watchdog_interval_s()
+                watchdog = (
+                    tasks.create_task(
+                        feed_watchdog(self.progress, self.clock, watchdog_s), name="watchdog"
+                    )
+                    if watchdog_s
+                    else None
+                )
+                notify("READY=1")
+                self.started.set()
+                await self._stop.wait()
+                notify("STOPPING=1")
+                log.info("%s: stopping", self.device_id)
+                for task in (poll, health, commands):
+                    task.cancel()
+                await asyncio.gather(poll, health, commands, return_exceptions=True)
+                for message in self.telemetry.flush(wall_ms(self.clock), sync=self.clock.trusted()):
+                    self._store(message)
+                await self._drain(self.options.drain_s)
+                uplink.cancel()
+                if watchdog is not None:
+                    watchdog.cancel()
+            self.outbox.flush()
+            log.info(
+                "%s: stopped; %d message(s) wait in the outbox",
+                self.device_id,
+                self.outbox.figures.depth,
+            )
+
+    async def _drain(self, timeout_s: float) -> None:
+        deadline = self.clock.monotonic() + timeout_s
+        while self.outbox.figures.depth and self.uplink.figures.connected:
+            if self.clock.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+
+    # -- loops ----------------------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        interval = self.settings.report.poll_interval_s
+        next_at = self.clock.monotonic()
+        while True:
+            poll = await self.poller.poll()
+            sync = self.clock.trusted()
+            for message in self.telemetry.on_poll(poll, sync=sync):
+                self._store(message)
+            if self.telemetry.due(poll.ts_ms):
+                for message in self.telemetry.flush(poll.ts_ms, sync=sync):
+                    self._store(message)
+            self.progress.mark("poll")
+            next_at += interval
+            now = self.clock.monotonic()
+            if next_at < now:  # the poll overran: skip, do not bunch up
+                next_at = now
+            await self.clock.sleep(next_at - now)
+
+    async def _command_loop(self) -> None:
+        while True:
+            envelope = await self.commands.get()
+            try:
+                await self.executor.handle(envelope)
+            except OutboxError as exc:
+                self.store_errors += 1
+                log.error("%s: cannot store command ack: %s", self.device_id, exc)
+
+    async def _health_loop(self) -> None:
+        await self.clock.sleep(self.options.first_health_s)
+        while True:
+            modem: dict[str, Scalar] = {}
+            if self.modem is not None:
+                modem = dict(await self.modem.read())
+            self._store(
+                Health(
+                    dev=self.device_id,
+                    epoch=0,
+                    seq=0,
+                    ts=wall_ms(self.clock),
+                    sync=self.clock.trusted(),
+                    modem=modem,
+                    agent=self.figures(),
+                )
+            )
+            await self.clock.sleep(self.settings.health.interval_s)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def figures(self) -> dict[str, int | float]:
+        """The agent's counters, as published in ``health``."""
+        out, poll, up, cmd = (
+            self.outbox.figures,
+            self.poller.figures,
+            self.uplink.figures,
+            (self.executor.figures),
+        )
+        flash = self.store.flash
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "uptime_s": round(self.clock.monotonic() - self._started_mono, 1),
+            "epoch": self.outbox.epoch,
+            "outbox_depth": out.depth,
+            "outbox_bytes": out.bytes,
+            "outbox_evicted": out.evicted,
+            "outbox_evictions": out.evictions,
+            "flash_bytes_today": flash.today,
+            "flash_bytes_total": flash.total,
+            "store_errors": self.store_errors,
+            "polls": poll.polls,
+            "poll_requests": poll.requests,
+            "poll_errors": poll.request_errors,
+            "last_poll_ok_ms": poll.last_ok_ms,
+            "comms_lost": int(self.telemetry.comms_lost),
+            "mqtt_connects": up.connects,
+            "mqtt_reconnects": max(up.connects - 1, 0),
+            "mqtt_connect_failures": up.connect_failures,
+            "published": up.published,
+            "commands_received": cmd.received,
+            "commands_rejected": sum(cmd.rejected.values()),
+            "commands_succeeded": cmd.succeeded,
+            "commands_failed": cmd.failed,
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+            "max_rss_kb": usage.ru_maxrss,
+            "pid": os.getpid(),
+        }
+
+    def _birth(self) -> Birth:
+        return Birth(
+            dev=self.device_id,
+            epoch=0,
+            seq=0,
+            ts=wall_ms(self.clock),
+            sync=self.clock.trusted(),
+            agent_version=__version__,
+            map_id=self.register_map.id,
+            map_hash=self.register_map.digest(),
+            capabilities=self.executor.capabilities,
+        )
+
+    def _header_event(self, kind: EventKind, detail: dict[str, Scalar]) -> Event:
+        return Event(
+            dev=self.device_id,
+            epoch=0,
+            seq=0,
+            ts=wall_ms(self.clock),
+            sync=self.clock.trusted(),
+            kind=kind,
+            detail=detail,
+        )
+
+    def _store(self, message: UplinkMessage) -> None:
+        """Append to the outbox; a storage failure is logged and counted, never fatal."""
+        try:
+            self.outbox.append(message)
+        except OutboxError as exc:
+            self.store_errors += 1
+            log.error("%s: cannot store %s: %s", self.device_id, message.topic_kind, exc)
+
+
+def run_agent(settings: EdgeSettings) -> None:
+    """Run the agent until SIGTERM or SIGINT (the ``edge run`` entry point)."""
+
+    async def main() -> None:
+        agent = Agent(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.stop)
+        await agent.run()
+
+    asyncio.run(main())

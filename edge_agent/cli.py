@@ -1,0 +1,130 @@
+"""``boilertwin edge ...``: run the gateway agent, make its key, check its configuration."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edge_agent.agent import run_agent
+from edge_agent.config import EdgeSettings, load_settings, register_map
+from edge_agent.errors import ConfigError, EdgeError
+from edge_agent.keys import keygen, load_cloud_keys, load_device_key, read_secret
+from protocols.planner import plan_reads
+
+app = typer.Typer(help="The gateway agent on the boiler's Raspberry Pi.", no_args_is_help=True)
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="The agent's edge.toml.", show_default=True)
+]
+
+
+def _load(config: Path) -> EdgeSettings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        typer.echo(f"error: {config}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command("run")
+def run(
+    config: ConfigOption = Path("/etc/boilertwin/edge.toml"),
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Poll the boiler and keep the cloud up to date until SIGTERM."""
+    # systemd's journal stamps time and unit itself; a terminal run gets a time stamp.
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+    logging.basicConfig(
+        level=log_level.upper(), format=f"{stamp}%(levelname)s %(name)s: %(message)s"
+    )
+    settings = _load(config)
+    try:
+        run_agent(settings)
+    except EdgeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command("keygen")
+def make_key(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Private key file to create (mode 0600).")
+    ] = Path("/var/lib/boilertwin/device.key"),
+    force: Annotated[bool, typer.Option(help="Replace an existing key.")] = False,
+) -> None:
+    """Create the device's Ed25519 signing key; prints where the public key is."""
+    try:
+        public = keygen(out, force=force)
+    except (ConfigError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"private key: {out} (mode 0600, keep it on this gateway)")
+    typer.echo(f"public key:  {public} (register it with the cloud)")
+
+
+@app.command("check-config")
+def check_config(config: ConfigOption = Path("/etc/boilertwin/edge.toml")) -> None:
+    """Validate edge.toml and the files it names; exit 0 only if the agent could start."""
+    settings = _load(config)
+    problems: list[str] = []
+    warnings: list[str] = []
+    try:
+        load_device_key(settings.device.key_file)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    try:
+        keys = load_cloud_keys(settings.commands.cloud_keys_dir)
+        if not keys:
+            warnings.append(
+                f"commands.cloud_keys_dir: no <kid>.pem in {settings.commands.cloud_keys_dir}: "
+                "every command will be rejected"
+            )
+    except ConfigError as exc:
+        problems.append(str(exc))
+    try:
+        read_secret(settings.mqtt.password_file, "mqtt.password_file")
+    except ConfigError as exc:
+        problems.append(str(exc))
+    for key, path in (
+        ("mqtt.ca_file", settings.mqtt.ca_file),
+        ("mqtt.cert_file", settings.mqtt.cert_file),
+        ("mqtt.client_key_file", settings.mqtt.client_key_file),
+    ):
+        if path is not None and not path.is_file():
+            problems.append(f"{key}: {path} does not exist")
+    m = settings.modbus
+    if m.transport == "rtu" and not Path(m.port).exists():
+        warnings.append(f"modbus.port: {m.port} does not exist (yet)")
+    regmap = register_map(m)
+    plan = plan_reads(regmap.readable(), blocks=regmap.blocks)
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    if problems:
+        for problem in problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
+    where = (
+        f"{m.port} {m.baudrate} 8{m.parity}{m.stopbits}"
+        if m.transport == "rtu"
+        else (f"{m.host}:{m.tcp_port}")
+    )
+    typer.echo(f"ok: device {settings.device.id}")
+    typer.echo(
+        f"  modbus {m.transport} {where} unit {m.unit}: profile {regmap.id} v{regmap.version}, "
+        f"{len(regmap.readable())} points in {len(plan)} request(s) per poll"
+    )
+    r = settings.report
+    typer.echo(
+        f"  poll every {r.poll_interval_s:g} s, batch (group commit) every "
+        f"{r.batch_interval_s:g} s, heartbeat {r.heartbeat_s:g} s"
+    )
+    q = settings.mqtt
+    typer.echo(
+        f"  mqtt {'mqtts' if q.tls else 'mqtt'}://{q.host}:{q.port} as {settings.mqtt_username}, "
+        f"keepalive {q.keepalive_s} s"
+    )
+    typer.echo(f"  outbox {settings.outbox_path}, cap {settings.outbox.max_bytes} bytes")

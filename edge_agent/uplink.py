@@ -1,0 +1,245 @@
+"""The MQTT uplink: one session at a time, reconnecting for ever with capped full jitter.
+
+Each session (MQTT 5, persistent: ``clean_start`` false and a session expiry, so commands
+published while the gateway is offline wait at the broker):
+
+1. publishes the retained ``state`` ``online`` (the last will says ``offline``);
+2. subscribes to its ``cmd`` topic, handing envelopes to the command queue;
+3. stores a ``birth`` in the outbox (it is signed and numbered like everything else);
+4. drains the outbox oldest first with up to `inflight` publishes awaiting PUBACK, and
+   acknowledges each message to the outbox when its PUBACK arrives.
+
+Polling never waits for any of this: the outbox is the only thing the two share. Nothing is
+lost when a session dies: what was in flight stays in the outbox and goes again next time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_agent.clock import Clock, wall_ms
+from edge_agent.config import MqttSettings
+from edge_agent.outbox import Outbox, Stored
+from protocols.messages import Birth
+from protocols.topics import STATE_OFFLINE, STATE_ONLINE, TopicKind, topic
+
+log = logging.getLogger(__name__)
+
+IDLE_WAKE_S = 5.0
+"""How often an idle session looks up (and shows the watchdog it is alive)."""
+OFFLINE_NOTICE_S = 2.0
+"""How long a graceful shutdown waits to publish ``state: offline``."""
+
+
+@dataclass(slots=True)
+class UplinkFigures:
+    """Counters reported in ``health``."""
+
+    connected: bool = False
+    connects: int = 0
+    connect_failures: int = 0
+    disconnects: int = 0
+    published: int = 0
+    commands_received: int = 0
+    commands_dropped: int = 0
+    last_publish_ms: int = 0
+
+
+def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
+    """Capped full-jitter backoff: uniform in [0, min(high, low * 2**attempt)]."""
+    return rng.uniform(0.0, min(high, low * 2.0 ** min(attempt, 32)))
+
+
+def _mqtt_error(group: BaseExceptionGroup[BaseException]) -> aiomqtt.MqttError | None:
+    """The first MQTT error in a task group's failure, if MQTT errors are all it holds."""
+    rest = group.subgroup(lambda e: not isinstance(e, aiomqtt.MqttError | BaseExceptionGroup))
+    if rest is not None:
+        return None
+    mqtt = group.subgroup(aiomqtt.MqttError)
+    while mqtt is not None and isinstance(mqtt.exceptions[0], BaseExceptionGroup):
+        mqtt = mqtt.exceptions[0]
+    first = mqtt.exceptions[0] if mqtt is not None else None
+    return first if isinstance(first, aiomqtt.MqttError) else None
+
+
+class Uplink:
+    """Keeps one device's MQTT session alive and the outbox flowing through it."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        device_id: str,
+        username: str,
+        password: str | None,
+        outbox: Outbox,
+        make_birth: Callable[[], Birth],
+        commands: asyncio.Queue[bytes],
+        clock: Clock,
+        progress: Callable[[], None] = lambda: None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.device_id = device_id
+        self._username = username
+        self._password = password
+        self._outbox = outbox
+        self._make_birth = make_birth
+        self._commands = commands
+        self._clock = clock
+        self._progress = progress
+        self._rng = rng or random.Random()
+        self.figures = UplinkFigures()
+        self._state_topic = topic(device_id, TopicKind.STATE)
+        self._cmd_topic = topic(device_id, TopicKind.CMD)
+        self._last_error: str | None = None
+
+    def _client(self) -> aiomqtt.Client:
+        s = self.settings
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = s.session_expiry_s
+        tls_context = None
+        if s.tls:
+            tls_context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
+            if s.cert_file and s.client_key_file:
+                tls_context.load_cert_chain(s.cert_file, s.client_key_file)
+        return aiomqtt.Client(
+            s.host,
+            s.port,
+            username=self._username,
+            password=self._password,
+            identifier=self.device_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=properties,
+            keepalive=s.keepalive_s,
+            timeout=s.connect_timeout_s,
+            max_inflight_messages=s.inflight,
+            tls_context=tls_context,
+            will=aiomqtt.Will(self._state_topic, STATE_OFFLINE, qos=1, retain=True),
+            logger=logging.getLogger(f"{__name__}.paho"),
+        )
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect; returns only by cancellation."""
+        attempt = 0
+        while True:
+            self._progress()
+            try:
+                client = self._client()
+                async with client:
+                    attempt = 0
+                    await self._session(client)
+            except aiomqtt.MqttError as exc:
+                self._lost(exc)
+            except ssl.SSLError as exc:
+                self._lost(exc)
+            except OSError as exc:
+                self._lost(exc)
+            delay = backoff_delay(
+                attempt, self.settings.reconnect_min_s, self.settings.reconnect_max_s, self._rng
+            )
+            attempt += 1
+            log.debug("%s: reconnecting in %.1f s (attempt %d)", self.device_id, delay, attempt)
+            await self._clock.sleep(delay)
+
+    def _lost(self, exc: BaseException) -> None:
+        message = str(exc) or type(exc).__name__
+        if self.figures.connected:
+            self.figures.connected = False
+            self.figures.disconnects += 1
+            log.warning("%s: MQTT connection lost: %s", self.device_id, message)
+        else:
+            self.figures.connect_failures += 1
+            if message != self._last_error:
+                log.warning("%s: MQTT connect failed: %s", self.device_id, message)
+        self._last_error = message
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        self.figures.connected = True
+        self.figures.connects += 1
+        self._last_error = None
+        log.info(
+            "%s: MQTT connected to %s:%d", self.device_id, self.settings.host, self.settings.port
+        )
+        try:
+            await client.publish(self._state_topic, STATE_ONLINE, qos=1, retain=True)
+            await client.subscribe(self._cmd_topic, qos=1)
+            self._outbox.append(self._make_birth())
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._drain(client), name="uplink-drain")
+                    tasks.create_task(self._receive(client), name="uplink-receive")
+            except BaseExceptionGroup as group:
+                error = _mqtt_error(group)
+                if error is None:
+                    raise
+                raise error from None
+        except asyncio.CancelledError:
+            await self._say_offline(client)
+            raise
+        finally:
+            self._outbox.in_flight.clear()
+
+    async def _say_offline(self, client: aiomqtt.Client) -> None:
+        """A graceful disconnect suppresses the will, so say ``offline`` ourselves."""
+        try:
+            await asyncio.shield(
+                asyncio.wait_for(
+                    client.publish(self._state_topic, STATE_OFFLINE, qos=1, retain=True),
+                    OFFLINE_NOTICE_S,
+                )
+            )
+        except (aiomqtt.MqttError, TimeoutError, asyncio.CancelledError):
+            log.debug("%s: could not publish offline state", self.device_id)
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        async with asyncio.TaskGroup() as publishes:
+            while True:
+                self._outbox.changed.clear()
+                free = self.settings.inflight - len(self._outbox.in_flight)
+                batch = self._outbox.pending(free) if free > 0 else []
+                for stored in batch:
+                    self._outbox.in_flight.add(stored.seq)
+                    publishes.create_task(self._publish(client, stored), name=f"pub-{stored.seq}")
+                if batch:
+                    await asyncio.sleep(0)
+                    continue
+                self._progress()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._outbox.changed.wait(), IDLE_WAKE_S)
+
+    async def _publish(self, client: aiomqtt.Client, stored: Stored) -> None:
+        await client.publish(
+            topic(self.device_id, stored.kind), stored.envelope, qos=1, timeout=math.inf
+        )
+        self._outbox.acknowledge(stored.seq)
+        self._outbox.changed.set()
+        self.figures.published += 1
+        self.figures.last_publish_ms = wall_ms(self._clock)
+        self._progress()
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            if not message.topic.matches(self._cmd_topic):
+                continue
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                payload = b"" if payload is None else str(payload).encode()
+            self.figures.commands_received += 1
+            try:
+                self._commands.put_nowait(bytes(payload))
+            except asyncio.QueueFull:
+                self.figures.commands_dropped += 1
+                log.warning("%s: command queue full: command dropped", self.device_id)
