@@ -26,7 +26,9 @@ def _load(config: Path) -> EdgeSettings:
     try:
         return load_settings(config)
     except ConfigError as exc:
-        typer.echo(f"error: {config}: {exc}", err=True)
+        # File-level errors (unreadable, not TOML) already name the file as their key.
+        where = "" if exc.key == str(config) else f"{config}: "
+        typer.echo(f"error: {where}{exc}", err=True)
         raise typer.Exit(2) from exc
 
 

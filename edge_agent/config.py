@@ -13,7 +13,7 @@ import math
 import tomllib
 import types
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -193,6 +193,10 @@ def load_settings(path: Path | str) -> EdgeSettings:
 def settings_from_dict(data: Mapping[str, Any], base: Path = Path()) -> EdgeSettings:
     """Build settings from parsed TOML (a dict of tables)."""
     settings = _build(EdgeSettings, data, "", base)
+    profile = settings.modbus.profile
+    if profile != REFERENCE_PROFILE:  # a str, so `_value` did not resolve it like a Path
+        modbus = replace(settings.modbus, profile=str(base / Path(profile).expanduser()))
+        settings = replace(settings, modbus=modbus)
     _check(settings)
     return settings
 
@@ -313,8 +317,10 @@ def _check(s: EdgeSettings) -> None:
     if q.reconnect_max_s < q.reconnect_min_s:
         raise ConfigError("mqtt.reconnect_max_s", "must be at least mqtt.reconnect_min_s")
     _positive("mqtt.connect_timeout_s", q.connect_timeout_s)
-    if (q.cert_file is None) != (q.client_key_file is None):
+    if q.cert_file is not None and q.client_key_file is None:
         raise ConfigError("mqtt.cert_file", "a client certificate needs mqtt.client_key_file too")
+    if q.client_key_file is not None and q.cert_file is None:
+        raise ConfigError("mqtt.client_key_file", "a client key needs mqtt.cert_file too")
     if not q.tls and (q.ca_file or q.cert_file):
         raise ConfigError("mqtt.tls", "is false, but TLS files are set")
     c = s.commands

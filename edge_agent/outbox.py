@@ -154,7 +154,10 @@ class Outbox:
     def _insert(self, message: UplinkMessage) -> Stored:
         seq = self._next_seq
         stamped = dataclasses.replace(message, dev=self.device_id, epoch=self.epoch, seq=seq)
-        envelope = self._seal(stamped)
+        try:
+            envelope = self._seal(stamped)
+        except EncodeError as exc:  # e.g. over the wire's payload limit
+            raise OutboxError(f"cannot seal message: {exc}", device_id=self.device_id) from exc
         if len(envelope) > self.max_bytes // 2:
             raise OutboxError(
                 f"a {len(envelope)}-byte message cannot fit a {self.max_bytes}-byte outbox",
@@ -187,6 +190,8 @@ class Outbox:
             evicted.append(seq)
             self.figures.bytes -= size
             self.figures.depth -= 1
+        if not evicted:
+            return []  # everything left is in flight: over the cap until PUBACKs come
         self._store.execute(
             f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(evicted))})", tuple(evicted)
         )

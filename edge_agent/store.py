@@ -145,7 +145,9 @@ class Store:
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database and truncate it."""
-        busy, _frames, copied = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        # TRUNCATE reports 0 frames copied once it has emptied the WAL: count with PASSIVE first
+        _busy, _frames, copied = self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        busy = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         if busy:
             log.warning("%s: WAL checkpoint was blocked", self._device_id)
         self.flash.checkpoints += 1

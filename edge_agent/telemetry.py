@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from edge_agent.poller import Poll
-from edge_agent.reporter import ReportByException, Sample, alarms
+from edge_agent.reporter import ReportByException, alarms
 from protocols.messages import (
     DetailValue,
     Event,
@@ -69,6 +69,7 @@ class Telemetry:
         """Messages to store now because of this poll (often none)."""
         out: list[UplinkMessage] = []
         ts = poll.ts_ms
+        # the comms events go first: they explain the readings' quality
         if poll.reached:
             self._silent_polls = 0
             if self.comms_lost:
@@ -103,7 +104,6 @@ class Telemetry:
             out.extend(self._event(kind, detail, ts, sync) for kind, detail in raised)
         elif len(self._pending) >= MAX_BATCH_READINGS:
             out.extend(self.flush(ts, sync=sync))
-        # the comms events go first: they explain the readings' quality
         return out
 
     def due(self, now_ms: int) -> bool:
@@ -129,8 +129,3 @@ class Telemetry:
         self, kind: EventKind, detail: Mapping[str, DetailValue], ts: int, sync: bool
     ) -> Event:
         return Event(dev=self.device_id, epoch=0, seq=0, ts=ts, sync=sync, kind=kind, detail=detail)
-
-    @staticmethod
-    def sample_of(value: Scalar) -> Sample:
-        """A good sample (for tests and tools)."""
-        return Sample(value, Quality.GOOD)

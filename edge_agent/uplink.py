@@ -152,7 +152,14 @@ class Uplink:
             )
             attempt += 1
             log.debug("%s: reconnecting in %.1f s (attempt %d)", self.device_id, delay, attempt)
-            await self._clock.sleep(delay)
+            await self._back_off(delay)
+
+    async def _back_off(self, delay: float) -> None:
+        """Sleep `delay`, in slices that show the watchdog this loop is alive and waiting."""
+        deadline = self._clock.monotonic() + delay
+        while (left := deadline - self._clock.monotonic()) > 0:
+            await self._clock.sleep(min(left, IDLE_WAKE_S))
+            self._progress()
 
     def _lost(self, exc: BaseException) -> None:
         message = str(exc) or type(exc).__name__

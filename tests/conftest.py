@@ -17,6 +17,8 @@ from hw_sim.runner import SimSettings, Simulator
 
 MIDNIGHT = 1_763_683_200.0
 
+pytest_plugins = ["tests.broker"]
+
 
 def require_tool(name: str) -> str:
     """Path of a system tool the suite needs; in CI its absence is a failure, not a skip."""

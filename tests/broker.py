@@ -1,0 +1,489 @@
+"""A real Mosquitto for tests, configured from the project's own `deploy/mosquitto/` files.
+
+`Broker` runs one `mosquitto` process on free loopback ports. Its configuration is the
+production `mosquitto.conf` rendered for a temporary directory: every general option
+(authentication, ACL, persistence, limits) is kept as shipped; only file paths, logging and
+listeners are rewritten. The tests therefore run against the ACL file production uses.
+
+Listeners: a plain MQTT listener on `port` (test-only, loopback) and, with `tls=True`, the
+production TLS listener on `tls_port` with a throw-away CA whose certificate is `ca_file`.
+Both ports are chosen once and kept, so `restart()` comes back where clients reconnect.
+
+Passwords are written in Mosquitto's own `$7$` format (PBKDF2-SHA512, 101 iterations, 12-byte
+salt), byte-compatible with `mosquitto_passwd`, so no external tool is needed to add users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime
+import hashlib
+import ipaddress
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
+"""Where the shipped `mosquitto.conf` and `acl` live."""
+
+CLOUD_USER = "cloud"
+"""Username of the cloud account in the shipped ACL file."""
+
+CLOUD_PASSWORD = "cloud-password"
+"""Password the fixtures give the cloud account."""
+
+DEVICE_IDS = ("boiler-0001", "boiler-0002", "boiler-0003")
+"""Device accounts the fixtures create (username == device id)."""
+
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+
+# Options whose value is a path on the production host or that only make sense there.
+_DROPPED = {"pid_file", "log_dest", "log_type", "include_dir", "user"}
+# Options that belong to the listener defined above them.
+_LISTENER_OPTIONS = {
+    "listener",
+    "protocol",
+    "cafile",
+    "capath",
+    "certfile",
+    "keyfile",
+    "crlfile",
+    "dhparamfile",
+    "tls_version",
+    "ciphers",
+    "ciphers_tls1.3",
+    "require_certificate",
+    "use_identity_as_username",
+    "use_subject_as_username",
+    "socket_domain",
+    "bind_interface",
+    "max_connections",
+    "mount_point",
+    "use_username_as_clientid",
+    "http_dir",
+    "psk_hint",
+}
+_TLS_FILES = {"cafile", "capath", "certfile", "keyfile", "crlfile", "dhparamfile"}
+
+
+class BrokerError(Exception):
+    """The test broker did not start or stop as asked; `log` holds its output."""
+
+    def __init__(self, message: str, log: str) -> None:
+        super().__init__(f"{message}\n--- mosquitto log ---\n{log}")
+        self.log = log
+
+
+def find_mosquitto() -> str | None:
+    """Path of the mosquitto executable (Debian installs it in /usr/sbin), or None."""
+    return shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def password_hash(password: str, *, salt: bytes | None = None, iterations: int = 101) -> str:
+    """A `mosquitto_passwd`-compatible hash: `$7$<iterations>$<salt b64>$<pbkdf2-sha512 b64>`."""
+    salt = secrets.token_bytes(12) if salt is None else salt
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def render_acl(text: str, *, cloud_user: str = CLOUD_USER) -> str:
+    """The shipped ACL file with the cloud account renamed to `cloud_user`."""
+    lines = [
+        f"user {cloud_user}" if line.strip() == f"user {CLOUD_USER}" else line
+        for line in text.splitlines()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_config(
+    text: str,
+    *,
+    directory: Path,
+    host: str,
+    port: int,
+    tls_port: int | None = None,
+    tls_files: Mapping[str, Path] | None = None,
+    anonymous: bool = False,
+) -> str:
+    """The shipped `mosquitto.conf` rewritten for a broker living in `directory`.
+
+    General options are kept in order; paths point into `directory`; logging goes to stderr
+    at full detail; listeners become a plain one on `host:port` and, if `tls_port` is given,
+    the shipped TLS listener (its own options kept) on `host:tls_port` with `tls_files`
+    (keys `cafile`, `certfile`, `keyfile`) instead of the production certificate paths.
+    """
+    general: list[str] = []
+    tls_options: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition(" ")
+        if key in _DROPPED:
+            continue
+        if key in _LISTENER_OPTIONS:
+            if key not in _TLS_FILES and key != "listener":
+                tls_options.append(line)
+            continue
+        if key == "password_file":
+            if not anonymous:
+                general.append(f"password_file {directory / 'passwd'}")
+        elif key == "acl_file":
+            if not anonymous:
+                general.append(f"acl_file {directory / 'acl'}")
+        elif key == "allow_anonymous":
+            general.append(f"allow_anonymous {'true' if anonymous else 'false'}")
+        elif key == "persistence_location":
+            general.append(f"persistence_location {directory}/")
+        else:
+            general.append(f"{key} {value}".strip())
+    # Only root can change user; run as whoever runs the tests.
+    if os.geteuid() == 0:
+        general.append("user root")
+    general += ["log_dest stderr", "log_type all", "log_timestamp_format %H:%M:%S"]
+    # Plain listener for tests only: loopback, same security (options above are global).
+    general += [f"listener {port} {host}", "protocol mqtt"]
+    if tls_port is not None:
+        assert tls_files is not None, "a TLS listener needs tls_files"
+        general.append(f"listener {tls_port} {host}")
+        general += [f"{name} {tls_files[name]}" for name in ("cafile", "certfile", "keyfile")]
+        general += tls_options
+    return "\n".join(general) + "\n"
+
+
+class CertificateAuthority:
+    """A throw-away CA (ECDSA P-256) that issues server and client certificates into a folder."""
+
+    def __init__(self, directory: Path, name: str = "boilertwin test CA") -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = datetime.datetime.now(datetime.UTC)
+        self._name = subject
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False
+            )
+            .sign(self._key, hashes.SHA256())
+        )
+        self.cert_file = directory / "ca.crt"
+        self.cert_file.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(
+        self, common_name: str, *, server: bool, hosts: tuple[str, ...] = ()
+    ) -> tuple[Path, Path]:
+        """Issue a leaf certificate; returns (certificate file, private key file)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        names: list[x509.GeneralName] = []
+        for host in hosts:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                names.append(x509.DNSName(host))
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(self._name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
+                critical=False,
+            )
+        )
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        cert = builder.sign(self._key, hashes.SHA256())
+        cert_file = self.directory / f"{common_name}.crt"
+        key_file = self.directory / f"{common_name}.key"
+        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        key_file.chmod(0o600)
+        return cert_file, key_file
+
+
+class Broker:
+    """A real mosquitto process on free loopback ports, started with the project's config."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        tls: bool = False,
+        anonymous: bool = False,
+        cloud_user: str = CLOUD_USER,
+        host: str = "127.0.0.1",
+        executable: str | None = None,
+    ) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.host = host
+        self.port = free_port(host)
+        self.tls_port: int | None = free_port(host) if tls else None
+        self.anonymous = anonymous
+        self.cloud_user = cloud_user
+        found = executable or find_mosquitto()
+        if found is None:
+            raise BrokerError("mosquitto is not installed", "")
+        self.executable = found
+        self._users: dict[str, str] = {}
+        self._process: asyncio.subprocess.Process | None = None
+        self.log_file = directory / "mosquitto.log"
+        self.config_file = directory / "mosquitto.conf"
+        self.password_file = directory / "passwd"
+        self.acl_file = directory / "acl"
+        self.ca: CertificateAuthority | None = None
+        self.ca_file: Path | None = None
+        tls_files: dict[str, Path] | None = None
+        if tls:
+            self.ca = CertificateAuthority(directory / "certs")
+            cert_file, key_file = self.ca.issue("server", server=True, hosts=(host, "localhost"))
+            self.ca_file = self.ca.cert_file
+            tls_files = {"cafile": self.ca_file, "certfile": cert_file, "keyfile": key_file}
+        self.config_file.write_text(
+            render_config(
+                (DEPLOY_DIR / "mosquitto.conf").read_text(),
+                directory=directory,
+                host=host,
+                port=self.port,
+                tls_port=self.tls_port,
+                tls_files=tls_files,
+                anonymous=anonymous,
+            )
+        )
+        self.acl_file.write_text(
+            render_acl((DEPLOY_DIR / "acl").read_text(), cloud_user=cloud_user)
+        )
+        self._write_passwords()
+
+    @property
+    def users(self) -> Mapping[str, str]:
+        """Username -> password of every account added so far."""
+        return dict(self._users)
+
+    @property
+    def running(self) -> bool:
+        """Whether the mosquitto process is alive."""
+        return self._process is not None and self._process.returncode is None
+
+    def add_user(self, username: str, password: str) -> None:
+        """Add or replace an account; a running broker reloads its password file (SIGHUP).
+
+        The reload is asynchronous in the broker: a connection made within a few milliseconds
+        of this call may still see the old file.
+        """
+        if ":" in username:
+            raise ValueError(f"':' is not allowed in a Mosquitto username: {username!r}")
+        self._users[username] = password
+        self._write_passwords()
+        if self.running:
+            assert self._process is not None
+            self._process.send_signal(signal.SIGHUP)
+
+    def _write_passwords(self) -> None:
+        lines = [f"{user}:{password_hash(password)}\n" for user, password in self._users.items()]
+        self.password_file.write_text("".join(lines))
+        self.password_file.chmod(0o600)
+
+    def issue_client_cert(self, common_name: str) -> tuple[Path, Path]:
+        """A client certificate from the test CA: (certificate file, key file). Needs tls=True."""
+        if self.ca is None:
+            raise ValueError("issue_client_cert needs a Broker(tls=True)")
+        return self.ca.issue(common_name, server=False)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client TLS context that trusts only this broker's CA. Needs tls=True."""
+        if self.ca_file is None:
+            raise ValueError("ssl_context needs a Broker(tls=True)")
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def client(self, username: str | None = None, **kwargs: Any) -> aiomqtt.Client:
+        """An MQTT 5 aiomqtt client for this broker, logged in as `username` (plain port).
+
+        The password is the one given to `add_user` unless `password=` is passed; any other
+        keyword goes to `aiomqtt.Client` (e.g. `identifier`, `clean_start`, `properties`).
+        """
+        if username is not None:
+            kwargs.setdefault("password", self._users.get(username))
+        kwargs.setdefault("protocol", aiomqtt.ProtocolVersion.V5)
+        kwargs.setdefault("timeout", 5)
+        return aiomqtt.Client(
+            kwargs.pop("hostname", self.host),
+            kwargs.pop("port", self.port),
+            username=username,
+            **kwargs,
+        )
+
+    async def start(self) -> None:
+        """Start mosquitto and wait until every listener accepts connections."""
+        if self.running:
+            raise BrokerError("broker is already running", self.log_text())
+        with self.log_file.open("ab") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                self.executable,
+                "-c",
+                str(self.config_file),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=self.directory,
+            )
+        ports = [self.port] + ([self.tls_port] if self.tls_port is not None else [])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT_S
+        for port in ports:
+            while not await self._accepts(port):
+                if self._process.returncode is not None:
+                    raise BrokerError(
+                        f"mosquitto exited with {self._process.returncode}", self.log_text()
+                    )
+                if loop.time() > deadline:
+                    await self.kill()
+                    raise BrokerError(f"mosquitto did not listen on {port}", self.log_text())
+                await asyncio.sleep(0.02)
+
+    async def _accepts(self, port: int) -> bool:
+        try:
+            _, writer = await asyncio.open_connection(self.host, port)
+        except OSError:
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+
+    async def stop(self) -> None:
+        """SIGTERM and wait: mosquitto writes its persistence database, so sessions survive."""
+        await self._end(signal.SIGTERM)
+
+    async def kill(self) -> None:
+        """SIGKILL: a crash; whatever changed since the last autosave is lost."""
+        await self._end(signal.SIGKILL)
+
+    async def restart(self) -> None:
+        """Stop cleanly and start again on the same ports."""
+        await self.stop()
+        await self.start()
+
+    async def _end(self, signum: signal.Signals) -> None:
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        process.send_signal(signum)
+        try:
+            await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise BrokerError(f"mosquitto ignored {signum.name}", self.log_text()) from None
+
+    def log_text(self) -> str:
+        """Everything the broker has logged so far (all runs), for failing-test diagnostics."""
+        try:
+            return self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+@contextlib.asynccontextmanager
+async def running_broker(directory: Path, **options: Any) -> AsyncIterator[Broker]:
+    """A started `Broker` with the cloud and `DEVICE_IDS` accounts; killed on exit."""
+    broker = Broker(directory, **options)
+    broker.add_user(broker.cloud_user, CLOUD_PASSWORD)
+    for device_id in DEVICE_IDS:
+        broker.add_user(device_id, device_password(device_id))
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.kill()
+
+
+def device_password(device_id: str) -> str:
+    """The password the fixtures give a device account."""
+    return f"{device_id}-password"
+
+
+def _require_mosquitto() -> None:
+    if find_mosquitto() is None:
+        message = "mosquitto is not installed (make test installs it with apt-get)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(name="broker")
+async def broker_fixture(tmp_path: Path) -> AsyncIterator[Broker]:
+    """A started broker (auth + ACL as in production) with `cloud` and `DEVICE_IDS` users."""
+    _require_mosquitto()
+    async with running_broker(tmp_path / "mosquitto") as broker:
+        yield broker
+
+
+@pytest.fixture(name="tls_broker")
+async def tls_broker_fixture(tmp_path: Path) -> AsyncIterator[Broker]:
+    """Like `broker`, plus the production TLS listener on `tls_port` with a test CA."""
+    _require_mosquitto()
+    async with running_broker(tmp_path / "mosquitto-tls", tls=True) as broker:
+        yield broker
