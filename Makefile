@@ -38,13 +38,15 @@ test: $(STAMP) system-packages
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-demo: $(STAMP)
-	@mkdir -p $(RUN_DIR)
-	$(BIN)/boilertwin sim boiler --pty $(RUN_DIR)/boiler0 --tcp 127.0.0.1:5020 \
-	  --control 127.0.0.1:8020 --modem-pty $(RUN_DIR)/modem0 --time-scale 60 --seed 1
+# Simulator + edge agent + a local Mosquitto (production config, loopback), verified messages
+# printed until Ctrl-C. DEMO_SECONDS=N stops it by itself; see deploy/demo/run-demo.sh.
+demo: $(STAMP) system-packages
+	DEMO_DIR=$(RUN_DIR)/demo BOILERTWIN=$(BIN)/boilertwin PYTHON=$(BIN)/python \
+	  bash deploy/demo/run-demo.sh
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.bench_rtu
+	$(BIN)/python -m tests.bench.bench_day
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

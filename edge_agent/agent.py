@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge_agent import __version__
-from edge_agent.clock import Clock, SystemClock, wall_ms
+from edge_agent.clock import Clock, ScaledClock, SystemClock, wall_ms
 from edge_agent.commands import CommandExecutor, CommandLedger
 from edge_agent.config import EdgeSettings, register_map
 from edge_agent.errors import OutboxError
@@ -39,6 +39,9 @@ from protocols.messages import Birth, Event, EventKind, Health, Scalar, UplinkMe
 log = logging.getLogger(__name__)
 
 COMMAND_QUEUE = 16
+STOP_WAIT_S = 5.0
+MODEM_READ_S = 60.0
+"""How long a loop may take to finish once cancelled at shutdown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +202,14 @@ class Agent:
                 log.info("%s: stopping", self.device_id)
                 for task in (poll, health, commands):
                     task.cancel()
-                await asyncio.gather(poll, health, commands, return_exceptions=True)
+                _, stuck = await asyncio.wait({poll, health, commands}, timeout=STOP_WAIT_S)
+                for task in stuck:  # the TaskGroup waits for it; say which one held things up
+                    log.error(
+                        "%s: %s did not stop within %g s",
+                        self.device_id,
+                        task.get_name(),
+                        STOP_WAIT_S,
+                    )
                 for message in self.telemetry.flush(wall_ms(self.clock), sync=self.clock.trusted()):
                     self._store(message)
                 await self._drain(self.options.drain_s)
@@ -254,7 +264,10 @@ class Agent:
         while True:
             modem: dict[str, Scalar] = {}
             if self.modem is not None:
-                modem = dict(await self.modem.read())
+                try:  # read() never raises for the modem; this bounds a bug in it, too
+                    modem = dict(await asyncio.wait_for(self.modem.read(), MODEM_READ_S))
+                except TimeoutError:
+                    modem = {"responding": False, "error": "modem read hung"}
             self._store(
                 Health(
                     dev=self.device_id,
@@ -293,6 +306,8 @@ class Agent:
             "polls": poll.polls,
             "poll_requests": poll.requests,
             "poll_errors": poll.request_errors,
+            "modbus_bytes_sent": self.link.stats.bytes_sent,
+            "modbus_bytes_received": self.link.stats.bytes_received,
             "last_poll_ok_ms": poll.last_ok_ms,
             "comms_lost": int(self.telemetry.comms_lost),
             "mqtt_connects": up.connects,
@@ -341,11 +356,17 @@ class Agent:
             log.error("%s: cannot store %s: %s", self.device_id, message.topic_kind, exc)
 
 
-def run_agent(settings: EdgeSettings) -> None:
-    """Run the agent until SIGTERM or SIGINT (the ``edge run`` entry point)."""
+def run_agent(settings: EdgeSettings, *, time_scale: float = 1.0) -> None:
+    """Run the agent until SIGTERM or SIGINT (the ``edge run`` entry point).
+
+    `time_scale` above 1 runs the agent on an accelerated clock (tests and benchmarks only).
+    """
 
     async def main() -> None:
-        agent = Agent(settings)
+        clock: Clock | None = None
+        if time_scale != 1.0:
+            clock = ScaledClock(time_scale, settings.clock.trust)
+        agent = Agent(settings, clock=clock)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.stop)

@@ -13,6 +13,8 @@ from edge_agent.agent import run_agent
 from edge_agent.config import EdgeSettings, load_settings, register_map
 from edge_agent.errors import ConfigError, EdgeError
 from edge_agent.keys import keygen, load_cloud_keys, load_device_key, read_secret
+from edge_agent.tail import load_settings as load_tail_settings
+from edge_agent.tail import run_tail
 from protocols.planner import plan_reads
 
 app = typer.Typer(help="The gateway agent on the boiler's Raspberry Pi.", no_args_is_help=True)
@@ -36,6 +38,9 @@ def _load(config: Path) -> EdgeSettings:
 def run(
     config: ConfigOption = Path("/etc/boilertwin/edge.toml"),
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    time_scale: Annotated[
+        float, typer.Option(hidden=True, help="Run on an accelerated clock (benchmarks).")
+    ] = 1.0,
 ) -> None:
     """Poll the boiler and keep the cloud up to date until SIGTERM."""
     # systemd's journal stamps time and unit itself; a terminal run gets a time stamp.
@@ -45,7 +50,7 @@ def run(
     )
     settings = _load(config)
     try:
-        run_agent(settings)
+        run_agent(settings, time_scale=time_scale)
     except EdgeError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -130,3 +135,38 @@ def check_config(config: ConfigOption = Path("/etc/boilertwin/edge.toml")) -> No
         f"keepalive {q.keepalive_s} s"
     )
     typer.echo(f"  outbox {settings.outbox_path}, cap {settings.outbox.max_bytes} bytes")
+
+
+@app.command("tail")
+def watch(
+    device: Annotated[str, typer.Option(help="Device id to watch (bt/v1/<device>/#).")],
+    public_key: Annotated[
+        Path, typer.Option(help="The device's public key (the .pub keygen wrote).")
+    ],
+    username: Annotated[str, typer.Option(help="Broker user name (e.g. cloud).")],
+    password_file: Annotated[
+        Path | None, typer.Option(help="File holding the broker password.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Broker host.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Broker port (8883 is MQTT over TLS).")] = 1883,
+    tls: Annotated[bool, typer.Option("--tls/--no-tls", help="MQTT over TLS.")] = False,
+    ca_file: Annotated[Path | None, typer.Option(help="CA bundle for --tls.")] = None,
+    count: Annotated[int | None, typer.Option(help="Exit after this many messages.", min=0)] = None,
+) -> None:
+    """Print every message a gateway sends, each verified against its public key."""
+    try:
+        settings = load_tail_settings(
+            host=host,
+            port=port,
+            device_id=device,
+            public_key_file=public_key,
+            username=username,
+            password_file=password_file,
+            tls=tls,
+            ca_file=ca_file,
+            count=count,
+        )
+        run_tail(settings, typer.echo)
+    except EdgeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc

@@ -23,6 +23,9 @@ _TIME_ERROR = 5
 class Clock(Protocol):
     """Monotonic time, wall time, sleeping, and whether the wall time can be trusted."""
 
+    scale: float
+    """Agent seconds per real second (1 in production; more on an accelerated test day)."""
+
     def monotonic(self) -> float:
         """Seconds on a clock that never goes backwards."""
         ...
@@ -73,6 +76,8 @@ def kernel_clock_synchronised() -> bool:
 class SystemClock:
     """The real clocks; `trust` is ``ntp`` (kernel must be synchronised) or ``system``."""
 
+    scale = 1.0
+
     def __init__(self, trust: str = "ntp") -> None:
         self._trust = trust
 
@@ -93,3 +98,32 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         """`asyncio.sleep`."""
         await asyncio.sleep(seconds)
+
+
+class ScaledClock(SystemClock):
+    """Real time sped up `scale` times, from now: an accelerated day for tests and benches.
+
+    Everything timed by the agent (polls, batches, health, backoff, readback) runs `scale`
+    times faster and the wall clock advances accordingly; the MQTT keepalive, which the
+    broker times in real seconds, is divided by `scale` by the uplink.
+    """
+
+    def __init__(self, scale: float, trust: str = "system") -> None:
+        super().__init__(trust)
+        if not scale > 0:
+            raise ValueError(f"time scale must be more than 0, got {scale}")
+        self.scale = scale
+        self._real0 = time.monotonic()
+        self._wall0 = time.time()
+
+    def monotonic(self) -> float:
+        """Scaled monotonic seconds."""
+        return self._real0 + (time.monotonic() - self._real0) * self.scale
+
+    def wall(self) -> float:
+        """Scaled wall time, starting at the real time the clock was made."""
+        return self._wall0 + (time.monotonic() - self._real0) * self.scale
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep `seconds` of scaled time."""
+        await asyncio.sleep(seconds / self.scale)

@@ -11,9 +11,10 @@ Invariants (the delivery contract of ARCHITECTURE.md):
   is deleted with the next commit. A power cut before then re-sends it, and the cloud's
   de-duplication by seq absorbs that: flash writes are saved, nothing is lost.
 * Above `max_bytes` the oldest telemetry is evicted first, then health, then events, acks and
-  births; messages in flight are never evicted. A ``gap`` event naming the evicted seq
-  ranges is stored with the message that caused the eviction, so the cloud can tell
-  "dropped, accounted for" from "missing". The cap is soft by the size of that gap event.
+  births, and gap events last of all; messages in flight are never evicted. A ``gap`` event
+  naming the evicted seq ranges is stored with the message that caused the eviction, so the
+  cloud can tell "dropped, accounted for" from "missing". The cap is soft by the size of that
+  gap event.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ class Priority(IntEnum):
     TELEMETRY = 0
     HEALTH = 1
     CRITICAL = 2
-    """Births, events (alarms, gaps) and acks."""
+    """Births, events (alarms) and acks."""
+    GAP = 3
+    """Gap events: evicting one would turn "dropped, accounted for" into "missing"."""
 
 
 def priority_of(kind: TopicKind) -> Priority:
@@ -138,8 +141,10 @@ class Outbox:
         The message's own ``seq``/``epoch``/``dev`` are replaced. Pending deletions are
         committed in the same transaction.
         """
-        stored = self._insert(message)
+        # on failure the database rolls back, and so must everything kept in memory
+        saved = self._next_seq, dataclasses.replace(self.figures), set(self._acked)
         try:
+            stored = self._insert(message)
             evicted = self._make_room(protect={stored.seq})
             if evicted:
                 self._insert_gap(evicted)
@@ -147,11 +152,12 @@ class Outbox:
             self._store.commit()
         except OutboxError:
             self._store.rollback()
+            self._next_seq, self.figures, self._acked = saved
             raise
         self.changed.set()
         return stored
 
-    def _insert(self, message: UplinkMessage) -> Stored:
+    def _insert(self, message: UplinkMessage, priority: Priority | None = None) -> Stored:
         seq = self._next_seq
         stamped = dataclasses.replace(message, dev=self.device_id, epoch=self.epoch, seq=seq)
         try:
@@ -166,7 +172,12 @@ class Outbox:
         kind = stamped.topic_kind
         self._store.execute(
             "INSERT INTO outbox(seq, kind, priority, envelope) VALUES (?, ?, ?, ?)",
-            (seq, kind.value, int(priority_of(kind)), envelope),
+            (
+                seq,
+                kind.value,
+                int(priority if priority is not None else priority_of(kind)),
+                envelope,
+            ),
         )
         self._next_seq = seq + 1
         self.figures.depth += 1
@@ -218,7 +229,7 @@ class Outbox:
             )
         except EncodeError as exc:  # a bug: the ranges come from this outbox
             raise OutboxError(f"cannot build gap event: {exc}", device_id=self.device_id) from exc
-        self._insert(event)
+        self._insert(event, Priority.GAP)
 
     def acknowledge(self, seq: int) -> None:
         """The broker has the message (PUBACK): it is no longer pending."""

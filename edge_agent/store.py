@@ -99,7 +99,12 @@ class Store:
     def begin(self) -> None:
         """Open a write transaction if none is open (changes wait for `commit`)."""
         if not self._in_transaction:
-            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise OutboxError(
+                    f"cannot write {self.path}: {exc}", device_id=self._device_id
+                ) from exc
             self._in_transaction = True
 
     def execute(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:

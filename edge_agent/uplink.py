@@ -73,6 +73,17 @@ def _mqtt_error(group: BaseExceptionGroup[BaseException]) -> aiomqtt.MqttError |
     return first if isinstance(first, aiomqtt.MqttError) else None
 
 
+def _still_cancelled() -> None:
+    """Re-raise a cancellation that an error while closing the client replaced.
+
+    aiomqtt's ``__aexit__`` may raise `MqttError` while the task is being cancelled (the
+    disconnect times out); swallowing that would turn SIGTERM into a reconnect.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Uplink:
     """Keeps one device's MQTT session alive and the outbox flowing through it."""
 
@@ -123,7 +134,7 @@ class Uplink:
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=False,
             properties=properties,
-            keepalive=s.keepalive_s,
+            keepalive=max(1, round(s.keepalive_s / self._clock.scale)),
             timeout=s.connect_timeout_s,
             max_inflight_messages=s.inflight,
             tls_context=tls_context,
@@ -141,12 +152,9 @@ class Uplink:
                 async with client:
                     attempt = 0
                     await self._session(client)
-            except aiomqtt.MqttError as exc:
+            except (aiomqtt.MqttError, OSError) as exc:  # ssl.SSLError is an OSError
                 self._lost(exc)
-            except ssl.SSLError as exc:
-                self._lost(exc)
-            except OSError as exc:
-                self._lost(exc)
+                _still_cancelled()
             delay = backoff_delay(
                 attempt, self.settings.reconnect_min_s, self.settings.reconnect_max_s, self._rng
             )

@@ -28,7 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_agent.agent import Agent, RunOptions
-from edge_agent.clock import SystemClock
+from edge_agent.clock import Clock, SystemClock
 from edge_agent.config import EdgeSettings, settings_from_dict
 from edge_agent.keys import keygen, load_device_key
 from protocols.cose import generate_private_key, open_uplink, public_key_to_pem, seal
@@ -100,11 +100,11 @@ class Gateway:
 
     # -- in the test's loop -----------------------------------------------------------------
 
-    async def start(self, **options: Any) -> Agent:
+    async def start(self, clock: Clock | None = None, **options: Any) -> Agent:
         """Run the agent in this event loop; returns once it has started."""
         options.setdefault("first_health_s", 1.0)
         self.agent = Agent(
-            self.settings, clock=SystemClock("system"), options=RunOptions(**options)
+            self.settings, clock=clock or SystemClock("system"), options=RunOptions(**options)
         )
         self.task = asyncio.create_task(self.agent.run(), name="agent")
         started = asyncio.create_task(self.agent.started.wait())
@@ -259,6 +259,9 @@ class CloudListener:
                     async for message in client.messages:
                         self._take(str(message.topic), bytes(message.payload), keys)  # type: ignore[arg-type]
             except aiomqtt.MqttError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from None  # closing, not reconnecting
                 await asyncio.sleep(0.1)
 
     def _take(self, topic_name: str, payload: bytes, keys: dict[str, Any]) -> None:

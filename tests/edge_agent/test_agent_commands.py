@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from edge_agent.clock import SystemClock
 from protocols.cose import generate_private_key
 from protocols.messages import AckState, CommandName, RejectReason
 from protocols.reference import BoilerStatus
@@ -225,3 +226,33 @@ async def test_sixth_reset_within_fifteen_minutes_is_refused(
     assert final.reason is RejectReason.RATE_LIMITED
     assert final.observed["status"] == BoilerStatus.LOCKOUT
     assert await resets(sim) == before + 5
+
+
+class UnsyncedClock(SystemClock):
+    """A gateway that booted without network time (a Pi has no RTC)."""
+
+    def trusted(self) -> bool:
+        return False
+
+
+async def test_untrusted_clock_refuses_commands(
+    tmp_path: Path, broker: Broker, start_sim: Callable[..., Any]
+) -> None:
+    sim = await start_sim()
+    gateway = Gateway(tmp_path / "gateway", broker, sim.pty)
+    async with listening(broker, gateway) as cloud:
+        await gateway.start(clock=UnsyncedClock())
+        try:
+            await lock_out(sim)
+            before = await resets(sim)
+            command = gateway.command()
+            states = await send_and_wait(
+                gateway, broker, cloud, gateway.signed(command), command.id
+            )
+            assert states == [AckState.REJECTED]
+            assert cloud.acks(command.id)[0].reason is RejectReason.CLOCK_UNTRUSTED
+            assert await resets(sim) == before
+            # and everything it sent says so
+            assert all(not r.message.sync for r in cloud.received)
+        finally:
+            await gateway.cancel()

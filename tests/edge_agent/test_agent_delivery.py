@@ -226,3 +226,65 @@ async def test_health_reports_agent_figures(gateway: Gateway, broker: Broker) ->
         assert key in agent, key
     assert agent["last_poll_ok_ms"] > 0 and agent["polls"] >= 1
     assert health.modem == {}  # no modem configured
+
+
+async def test_uplink_over_tls_with_the_brokers_ca(
+    tmp_path: Path, tls_broker: Broker, start_sim: Callable[..., Any]
+) -> None:
+    sim = await start_sim()
+    gateway = Gateway(tmp_path / "gateway", tls_broker, sim.pty)
+    assert tls_broker.tls_port is not None and tls_broker.ca_file is not None
+    gateway.config["mqtt"].update(
+        tls=True, port=tls_broker.tls_port, ca_file=str(tls_broker.ca_file)
+    )
+    async with listening(tls_broker, gateway) as cloud:
+        agent = await gateway.start()
+        try:
+            await cloud.wait_for(
+                lambda c: any(isinstance(r.message, TelemetryBatch) for r in c.received)
+            )
+            assert agent.uplink.figures.connects == 1
+        finally:
+            await gateway.stop()
+    assert cloud.rejected == []
+
+
+async def test_tls_refuses_a_broker_it_does_not_trust(
+    tmp_path: Path, tls_broker: Broker, start_sim: Callable[..., Any]
+) -> None:
+    sim = await start_sim()
+    gateway = Gateway(tmp_path / "gateway", tls_broker, sim.pty)
+    assert tls_broker.tls_port is not None
+    other_ca = tmp_path / "other-ca.pem"
+    other_ca.write_bytes(Broker(tmp_path / "other", tls=True).ca_file.read_bytes())  # type: ignore[union-attr]
+    gateway.config["mqtt"].update(tls=True, port=tls_broker.tls_port, ca_file=str(other_ca))
+    agent = await gateway.start()
+    try:
+        async with asyncio.timeout(10):
+            while agent.uplink.figures.connect_failures < 2:
+                await asyncio.sleep(0.05)
+        assert agent.uplink.figures.connects == 0
+        # polling goes on regardless: the data waits in the outbox
+        async with asyncio.timeout(10):
+            while agent.outbox.figures.depth < 2:
+                await asyncio.sleep(0.05)
+    finally:
+        await gateway.stop()
+
+
+async def test_modem_figures_in_health(
+    tmp_path: Path, broker: Broker, start_sim: Callable[..., Any]
+) -> None:
+    sim = await start_sim(modem_pty=str(tmp_path / "modem0"))
+    gateway = Gateway(tmp_path / "gateway", broker, sim.pty)
+    gateway.config["health"].update(modem_port=str(tmp_path / "modem0"))
+    async with listening(broker, gateway) as cloud:
+        await gateway.start()
+        try:
+            await cloud.wait_for(lambda c: any(isinstance(r.message, Health) for r in c.received))
+        finally:
+            await gateway.stop()
+    health = next(r.message for r in cloud.received if isinstance(r.message, Health))
+    assert health.modem["responding"] is True
+    assert isinstance(health.modem["rssi_dbm"], int) and health.modem["rssi_dbm"] < 0
+    assert health.modem["registration"] in ("home", "roaming")
