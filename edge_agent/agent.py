@@ -200,28 +200,34 @@ class Agent:
                 await self._stop.wait()
                 notify("STOPPING=1")
                 log.info("%s: stopping", self.device_id)
-                for task in (poll, health, commands):
-                    task.cancel()
-                _, stuck = await asyncio.wait({poll, health, commands}, timeout=STOP_WAIT_S)
-                for task in stuck:  # the TaskGroup waits for it; say which one held things up
-                    log.error(
-                        "%s: %s did not stop within %g s",
-                        self.device_id,
-                        task.get_name(),
-                        STOP_WAIT_S,
-                    )
+                await self._cancel(poll, health, commands)
                 for message in self.telemetry.flush(wall_ms(self.clock), sync=self.clock.trusted()):
                     self._store(message)
                 await self._drain(self.options.drain_s)
-                uplink.cancel()
-                if watchdog is not None:
-                    watchdog.cancel()
+                await self._cancel(uplink, *([watchdog] if watchdog else []))
             self.outbox.flush()
             log.info(
                 "%s: stopped; %d message(s) wait in the outbox",
                 self.device_id,
                 self.outbox.figures.depth,
             )
+
+    async def _cancel(self, *tasks: asyncio.Task[None]) -> None:
+        """Cancel `tasks` and wait until they end, cancelling again if one ignores it.
+
+        Libraries built on ``asyncio.wait_for`` can lose a cancellation on Python 3.11; one
+        lost cancel must not turn SIGTERM into a hang.
+        """
+        deadline = self.clock.monotonic() + STOP_WAIT_S
+        pending = set(tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
+            if pending and self.clock.monotonic() >= deadline:
+                names = ", ".join(sorted(t.get_name() for t in pending))
+                log.error("%s: still stopping after %g s: %s", self.device_id, STOP_WAIT_S, names)
+                deadline += STOP_WAIT_S
 
     async def _drain(self, timeout_s: float) -> None:
         deadline = self.clock.monotonic() + timeout_s
@@ -265,7 +271,8 @@ class Agent:
             modem: dict[str, Scalar] = {}
             if self.modem is not None:
                 try:  # read() never raises for the modem; this bounds a bug in it, too
-                    modem = dict(await asyncio.wait_for(self.modem.read(), MODEM_READ_S))
+                    async with asyncio.timeout(MODEM_READ_S):
+                        modem = dict(await self.modem.read())
                 except TimeoutError:
                     modem = {"responding": False, "error": "modem read hung"}
             self._store(

@@ -231,6 +231,7 @@ class ModbusLink:
                 try:
                     client = await self._connected_client()
                     reply = await send(client)
+                    _reraise_lost_cancellation()
                 except ModbusException as exc:
                     # Silence, a bad CRC (pymodbus drops the frame, then waits) and a lost
                     # connection all end here. pymodbus sometimes closes the connection
@@ -337,3 +338,15 @@ class ModbusLink:
 def _reason(exc: ModbusException) -> str:
     # pymodbus messages start with "Modbus Error: [Input/Output] ..."; keep the tail.
     return str(exc).rpartition("] ")[2] or type(exc).__name__
+
+
+def _reraise_lost_cancellation() -> None:
+    """Raise the cancellation pymodbus swallowed, if it did.
+
+    pymodbus waits for replies with ``asyncio.wait_for``, which on Python 3.11 returns the
+    reply and drops a cancellation that arrives at the same moment; the poll loop would then
+    sleep on and SIGTERM would hang. The task still counts the request, so raise it here.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -356,7 +356,8 @@ class ModemProbe:
             if remaining <= 0:
                 raise ModemError(f"{command}: no reply within {self.timeout:g} s")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._readable.wait(), remaining)
+                async with asyncio.timeout(remaining):  # not wait_for: see uplink._drain
+                    await self._readable.wait()
 
     def _fd(self) -> int:
         if self._serial is None:

@@ -73,17 +73,6 @@ def _mqtt_error(group: BaseExceptionGroup[BaseException]) -> aiomqtt.MqttError |
     return first if isinstance(first, aiomqtt.MqttError) else None
 
 
-def _still_cancelled() -> None:
-    """Re-raise a cancellation that an error while closing the client replaced.
-
-    aiomqtt's ``__aexit__`` may raise `MqttError` while the task is being cancelled (the
-    disconnect times out); swallowing that would turn SIGTERM into a reconnect.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
 class Uplink:
     """Keeps one device's MQTT session alive and the outbox flowing through it."""
 
@@ -147,14 +136,23 @@ class Uplink:
         attempt = 0
         while True:
             self._progress()
+            cancelled = False
             try:
                 client = self._client()
                 async with client:
                     attempt = 0
-                    await self._session(client)
+                    try:
+                        await self._session(client)
+                    except asyncio.CancelledError:
+                        cancelled = True
+                        raise
             except (aiomqtt.MqttError, OSError) as exc:  # ssl.SSLError is an OSError
+                if cancelled:
+                    # the client's __aexit__ failed while we were being cancelled: stop, do
+                    # not turn SIGTERM into a reconnect. (Task.cancelling() cannot tell: a
+                    # 3.11 TaskGroup may leave it raised after a child failed.)
+                    raise asyncio.CancelledError from exc
                 self._lost(exc)
-                _still_cancelled()
             delay = backoff_delay(
                 attempt, self.settings.reconnect_min_s, self.settings.reconnect_max_s, self._rng
             )
@@ -211,12 +209,11 @@ class Uplink:
         """A graceful disconnect suppresses the will, so say ``offline`` ourselves."""
         try:
             await asyncio.shield(
-                asyncio.wait_for(
-                    client.publish(self._state_topic, STATE_OFFLINE, qos=1, retain=True),
-                    OFFLINE_NOTICE_S,
+                client.publish(
+                    self._state_topic, STATE_OFFLINE, qos=1, retain=True, timeout=OFFLINE_NOTICE_S
                 )
             )
-        except (aiomqtt.MqttError, TimeoutError, asyncio.CancelledError):
+        except (aiomqtt.MqttError, asyncio.CancelledError):
             log.debug("%s: could not publish offline state", self.device_id)
 
     async def _drain(self, client: aiomqtt.Client) -> None:
@@ -232,8 +229,11 @@ class Uplink:
                     await asyncio.sleep(0)
                     continue
                 self._progress()
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that races with the event being set, and the drain would never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._outbox.changed.wait(), IDLE_WAKE_S)
+                    async with asyncio.timeout(IDLE_WAKE_S):
+                        await self._outbox.changed.wait()
 
     async def _publish(self, client: aiomqtt.Client, stored: Stored) -> None:
         await client.publish(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import io
 import os
 import signal
 import sys
@@ -37,6 +38,16 @@ from protocols.topics import TopicKind, parse_topic, topic
 from tests.broker import Broker, device_password
 
 CLOUD_KID = "cloud-2026"
+STOP_TIMEOUT_S = 20.0
+
+
+def task_stacks() -> str:
+    """Where every task of the running loop is waiting (for a test that would hang)."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        print(f"--- {task.get_name()}", file=out)
+        task.print_stack(file=out)
+    return out.getvalue()
 
 
 class Gateway:
@@ -120,15 +131,21 @@ class Gateway:
         """Graceful stop (what SIGTERM does), and wait for it."""
         if self.agent is not None and self.task is not None:
             self.agent.stop()
-            await asyncio.wait_for(self.task, 20)
+            done, _ = await asyncio.wait({self.task}, timeout=STOP_TIMEOUT_S)
+            if not done:
+                raise AssertionError(f"agent did not stop:\n{task_stacks()}")
+            self.task.result()
             self.agent, self.task = None, None
 
     async def cancel(self) -> None:
-        """Abrupt cancellation (test clean-up)."""
+        """Abrupt cancellation (test clean-up); fails, showing every task, if it hangs."""
         if self.task is not None:
             self.task.cancel()
+            done, _ = await asyncio.wait({self.task}, timeout=STOP_TIMEOUT_S)
+            if not done:
+                raise AssertionError(f"agent ignored cancellation:\n{task_stacks()}")
             with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+                self.task.result()
             self.agent, self.task = None, None
 
     # -- as its own process -------------------------------------------------------------------
@@ -230,6 +247,7 @@ class CloudListener:
         self.states: list[bytes] = []
         self.rejected: list[str] = []
         self._changed = asyncio.Event()
+        self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._client_id = f"cloud-test-{uuid.uuid4().hex[:8]}"
 
@@ -241,6 +259,7 @@ class CloudListener:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._task is not None
+        self._closing = True
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -259,8 +278,7 @@ class CloudListener:
                     async for message in client.messages:
                         self._take(str(message.topic), bytes(message.payload), keys)  # type: ignore[arg-type]
             except aiomqtt.MqttError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
+                if self._closing:
                     raise asyncio.CancelledError from None  # closing, not reconnecting
                 await asyncio.sleep(0.1)
 
