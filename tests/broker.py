@@ -16,13 +16,10 @@ salt), byte-compatible with `mosquitto_passwd`, so no external tool is needed to
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import datetime
-import hashlib
 import ipaddress
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -38,11 +35,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from cloud.mosquitto import CLOUD_USER, password_hash, render_acl, render_config
+
 DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
 """Where the shipped `mosquitto.conf` and `acl` live."""
-
-CLOUD_USER = "cloud"
-"""Username of the cloud account in the shipped ACL file."""
 
 CLOUD_PASSWORD = "cloud-password"
 """Password the fixtures give the cloud account."""
@@ -52,34 +48,6 @@ DEVICE_IDS = ("boiler-0001", "boiler-0002", "boiler-0003")
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
-
-# Options whose value is a path on the production host or that only make sense there.
-_DROPPED = {"pid_file", "log_dest", "log_type", "include_dir", "user"}
-# Options that belong to the listener defined above them.
-_LISTENER_OPTIONS = {
-    "listener",
-    "protocol",
-    "cafile",
-    "capath",
-    "certfile",
-    "keyfile",
-    "crlfile",
-    "dhparamfile",
-    "tls_version",
-    "ciphers",
-    "ciphers_tls1.3",
-    "require_certificate",
-    "use_identity_as_username",
-    "use_subject_as_username",
-    "socket_domain",
-    "bind_interface",
-    "max_connections",
-    "mount_point",
-    "use_username_as_clientid",
-    "http_dir",
-    "psk_hint",
-}
-_TLS_FILES = {"cafile", "capath", "certfile", "keyfile", "crlfile", "dhparamfile"}
 
 
 class BrokerError(Exception):
@@ -103,78 +71,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def password_hash(password: str, *, salt: bytes | None = None, iterations: int = 101) -> str:
-    """A `mosquitto_passwd`-compatible hash: `$7$<iterations>$<salt b64>$<pbkdf2-sha512 b64>`."""
-    salt = secrets.token_bytes(12) if salt is None else salt
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
-    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
-
-
-def render_acl(text: str, *, cloud_user: str = CLOUD_USER) -> str:
-    """The shipped ACL file with the cloud account renamed to `cloud_user`."""
-    lines = [
-        f"user {cloud_user}" if line.strip() == f"user {CLOUD_USER}" else line
-        for line in text.splitlines()
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def render_config(
-    text: str,
-    *,
-    directory: Path,
-    host: str,
-    port: int,
-    tls_port: int | None = None,
-    tls_files: Mapping[str, Path] | None = None,
-    anonymous: bool = False,
-) -> str:
-    """The shipped `mosquitto.conf` rewritten for a broker living in `directory`.
-
-    General options are kept in order; paths point into `directory`; logging goes to stderr
-    at full detail; listeners become a plain one on `host:port` and, if `tls_port` is given,
-    the shipped TLS listener (its own options kept) on `host:tls_port` with `tls_files`
-    (keys `cafile`, `certfile`, `keyfile`) instead of the production certificate paths.
-    """
-    general: list[str] = []
-    tls_options: list[str] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, _, value = line.partition(" ")
-        if key in _DROPPED:
-            continue
-        if key in _LISTENER_OPTIONS:
-            if key not in _TLS_FILES and key != "listener":
-                tls_options.append(line)
-            continue
-        if key == "password_file":
-            if not anonymous:
-                general.append(f"password_file {directory / 'passwd'}")
-        elif key == "acl_file":
-            if not anonymous:
-                general.append(f"acl_file {directory / 'acl'}")
-        elif key == "allow_anonymous":
-            general.append(f"allow_anonymous {'true' if anonymous else 'false'}")
-        elif key == "persistence_location":
-            general.append(f"persistence_location {directory}/")
-        else:
-            general.append(f"{key} {value}".strip())
-    # Only root can change user; run as whoever runs the tests.
-    if os.geteuid() == 0:
-        general.append("user root")
-    general += ["log_dest stderr", "log_type all", "log_timestamp_format %H:%M:%S"]
-    # Plain listener for tests only: loopback, same security (options above are global).
-    general += [f"listener {port} {host}", "protocol mqtt"]
-    if tls_port is not None:
-        assert tls_files is not None, "a TLS listener needs tls_files"
-        general.append(f"listener {tls_port} {host}")
-        general += [f"{name} {tls_files[name]}" for name in ("cafile", "certfile", "keyfile")]
-        general += tls_options
-    return "\n".join(general) + "\n"
 
 
 class CertificateAuthority:

@@ -72,45 +72,25 @@ for user in "$DEVICE" cloud; do
         (umask 077 && new_secret >"$DIR/$user.password")
     fi
 done
-rm -f "$DIR/passwd"
-(umask 077 && : >"$DIR/passwd")
-for user in "$DEVICE" cloud; do
-    if command -v mosquitto_passwd >/dev/null; then
-        mosquitto_passwd -b "$DIR/passwd" "$user" "$(cat "$DIR/$user.password")" 2>/dev/null
-    else  # Mosquitto's $7$ format: PBKDF2-SHA512, 101 iterations, 12-byte salt
-        "$PYTHON" - "$user" "$DIR/$user.password" >>"$DIR/passwd" <<'EOF'
-import base64, hashlib, pathlib, secrets, sys
-user, password = sys.argv[1], pathlib.Path(sys.argv[2]).read_text().strip()
-salt = secrets.token_bytes(12)
-digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 101)
-b64 = lambda b: base64.b64encode(b).decode()
-print(f"{user}:$7$101${b64(salt)}${b64(digest)}")
-EOF
-    fi
-done
 cp deploy/mosquitto/acl "$DIR/acl"
-# The production config with its listeners, paths and logging rewritten for this folder.
-"$PYTHON" - deploy/mosquitto/mosquitto.conf "$DIR" "$BROKER_PORT" >"$DIR/mosquitto.conf" <<'EOF'
-import os, sys
-source, directory, port = sys.argv[1:]
-dropped = {"pid_file", "log_dest", "log_type", "include_dir", "user"}
-listener = {"listener", "protocol", "cafile", "capath", "certfile", "keyfile", "crlfile",
-            "tls_version", "ciphers", "require_certificate", "use_identity_as_username"}
-paths = {"password_file": f"{directory}/passwd", "acl_file": f"{directory}/acl",
-         "persistence_location": f"{directory}/"}
-print(f"# Rendered by deploy/demo/run-demo.sh from {source}: plain loopback listener only.")
-for raw in open(source):
-    line = raw.strip()
-    if not line or line.startswith("#"):
-        continue
-    key, _, value = line.partition(" ")
-    if key in dropped or key in listener:
-        continue
-    print(f"{key} {paths.get(key, value)}".strip())
-if os.geteuid() == 0:
-    print("user root")  # stay root rather than switch to a `mosquitto` user who cannot read here
-print("log_dest stderr\nlog_type all\nlog_timestamp_format %H:%M:%S")
-print(f"listener {port} 127.0.0.1\nprotocol mqtt")
+# The production config and password hashes, rendered for this folder by cloud/mosquitto.py
+# (the code the test suite's brokers use too); only a plain loopback listener.
+"$PYTHON" - "$DIR" "$BROKER_PORT" "$DEVICE" <<'EOF'
+import sys
+from pathlib import Path
+from cloud.mosquitto import password_hash, render_config
+directory, port, device = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+passwd = directory / "passwd"
+passwd.touch(mode=0o600)
+passwd.write_text("".join(
+    f"{user}:{password_hash((directory / f'{user}.password').read_text().strip())}\n"
+    for user in (device, "cloud")
+))
+source = Path("deploy/mosquitto/mosquitto.conf")
+(directory / "mosquitto.conf").write_text(
+    f"# Rendered by deploy/demo/run-demo.sh from {source}: plain loopback listener only.\n"
+    + render_config(source.read_text(), directory=directory, host="127.0.0.1", port=port)
+)
 EOF
 # Background parts run in their own sessions: Ctrl-C reaches this script (and the tail), and
 # `cleanup` stops the rest in order instead of them all dying at once.

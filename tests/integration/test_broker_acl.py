@@ -38,12 +38,7 @@ from tests.broker import (
     DEPLOY_DIR,
     DEVICE_IDS,
     Broker,
-    broker_fixture,
-    tls_broker_fixture,
 )
-
-# Until tests/conftest.py exposes them, the fixtures come in by import.
-__all__ = ["broker_fixture", "tls_broker_fixture"]
 
 pytestmark = pytest.mark.integration
 
