@@ -1,0 +1,106 @@
+"""Domain values shared across the cloud: roles, callers, connectivity, command states."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+Clock = Callable[[], int]
+"""Wall-clock milliseconds since the Unix epoch; injected so tests control time."""
+
+
+def wall_ms() -> int:
+    """The system clock in milliseconds (the default `Clock`)."""
+    return time.time_ns() // 1_000_000
+
+
+class Role(StrEnum):
+    """What a user is to the platform."""
+
+    ADMIN = "admin"
+    """The manufacturer's platform team: everything."""
+    SUPPORT = "support"
+    """The manufacturer's support desk: every boiler, restart with a recorded reason."""
+    OWNER = "owner"
+    """Owner or landlord: their own boilers."""
+    TENANT = "tenant"
+    """End user living with the boiler: their own boiler."""
+    ENGINEER = "engineer"
+    """Service engineer: boilers they are invited to or contracted on (service platform)."""
+
+
+STAFF = frozenset({Role.ADMIN, Role.SUPPORT})
+"""Roles that see the whole fleet."""
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated API user."""
+
+    user_id: str
+    role: Role
+
+    @property
+    def is_staff(self) -> bool:
+        """Admin or support: sees every boiler."""
+        return self.role in STAFF
+
+    @property
+    def actor(self) -> str:
+        """How the thread names this caller."""
+        return f"user:{self.user_id}"
+
+
+class Connectivity(StrEnum):
+    """How a boiler's gateway is connected, as the twin shows it."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+    STALE = "stale"
+    """Says online, but nothing heard for longer than ``stale_after_s``: maybe silently dead."""
+    UNKNOWN = "unknown"
+    """Never heard from."""
+
+
+class CommandState(StrEnum):
+    """Command lifecycle (ARCHITECTURE.md, "Commands")."""
+
+    CREATED = "created"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    EXECUTING = "executing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def final(self) -> bool:
+        """The device reported an outcome; nothing changes it any more."""
+        return self in (CommandState.SUCCEEDED, CommandState.FAILED, CommandState.REJECTED)
+
+    @property
+    def verdict(self) -> bool:
+        """A cloud-side verdict for silence (a later device ack may still correct it)."""
+        return self in (CommandState.EXPIRED, CommandState.TIMED_OUT)
+
+    @property
+    def rank(self) -> int:
+        """Progress order; acks only ever move a command forward."""
+        return _RANK[self]
+
+
+_RANK = {
+    CommandState.CREATED: 0,
+    CommandState.SENT: 1,
+    CommandState.EXPIRED: 1,
+    CommandState.DELIVERED: 2,
+    CommandState.EXECUTING: 3,
+    CommandState.TIMED_OUT: 3,
+    CommandState.SUCCEEDED: 4,
+    CommandState.FAILED: 4,
+    CommandState.REJECTED: 4,
+}

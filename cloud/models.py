@@ -1,0 +1,282 @@
+"""The cloud's tables (SQLAlchemy 2 declarative). Alembic migrations mirror this file.
+
+Invariants the schema itself enforces, so that N ingest workers and API processes can run
+side by side without coordinating:
+
+* ``uplinks`` has primary key ``(device_id, seq)``: a message is applied at most once, by
+  whichever worker inserts that row first; everything it changes happens in that transaction.
+* ``commands`` has a unique ``(requested_by, idempotency_key)``.
+* ``thread_events`` is append-only; its ``id`` orders it.
+
+Times are integer milliseconds since the Unix epoch (``*_ms``), as on the wire.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base with stable constraint names (Alembic needs them)."""
+
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}  # noqa: RUF012 (SQLAlchemy API)
+
+
+class User(Base):
+    """A person or service account that can log in to the API."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """Login name."""
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    """admin | support | owner | tenant | engineer."""
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Token(Base):
+    """An API access token; only its SHA-256 is stored."""
+
+    __tablename__ = "tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    expires_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Device(Base):
+    """A registered gateway/boiler: the product twin's attributes."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    model: Mapped[str | None] = mapped_column(String(100))
+    serial: Mapped[str | None] = mapped_column(String(100))
+    install_date: Mapped[str | None] = mapped_column(String(10))
+    """ISO date (YYYY-MM-DD)."""
+    lat: Mapped[float | None] = mapped_column(Float)
+    lon: Mapped[float | None] = mapped_column(Float)
+    address: Mapped[str | None] = mapped_column(String(300))
+    owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), index=True)
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), index=True)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    revoked_ms: Mapped[int | None] = mapped_column(BigInteger)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class DeviceKey(Base):
+    """A device's Ed25519 public key. Rotation retires the old key after a grace period."""
+
+    __tablename__ = "device_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    """Raw 32-byte Ed25519 public key."""
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    valid_until_ms: Mapped[int | None] = mapped_column(BigInteger)
+    """None while current; set when rotated (end of the grace period)."""
+
+
+class Twin(Base):
+    """Live state of one boiler, kept by ingest. `version` is the ETag."""
+
+    __tablename__ = "twins"
+
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=1)
+    connection: Mapped[str] = mapped_column(String(16), default="unknown")
+    """online | offline | unknown, from the retained ``state`` topic."""
+    connection_ms: Mapped[int | None] = mapped_column(BigInteger)
+    last_seen_ms: Mapped[int | None] = mapped_column(BigInteger)
+    """When the cloud last received a verified message from it."""
+    epoch: Mapped[int | None] = mapped_column(BigInteger)
+    birth_ms: Mapped[int | None] = mapped_column(BigInteger)
+    agent_version: Mapped[str | None] = mapped_column(String(64))
+    map_id: Mapped[str | None] = mapped_column(String(64))
+    map_hash: Mapped[str | None] = mapped_column(String(128))
+    capabilities: Mapped[list[Any]] = mapped_column(default=list)
+    health: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    health_ms: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[int | None] = mapped_column(Integer)
+    fault_code: Mapped[int | None] = mapped_column(Integer)
+    max_seq: Mapped[int | None] = mapped_column(BigInteger)
+    contiguous_seq: Mapped[int | None] = mapped_column(BigInteger)
+    """Every seq up to this one is stored or accounted for by a gap event."""
+    received: Mapped[int] = mapped_column(BigInteger, default=0)
+    duplicates: Mapped[int] = mapped_column(BigInteger, default=0)
+    lost_accounted: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Messages the device reported dropping (``gap`` events)."""
+
+
+class TwinValue(Base):
+    """Latest reported value of one point, with its own source timestamp and quality."""
+
+    __tablename__ = "twin_values"
+
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    point: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ts_ms: Mapped[int] = mapped_column(BigInteger)
+    num: Mapped[float | None] = mapped_column(Float)
+    text: Mapped[str | None] = mapped_column(String(200))
+    quality: Mapped[str] = mapped_column(String(16))
+    seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class Uplink(Base):
+    """One accepted message: the idempotency key of ingest."""
+
+    __tablename__ = "uplinks"
+
+    device_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(8))
+    ts_ms: Mapped[int] = mapped_column(BigInteger)
+    received_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Sample(Base):
+    """One telemetry reading (the time series)."""
+
+    __tablename__ = "samples"
+    __table_args__ = (Index("ix_samples_device_point_ts", "device_id", "point", "ts_ms"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(63))
+    point: Mapped[str] = mapped_column(String(64))
+    ts_ms: Mapped[int] = mapped_column(BigInteger)
+    num: Mapped[float | None] = mapped_column(Float)
+    text: Mapped[str | None] = mapped_column(String(200))
+    quality: Mapped[str] = mapped_column(String(16))
+    seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class Alarm(Base):
+    """One fault or lockout episode: when it began and (once known) when it ended."""
+
+    __tablename__ = "alarms"
+    __table_args__ = (Index("ix_alarms_device_start", "device_id", "start_ms"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    """fault | lockout."""
+    code: Mapped[int | None] = mapped_column(Integer)
+    name: Mapped[str | None] = mapped_column(String(16))
+    """Fault name as the device reported it, e.g. F28."""
+    start_ms: Mapped[int] = mapped_column(BigInteger)
+    end_ms: Mapped[int | None] = mapped_column(BigInteger)
+    seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class Gap(Base):
+    """Seqs that never arrived: ``accounted`` (the device said why) or unexplained."""
+
+    __tablename__ = "gaps"
+    __table_args__ = (UniqueConstraint("device_id", "first_seq", "kind"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))
+    """accounted | unexplained."""
+    reason: Mapped[str] = mapped_column(String(64))
+    detected_ms: Mapped[int] = mapped_column(BigInteger)
+    resolved_ms: Mapped[int | None] = mapped_column(BigInteger)
+    """An unexplained gap whose seqs later arrived after all."""
+
+
+class ThreadEvent(Base):
+    """The digital thread: append-only, typed events about a boiler (and later, people and jobs)."""
+
+    __tablename__ = "thread_events"
+    __table_args__ = (Index("ix_thread_device_id", "device_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str | None] = mapped_column(String(63))
+    ts_ms: Mapped[int] = mapped_column(BigInteger)
+    """When it happened (device time for ingested events, cloud time otherwise)."""
+    recorded_ms: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str | None] = mapped_column(String(64))
+    """Who caused it: a user id, ``device:<id>`` or ``cloud``."""
+    subject: Mapped[str | None] = mapped_column(String(64), index=True)
+    """What it is about beyond the boiler, e.g. a command id."""
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Command(Base):
+    """A command and its lifecycle state."""
+
+    __tablename__ = "commands"
+    __table_args__ = (
+        UniqueConstraint("requested_by", "idempotency_key"),
+        Index("ix_commands_state", "state"),
+        Index("ix_commands_device_created", "device_id", "created_ms"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
+    name: Mapped[str] = mapped_column(String(32))
+    args: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(16))
+    requested_by: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    kid: Mapped[str] = mapped_column(String(64))
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    """The signed COSE_Sign1, stored so every (re)send is byte-identical."""
+    iat_ms: Mapped[int] = mapped_column(BigInteger)
+    exp_ms: Mapped[int] = mapped_column(BigInteger)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+    sent_ms: Mapped[int | None] = mapped_column(BigInteger)
+    publish_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    result_reason: Mapped[str | None] = mapped_column(String(32))
+    observed: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class IngestCounter(Base):
+    """Ingest outcomes by reason, flushed from memory in batches (portal and metrics)."""
+
+    __tablename__ = "ingest_counters"
+
+    outcome: Mapped[str] = mapped_column(String(32), primary_key=True)
+    """accepted | duplicate | rejected."""
+    reason: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -1,0 +1,116 @@
+"""One frozen settings object per cloud process, from ``cloud.toml`` and command-line overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cloud.errors import ConfigError
+
+DEFAULT_DB_URL = "sqlite:///run/cloud/boilertwin.db"
+
+
+@dataclass(frozen=True, slots=True)
+class CloudSettings:
+    """Everything a cloud process (API, ingest, command dispatcher, sweeper) is built from."""
+
+    db_url: str = DEFAULT_DB_URL
+    """SQLAlchemy URL: ``sqlite:///path`` (default) or ``postgresql://user@host/db``."""
+
+    broker_host: str = "127.0.0.1"
+    broker_port: int = 1883
+    mqtt_username: str = "cloud"
+    mqtt_password_file: Path | None = None
+    """File holding the broker password (never logged); None connects without one."""
+    mqtt_ca_file: Path | None = None
+    """CA for a TLS broker listener; None means plain MQTT (loopback only)."""
+    mqtt_client_id: str = field(default_factory=lambda: f"bt-cloud-{socket.gethostname()}")
+    """Must be stable across restarts: the broker keeps this session's queued acks."""
+    mqtt_session_expiry_s: int = 7 * 24 * 3600
+    ingest_group: str = "ingest"
+    """Shared-subscription group. Make it unguessable on a shared broker (see deploy README)."""
+
+    keys_dir: Path = Path("run/cloud/keys")
+    """Cloud command keys: ``<kid>.key`` (private, 0600) and ``<kid>.pem`` (public)."""
+    command_kid: str | None = None
+    """Key id commands are signed with; None picks the newest key in `keys_dir`."""
+
+    command_ttl_s: float = 300.0
+    """A command not delivered within this becomes ``expired`` (its signed ``exp``)."""
+    result_timeout_s: float = 120.0
+    """A delivered command with no result this long after ``exp`` becomes ``timed_out``."""
+    restart_limit: int = 5
+    restart_window_s: float = 900.0
+    """At most `restart_limit` restarts per boiler in any `restart_window_s` (EN 298)."""
+
+    stale_after_s: float = 900.0
+    """An 'online' boiler not heard from for this long is shown ``stale``."""
+    gap_grace_s: float = 60.0
+    """A missing seq still missing this long after a later one arrived is an unexplained gap."""
+    sweep_interval_s: float = 1.0
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    token_ttl_s: float = 12 * 3600.0
+
+    def replace(self, **changes: Any) -> CloudSettings:
+        """A copy with `changes` applied (None values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def mqtt_password(self) -> str | None:
+        """The broker password, read from its file."""
+        if self.mqtt_password_file is None:
+            return None
+        try:
+            return self.mqtt_password_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError("mqtt_password_file", f"cannot read: {exc.strerror}") from exc
+
+
+_PATHS = {"mqtt_password_file", "mqtt_ca_file", "keys_dir"}
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> CloudSettings:
+    """Settings from a TOML file (flat keys named as the fields), then `overrides`.
+
+    ``BOILERTWIN_DB`` in the environment overrides the file's ``db_url``.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            values = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(str(path), f"cannot read: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
+    known = {f.name: f for f in dataclasses.fields(CloudSettings)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(key, "unknown setting")
+    if os.environ.get("BOILERTWIN_DB"):
+        values["db_url"] = os.environ["BOILERTWIN_DB"]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    for key in _PATHS & values.keys():
+        values[key] = Path(values[key]) if values[key] is not None else None
+    settings = CloudSettings(**values)
+    _check(settings)
+    return settings
+
+
+def _check(s: CloudSettings) -> None:
+    if not s.db_url.startswith(("sqlite", "postgresql")):
+        raise ConfigError("db_url", f"must be sqlite:///... or postgresql://..., got {s.db_url!r}")
+    if not 0 < s.broker_port < 65536:
+        raise ConfigError("broker_port", f"must be 1-65535, got {s.broker_port}")
+    for name in ("command_ttl_s", "result_timeout_s", "restart_window_s", "stale_after_s"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(name, "must be positive")
+    if s.restart_limit < 1:
+        raise ConfigError("restart_limit", "must be at least 1")
+    if not s.ingest_group or "/" in s.ingest_group or "+" in s.ingest_group:
+        raise ConfigError("ingest_group", "must be a non-empty name without / or wildcards")
