@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import typer
 
+from cloud.cli import app as cloud_app
 from edge_agent.cli import app as edge_app
 from hw_sim.cli import app as sim_app
 
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 app.add_typer(sim_app, name="sim")
 app.add_typer(edge_app, name="edge")
+app.add_typer(cloud_app, name="cloud")
 
 
 @app.command("version")

@@ -1,0 +1,310 @@
+"""``boilertwin cloud ...``: database, keys, device registry, users, ingest and the API server."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy.orm import Session
+
+from cloud import registry
+from cloud.auth import create_user
+from cloud.db import make_engine, session_factory, transaction, upgrade
+from cloud.domain import Role, wall_ms
+from cloud.errors import CloudError
+from cloud.keys import keygen as make_command_key
+from cloud.settings import CloudSettings, load_settings
+
+app = typer.Typer(help="The manufacturer's cloud twin.", no_args_is_help=True)
+devices_app = typer.Typer(help="Register, list, revoke and re-key gateways.", no_args_is_help=True)
+users_app = typer.Typer(help="API and portal users.", no_args_is_help=True)
+app.add_typer(devices_app, name="devices")
+app.add_typer(users_app, name="users")
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="cloud.toml (flat keys as CloudSettings).")
+]
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="Database URL: sqlite:///file or postgresql://user@host/db."),
+]
+LogOption = Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")]
+
+
+def _settings(config: Path | None, **overrides: object) -> CloudSettings:
+    try:
+        return load_settings(config, **overrides)
+    except CloudError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@contextmanager
+def _session(settings: CloudSettings, migrate: bool = True) -> Iterator[Session]:
+    """One transaction on a migrated database; cloud errors become a clear exit."""
+    engine = make_engine(settings.db_url)
+    try:
+        if migrate:
+            upgrade(engine)
+        with transaction(session_factory(engine)) as session:
+            yield session
+    except CloudError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        engine.dispose()
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@app.command("migrate")
+def migrate(config: ConfigOption = None, db: DbOption = None) -> None:
+    """Create or upgrade the database schema (Alembic) to the newest revision."""
+    settings = _settings(config, db_url=db)
+    engine = make_engine(settings.db_url)
+    upgrade(engine)
+    engine.dispose()
+    typer.echo(f"database at the newest schema: {engine.url.render_as_string(hide_password=True)}")
+
+
+@app.command("keygen")
+def keygen(
+    kid: Annotated[str, typer.Option(help="Key id, e.g. cloud-2026; pick a new one to rotate.")],
+    config: ConfigOption = None,
+    keys_dir: Annotated[Path | None, typer.Option(help="Where keys live.")] = None,
+) -> None:
+    """Create a command-signing key; gateways pin the printed public key file as <kid>.pem."""
+    settings = _settings(config, keys_dir=keys_dir)
+    try:
+        key = make_command_key(settings.keys_dir, kid)
+    except CloudError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"kid {key.kid}: private {settings.keys_dir / (kid + '.key')} (0600)")
+    typer.echo(
+        f"public {settings.keys_dir / (kid + '.pem')}: copy to each gateway's cloud_keys_dir"
+    )
+
+
+@devices_app.command("add")
+def devices_add(
+    id: Annotated[str, typer.Option("--id", help="Device id (MQTT user, topic level, kid).")],
+    public_key: Annotated[Path, typer.Option(help="The gateway's Ed25519 public key (PEM).")],
+    model: Annotated[str | None, typer.Option()] = None,
+    serial: Annotated[str | None, typer.Option()] = None,
+    install_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD")] = None,
+    location: Annotated[str | None, typer.Option(help="lat,lon")] = None,
+    address: Annotated[str | None, typer.Option()] = None,
+    broker_passwd: Annotated[
+        Path | None, typer.Option(help="Also add the device to this Mosquitto password file.")
+    ] = None,
+    password_out: Annotated[
+        Path | None, typer.Option(help="Write the new broker password here (0600) for the gateway.")
+    ] = None,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Register a gateway and its key (optionally with its broker login)."""
+    settings = _settings(config, db_url=db)
+    with _session(settings) as session:
+        key = registry.read_public_key(public_key)
+        where = registry.Location.parse(location) if location else None
+        registry.add_device(
+            session,
+            id,
+            key,
+            now_ms=wall_ms(),
+            model=model,
+            serial=serial,
+            install_date=install_date,
+            location=where,
+            address=address,
+        )
+    typer.echo(f"registered {id}")
+    if broker_passwd is not None:
+        _broker_login(id, broker_passwd, password_out)
+
+
+def _broker_login(device_id: str, passwd: Path, password_out: Path | None) -> None:
+    password = registry.set_broker_password(passwd, device_id)
+    if password_out is not None:
+        password_out.touch(mode=0o600)
+        password_out.write_text(password + "\n")
+        typer.echo(f"broker password for {device_id} written to {password_out}")
+    else:
+        typer.echo(f"broker password for {device_id}: {password}")
+    typer.echo(f"{passwd} updated: send Mosquitto SIGHUP to reload it")
+
+
+@devices_app.command("broker")
+def devices_broker(
+    id: Annotated[str, typer.Option("--id")],
+    passwd: Annotated[Path, typer.Option(help="Mosquitto password file to update.")],
+    password_out: Annotated[Path | None, typer.Option(help="Write the password here.")] = None,
+    acl: Annotated[
+        Path | None, typer.Option(help="Also append explicit ACL lines (brokers without patterns).")
+    ] = None,
+) -> None:
+    """Give a device a (new) broker password, and explicit ACL entries if asked."""
+    try:
+        registry.check_device_id(id)
+    except CloudError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    _broker_login(id, passwd, password_out)
+    if acl is not None:
+        added = registry.add_acl_entries(acl, id)
+        typer.echo(f"{acl}: {'ACL entries added' if added else 'already has ' + id}")
+
+
+@devices_app.command("list")
+def devices_list(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Every registered device, its state and key fingerprints."""
+    settings = _settings(config, db_url=db)
+    with _session(settings) as session:
+        rows = registry.list_devices(session)
+        for device, keys in rows:
+            record = {
+                "id": device.id,
+                "revoked": device.revoked,
+                "model": device.model,
+                "serial": device.serial,
+                "install_date": device.install_date,
+                "keys": [
+                    {
+                        "fingerprint": registry.fingerprint(k.public_key),
+                        "valid_until": k.valid_until_ms,
+                    }
+                    for k in keys
+                ],
+            }
+            if as_json:
+                typer.echo(json.dumps(record))
+            else:
+                state = "REVOKED" if device.revoked else "active"
+                prints = ",".join(k["fingerprint"] for k in record["keys"])  # type: ignore[index]
+                typer.echo(f"{device.id:<24} {state:<8} {device.model or '-':<16} keys {prints}")
+    if not rows and not as_json:
+        typer.echo("no devices registered")
+
+
+@devices_app.command("revoke")
+def devices_revoke(
+    id: Annotated[str, typer.Option("--id")],
+    broker_passwd: Annotated[
+        Path | None, typer.Option(help="Also remove the device from this password file.")
+    ] = None,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Refuse every message from a device from now on."""
+    settings = _settings(config, db_url=db)
+    with _session(settings) as session:
+        registry.revoke_device(session, id, now_ms=wall_ms())
+    typer.echo(f"revoked {id}")
+    if broker_passwd is not None and registry.remove_broker_user(broker_passwd, id):
+        typer.echo(f"{broker_passwd}: removed {id}; send Mosquitto SIGHUP to reload it")
+
+
+@devices_app.command("rotate")
+def devices_rotate(
+    id: Annotated[str, typer.Option("--id")],
+    public_key: Annotated[Path, typer.Option(help="The gateway's new public key (PEM).")],
+    grace_hours: Annotated[
+        float, typer.Option(help="How long the old key stays valid (messages still queued).")
+    ] = 24.0,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Make a new key current; the old one is accepted for a grace period."""
+    settings = _settings(config, db_url=db)
+    with _session(settings) as session:
+        key = registry.rotate_key(
+            session,
+            id,
+            registry.read_public_key(public_key),
+            now_ms=wall_ms(),
+            grace_s=grace_hours * 3600,
+        )
+        typer.echo(f"{id}: key {registry.fingerprint(key.public_key)} is current")
+
+
+@users_app.command("add")
+def users_add(
+    id: Annotated[str, typer.Option("--id", help="Login name.")],
+    role: Annotated[Role, typer.Option(help="admin, support, owner, tenant or engineer.")],
+    password_file: Annotated[
+        Path | None, typer.Option(help="Read the password from this file (else from stdin).")
+    ] = None,
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Create a user; the password is read from a file or stdin, never from the command line."""
+    settings = _settings(config, db_url=db)
+    if password_file is not None:
+        password = password_file.read_text().strip()
+    else:
+        password = sys.stdin.readline().strip()
+    with _session(settings) as session:
+        create_user(session, id, password, role, display_name=name, now_ms=wall_ms())
+    typer.echo(f"user {id} ({role.value}) created")
+
+
+def _broker(text: str | None) -> dict[str, object]:
+    if text is None:
+        return {}
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        typer.echo(f"error: --broker must be host:port, got {text!r}", err=True)
+        raise typer.Exit(2)
+    return {"broker_host": host, "broker_port": int(port)}
+
+
+BrokerOption = Annotated[str | None, typer.Option("--broker", help="MQTT broker host:port.")]
+
+
+@app.command("ingest")
+def ingest(
+    config: ConfigOption = None,
+    db: DbOption = None,
+    broker: BrokerOption = None,
+    log_level: LogOption = "INFO",
+) -> None:
+    """Run an ingest worker (any number may share the broker's shared subscription)."""
+    from cloud.serve import run_ingest
+
+    _logging(log_level)
+    settings = _settings(config, db_url=db, **_broker(broker))
+    run_ingest(settings)
+
+
+@app.command("serve")
+def serve(
+    config: ConfigOption = None,
+    db: DbOption = None,
+    broker: BrokerOption = None,
+    host: Annotated[str | None, typer.Option(help="API listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="API port.")] = None,
+    log_level: LogOption = "INFO",
+) -> None:
+    """Run the API, an ingest worker, the command dispatcher and the sweeper in one process."""
+    from cloud.serve import run_serve
+
+    _logging(log_level)
+    settings = _settings(config, db_url=db, api_host=host, api_port=port, **_broker(broker))
+    run_serve(settings)

@@ -1,0 +1,273 @@
+"""Device registry: register, list, revoke, rotate keys; Mosquitto entries for a device."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cloud import thread
+from cloud.errors import Conflict, InvalidInput, NotFound
+from cloud.models import Device, DeviceKey, Twin
+from cloud.mosquitto import CLOUD_USER, password_hash
+from protocols.cose import public_key_from_pem, public_key_to_raw
+from protocols.errors import ProtocolError
+from protocols.topics import is_device_id
+
+log = logging.getLogger(__name__)
+
+RESERVED_IDS = frozenset({CLOUD_USER})
+"""Broker user names that must never be issued to a device."""
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """WGS 84 latitude and longitude in degrees."""
+
+    lat: float
+    lon: float
+
+    @classmethod
+    def parse(cls, text: str) -> Location:
+        """``"lat,lon"``; `InvalidInput` when it is not a place on Earth."""
+        try:
+            lat_text, lon_text = text.split(",")
+            location = cls(float(lat_text), float(lon_text))
+        except ValueError as exc:
+            raise InvalidInput(
+                f"location must be 'lat,lon', got {text!r}", field="location"
+            ) from exc
+        if not (-90 <= location.lat <= 90 and -180 <= location.lon <= 180):
+            raise InvalidInput(f"location {text!r} is off the globe", field="location")
+        return location
+
+
+def fingerprint(raw: bytes) -> str:
+    """Short, stable name of a public key (first 16 hex digits of its SHA-256)."""
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def read_public_key(path: Path) -> Ed25519PublicKey:
+    """A device's Ed25519 public key from a PEM file."""
+    try:
+        return public_key_from_pem(path.read_bytes())
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}", field="public_key") from exc
+    except ProtocolError as exc:
+        raise InvalidInput(f"{path}: {exc}", field="public_key") from exc
+
+
+def check_device_id(device_id: str) -> str:
+    """`device_id` if it can be a topic level, a broker user and a COSE kid."""
+    if not is_device_id(device_id):
+        raise InvalidInput(
+            f"device id {device_id!r} must match [a-z0-9][a-z0-9-]{{2,62}}", field="id"
+        )
+    if device_id in RESERVED_IDS:
+        raise InvalidInput(f"device id {device_id!r} is reserved", field="id")
+    return device_id
+
+
+def _install_date(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError as exc:
+        raise InvalidInput(
+            f"install date must be YYYY-MM-DD, got {text!r}", field="install_date"
+        ) from exc
+
+
+def add_device(
+    session: Session,
+    device_id: str,
+    public_key: Ed25519PublicKey,
+    *,
+    now_ms: int,
+    actor: str = "cli",
+    model: str | None = None,
+    serial: str | None = None,
+    install_date: str | None = None,
+    location: Location | None = None,
+    address: str | None = None,
+) -> Device:
+    """Register a device with its key (and an empty twin); `Conflict` if it exists."""
+    check_device_id(device_id)
+    if session.get(Device, device_id) is not None:
+        raise Conflict(f"device {device_id} is already registered", device_id=device_id)
+    raw = public_key_to_raw(public_key)
+    device = Device(
+        id=device_id,
+        model=model,
+        serial=serial,
+        install_date=_install_date(install_date),
+        lat=location.lat if location else None,
+        lon=location.lon if location else None,
+        address=address,
+        revoked=False,
+        created_ms=now_ms,
+    )
+    session.add(device)
+    session.add(DeviceKey(device_id=device_id, public_key=raw, created_ms=now_ms))
+    session.add(Twin(device_id=device_id, version=1, connection="unknown"))
+    thread.record(
+        session,
+        device_id=device_id,
+        kind=thread.ThreadKind.DEVICE,
+        ts_ms=now_ms,
+        recorded_ms=now_ms,
+        actor=actor,
+        data={"change": "registered", "key": fingerprint(raw), "model": model, "serial": serial},
+    )
+    log.info("%s: registered (key %s)", device_id, fingerprint(raw))
+    return device
+
+
+def get_device(session: Session, device_id: str) -> Device:
+    """A registered device; `NotFound` otherwise."""
+    device = session.get(Device, device_id)
+    if device is None:
+        raise NotFound(f"no device {device_id}", device_id=device_id)
+    return device
+
+
+def revoke_device(session: Session, device_id: str, *, now_ms: int, actor: str = "cli") -> Device:
+    """Refuse everything from `device_id` from now on (messages are rejected as revoked)."""
+    device = get_device(session, device_id)
+    if not device.revoked:
+        device.revoked = True
+        device.revoked_ms = now_ms
+        thread.record(
+            session,
+            device_id=device_id,
+            kind=thread.ThreadKind.DEVICE,
+            ts_ms=now_ms,
+            recorded_ms=now_ms,
+            actor=actor,
+            data={"change": "revoked"},
+        )
+        log.info("%s: revoked", device_id)
+    return device
+
+
+def rotate_key(
+    session: Session,
+    device_id: str,
+    public_key: Ed25519PublicKey,
+    *,
+    now_ms: int,
+    grace_s: float = 86_400.0,
+    actor: str = "cli",
+) -> DeviceKey:
+    """Make `public_key` current; older keys stay valid for `grace_s` (queued messages)."""
+    device = get_device(session, device_id)
+    if device.revoked:
+        raise Conflict(f"device {device_id} is revoked", device_id=device_id)
+    raw = public_key_to_raw(public_key)
+    keys = list(session.scalars(select(DeviceKey).where(DeviceKey.device_id == device_id)))
+    if any(k.public_key == raw for k in keys):
+        raise Conflict(f"{device_id} already has key {fingerprint(raw)}", device_id=device_id)
+    until = now_ms + int(grace_s * 1000)
+    for key in keys:
+        if key.valid_until_ms is None or key.valid_until_ms > until:
+            key.valid_until_ms = until
+    new = DeviceKey(device_id=device_id, public_key=raw, created_ms=now_ms)
+    session.add(new)
+    thread.record(
+        session,
+        device_id=device_id,
+        kind=thread.ThreadKind.DEVICE,
+        ts_ms=now_ms,
+        recorded_ms=now_ms,
+        actor=actor,
+        data={"change": "key_rotated", "key": fingerprint(raw), "old_keys_valid_until": until},
+    )
+    log.info("%s: key rotated to %s", device_id, fingerprint(raw))
+    return new
+
+
+def list_devices(session: Session) -> list[tuple[Device, list[DeviceKey]]]:
+    """Every device with its keys, newest key first."""
+    devices = list(session.scalars(select(Device).order_by(Device.id)))
+    keys: dict[str, list[DeviceKey]] = {}
+    for key in session.scalars(select(DeviceKey).order_by(DeviceKey.id.desc())):
+        keys.setdefault(key.device_id, []).append(key)
+    return [(d, keys.get(d.id, [])) for d in devices]
+
+
+# -- Mosquitto ---------------------------------------------------------------------------------
+
+_PASSWD_LINE = re.compile(r"^([^:\s]+):")
+
+
+def set_broker_password(passwd_file: Path, user: str, password: str | None = None) -> str:
+    """Add or replace `user`'s line in a Mosquitto password file; returns the password.
+
+    A new random password is made when none is given. The file is written atomically with
+    mode 0600. Mosquitto reads it again on SIGHUP.
+    """
+    password = password or secrets.token_urlsafe(24)
+    lines = passwd_file.read_text().splitlines() if passwd_file.exists() else []
+    kept = [line for line in lines if (m := _PASSWD_LINE.match(line)) is None or m[1] != user]
+    kept.append(f"{user}:{password_hash(password)}")
+    _write_private(passwd_file, "\n".join(kept) + "\n")
+    return password
+
+
+def remove_broker_user(passwd_file: Path, user: str) -> bool:
+    """Delete `user` from a Mosquitto password file; False if it was not there."""
+    if not passwd_file.exists():
+        return False
+    lines = passwd_file.read_text().splitlines()
+    kept = [line for line in lines if (m := _PASSWD_LINE.match(line)) is None or m[1] != user]
+    if len(kept) == len(lines):
+        return False
+    _write_private(passwd_file, "".join(f"{line}\n" for line in kept))
+    return True
+
+
+def acl_entries(device_id: str) -> str:
+    """Explicit ACL lines for one device, for brokers whose ACL has no ``pattern`` rules.
+
+    The project's deploy/mosquitto/acl covers every device with ``%u`` patterns already.
+    """
+    check_device_id(device_id)
+    lines = [f"user {device_id}"]
+    lines += [f"topic write bt/v1/{device_id}/{kind}" for kind in _UPLINK_KINDS]
+    lines.append(f"topic read bt/v1/{device_id}/cmd")
+    return "\n".join(lines) + "\n"
+
+
+_UPLINK_KINDS = ("birth", "data", "event", "health", "ack", "state")
+
+
+def add_acl_entries(acl_file: Path, device_id: str) -> bool:
+    """Append `acl_entries` to `acl_file` unless that user block is there; False if it was."""
+    text = acl_file.read_text() if acl_file.exists() else ""
+    if re.search(rf"^user {re.escape(device_id)}$", text, re.MULTILINE):
+        return False
+    # `user` blocks run to the next `user` line, so ours goes at the end after a blank line.
+    acl_file.write_text(
+        text + ("\n" if text and not text.endswith("\n\n") else "") + acl_entries(device_id)
+    )
+    return True
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)

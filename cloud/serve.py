@@ -1,0 +1,124 @@
+"""Process entry points: ``cloud serve`` (API + ingest + dispatcher + sweeper) and ``cloud ingest``.
+
+Each builds everything from one `CloudSettings` inside one `TaskGroup`. SIGTERM or SIGINT
+stops the API from accepting requests, then cancels the rest; state is in the database, so
+whatever was in flight is picked up by the next start (commands are re-offered, the broker
+re-delivers unacknowledged messages to our persistent session).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+import uvicorn
+from sqlalchemy.orm import Session, sessionmaker
+
+from cloud.api.app import create_app
+from cloud.commands import CommandService
+from cloud.db import make_engine, session_factory, transaction, upgrade
+from cloud.dispatch import Dispatcher, Sweeper
+from cloud.domain import Clock, wall_ms
+from cloud.gaps import detect_gaps
+from cloud.ingest import Ingest
+from cloud.keys import load_command_key
+from cloud.mqtt import run_mqtt
+from cloud.settings import CloudSettings
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_S = 5.0
+"""How often ingest counters are flushed and unexplained gaps looked for."""
+
+
+async def housekeeping(
+    ingest: Ingest, sessions: sessionmaker[Session], settings: CloudSettings, clock: Clock
+) -> None:
+    """Flush ingest counters and detect unexplained seq gaps, forever."""
+
+    def once() -> None:
+        ingest.flush_counters()
+        with transaction(sessions) as session:
+            detect_gaps(session, clock(), int(settings.gap_grace_s * 1000))
+
+    while True:
+        await asyncio.sleep(HOUSEKEEPING_S)
+        await asyncio.to_thread(once)
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+
+
+async def _run(main: Callable[[], Awaitable[None]], background: list[Awaitable[None]]) -> None:
+    """Run `background` tasks until `main` returns (or one of them fails), then cancel them."""
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(coro) for coro in background]  # type: ignore[arg-type]
+        await main()
+        for task in tasks:
+            task.cancel()
+
+
+def _database(settings: CloudSettings) -> sessionmaker[Session]:
+    engine = make_engine(settings.db_url)
+    upgrade(engine)
+    return session_factory(engine)
+
+
+async def serve_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:
+    """The whole cloud in one process."""
+    sessions = _database(settings)
+    key = load_command_key(settings.keys_dir, settings.command_kid)
+    dispatcher = Dispatcher(sessions, settings, clock)
+    commands = CommandService(sessions, key, settings, clock, wake=dispatcher.wake)
+    ingest = Ingest(sessions, clock, settings)
+    app = create_app(settings, sessions, commands, clock=clock)
+    config = uvicorn.Config(
+        app, host=settings.api_host, port=settings.api_port, log_config=None, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    log.info(
+        "cloud serving on http://%s:%d (commands signed as %s), broker %s:%d",
+        settings.api_host,
+        settings.api_port,
+        key.kid,
+        settings.broker_host,
+        settings.broker_port,
+    )
+    await _run(
+        server.serve,
+        [
+            run_mqtt(settings, ingest, extra=[dispatcher.run]),
+            Sweeper(sessions, settings, clock).run(),
+            housekeeping(ingest, sessions, settings, clock),
+        ],
+    )
+
+
+async def ingest_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:
+    """An ingest worker on its own (scale-out)."""
+    sessions = _database(settings)
+    ingest = Ingest(sessions, clock, settings)
+    log.info("ingest worker %s on group %s", settings.mqtt_client_id, settings.ingest_group)
+    await _run(
+        _until_signalled,
+        [run_mqtt(settings, ingest), housekeeping(ingest, sessions, settings, clock)],
+    )
+    ingest.flush_counters()
+
+
+def run_serve(settings: CloudSettings) -> None:
+    """Entry point of ``boilertwin cloud serve``."""
+    asyncio.run(serve_main(settings))
+
+
+def run_ingest(settings: CloudSettings) -> None:
+    """Entry point of ``boilertwin cloud ingest``."""
+    asyncio.run(ingest_main(settings))
