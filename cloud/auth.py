@@ -101,9 +101,7 @@ def create_user(
             field="id",
         )
     if len(password) < MIN_PASSWORD:
-        raise InvalidInput(
-            f"password must be at least {MIN_PASSWORD} characters", field="password"
-        )
+        raise InvalidInput(f"password must be at least {MIN_PASSWORD} characters", field="password")
     if len(password) > MAX_PASSWORD:
         raise InvalidInput(f"password must be at most {MAX_PASSWORD} characters", field="password")
     if session.get(User, user_id) is not None:
@@ -161,7 +159,9 @@ def issue_token(session: Session, user: User, *, now_ms: int, ttl_ms: int) -> Is
     token = secrets.token_urlsafe(32)
     expires_ms = now_ms + ttl_ms
     session.add(
-        Token(token_hash=token_hash(token), user_id=user.id, created_ms=now_ms, expires_ms=expires_ms)
+        Token(
+            token_hash=token_hash(token), user_id=user.id, created_ms=now_ms, expires_ms=expires_ms
+        )
     )
     session.flush()
     return IssuedToken(token, user.id, Role(user.role), expires_ms)

@@ -1,9 +1,35 @@
-"""The product twin read model: connectivity, live values, history, derived figures."""
+"""The product twin read model: connectivity, live values, history, derived figures.
+
+Everything here reads; ingest writes the rows and the API changes attributes. A twin's
+`Twin.version` is its ETag: ingest and attribute changes bump it, so a client can poll with
+``If-None-Match`` and edit with ``If-Match``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ColumnElement, and_, func, literal_column, not_, or_, select
+from sqlalchemy.orm import Session
+
 from cloud.domain import Connectivity
-from cloud.models import Twin
+from cloud.errors import InvalidInput
+from cloud.models import Alarm, Device, Gap, Sample, Twin, TwinValue, Uplink
+from cloud.settings import CloudSettings
+from protocols.reference import BoilerStatus, FaultCode
+
+DAY_MS = 86_400_000
+WINDOW_MS = 30 * DAY_MS
+"""Derived figures look back this far."""
+AVAILABILITY_GUARANTEE = 0.98
+RECENT_ALARMS = 20
+STATUS_POINT = "status"
+FAULT_POINT = "fault_code"
+BURNER_STARTS_POINT = "burner_starts"
+OPERATING_HOURS_POINT = "operating_hours"
 
 
 def connectivity(twin: Twin | None, now_ms: int, stale_after_ms: int) -> Connectivity:
@@ -15,3 +41,515 @@ def connectivity(twin: Twin | None, now_ms: int, stale_after_ms: int) -> Connect
     if twin.last_seen_ms is None or now_ms - twin.last_seen_ms > stale_after_ms:
         return Connectivity.STALE
     return Connectivity.ONLINE
+
+
+def connectivity_clause(
+    state: Connectivity, now_ms: int, stale_after_ms: int
+) -> ColumnElement[bool]:
+    """SQL twin of `connectivity` for a query outer-joined to `Twin` (for list filters)."""
+    unknown = or_(
+        Twin.device_id.is_(None), and_(Twin.connection == "unknown", Twin.last_seen_ms.is_(None))
+    )
+    offline = and_(not_(unknown), Twin.connection == "offline")
+    fresh = and_(Twin.last_seen_ms.is_not(None), Twin.last_seen_ms >= now_ms - stale_after_ms)
+    if state is Connectivity.UNKNOWN:
+        return unknown
+    if state is Connectivity.OFFLINE:
+        return offline
+    live = and_(not_(unknown), Twin.connection != "offline")
+    return and_(live, fresh) if state is Connectivity.ONLINE else and_(live, not_(fresh))
+
+
+def etag(version: int) -> str:
+    """Strong ETag for a twin version: ``"<version>"``."""
+    return f'"{version}"'
+
+
+def status_label(code: int | None) -> str | None:
+    """`BoilerStatus` label of a status value (None if unknown)."""
+    if code is None or code not in BoilerStatus._value2member_map_:
+        return None
+    return BoilerStatus(code).label
+
+
+def fault_name(code: int | None) -> str | None:
+    """``F28`` for 28; None for no fault."""
+    if code is None or code == FaultCode.NONE:
+        return None
+    return f"F{code}"
+
+
+def _fault_text(code: int | None) -> str | None:
+    if code is None or code not in FaultCode._value2member_map_:
+        return None
+    return FaultCode(code).text
+
+
+def attributes_json(device: Device) -> dict[str, Any]:
+    """The twin's registry attributes."""
+    location = None
+    if device.lat is not None and device.lon is not None:
+        location = {"lat": device.lat, "lon": device.lon}
+    return {
+        "model": device.model,
+        "serial": device.serial,
+        "install_date": device.install_date,
+        "location": location,
+        "address": device.address,
+        "owner": device.owner_id,
+        "tenant": device.tenant_id,
+        "revoked": device.revoked,
+    }
+
+
+def boiler_summary(
+    device: Device, twin: Twin | None, now_ms: int, settings: CloudSettings
+) -> dict[str, Any]:
+    """One row of the boiler list: identity, where, who, connectivity, status."""
+    status = twin.status if twin else None
+    fault = twin.fault_code if twin else None
+    return {
+        "id": device.id,
+        "model": device.model,
+        "serial": device.serial,
+        "address": device.address,
+        "owner": device.owner_id,
+        "tenant": device.tenant_id,
+        "connectivity": connectivity(twin, now_ms, stale_ms(settings)).value,
+        "last_seen": twin.last_seen_ms if twin else None,
+        "status": status,
+        "status_label": status_label(status),
+        "fault": fault_name(fault),
+        "version": twin.version if twin else 0,
+    }
+
+
+def stale_ms(settings: CloudSettings) -> int:
+    """`CloudSettings.stale_after_s` in milliseconds."""
+    return int(settings.stale_after_s * 1000)
+
+
+def twin_json(
+    session: Session, device: Device, now_ms: int, settings: CloudSettings
+) -> dict[str, Any]:
+    """The whole product twin of `device` as the API shows it at `now_ms`.
+
+    ``version`` is 0 for a registered boiler that ingest has not yet created a twin for.
+    """
+    twin = session.get(Twin, device.id)
+    values = session.scalars(
+        select(TwinValue).where(TwinValue.device_id == device.id).order_by(TwinValue.point)
+    )
+    return {
+        "id": device.id,
+        "version": twin.version if twin else 0,
+        "attributes": attributes_json(device),
+        "connectivity": _connectivity_json(twin, now_ms, settings),
+        "reported": {value.point: _value_json(value) for value in values},
+        "health": {**(twin.health if twin else {}), "ts": twin.health_ms if twin else None},
+        "alarms": [_alarm_json(alarm, now_ms) for alarm in recent_alarms(session, device.id)],
+        "derived": derived_figures(session, device, now_ms),
+        "delivery": _delivery_json(session, device.id, twin),
+    }
+
+
+def _connectivity_json(twin: Twin | None, now_ms: int, settings: CloudSettings) -> dict[str, Any]:
+    return {
+        "state": connectivity(twin, now_ms, stale_ms(settings)).value,
+        "since": twin.connection_ms if twin else None,
+        "last_seen": twin.last_seen_ms if twin else None,
+        "stale_after_s": settings.stale_after_s,
+        "epoch": twin.epoch if twin else None,
+        "birth": twin.birth_ms if twin else None,
+        "agent_version": twin.agent_version if twin else None,
+        "map_id": twin.map_id if twin else None,
+        "map_hash": twin.map_hash if twin else None,
+        "capabilities": twin.capabilities if twin else [],
+    }
+
+
+def _value_json(value: TwinValue) -> dict[str, Any]:
+    reading: dict[str, Any] = {
+        "value": value.num if value.num is not None else value.text,
+        "ts": value.ts_ms,
+        "quality": value.quality,
+    }
+    if value.point in (STATUS_POINT, FAULT_POINT) and value.num is not None:
+        code = int(value.num)
+        reading["value"] = code
+        if value.point == STATUS_POINT:
+            reading["label"] = status_label(code)
+        else:
+            reading["name"] = fault_name(code)
+            reading["text"] = _fault_text(code)
+    return reading
+
+
+def recent_alarms(session: Session, device_id: str, limit: int = RECENT_ALARMS) -> list[Alarm]:
+    """The `limit` most recent alarm episodes plus every open one, newest first."""
+    recent = select(Alarm).where(Alarm.device_id == device_id)
+    rows = {a.id: a for a in session.scalars(recent.order_by(Alarm.start_ms.desc()).limit(limit))}
+    for alarm in session.scalars(recent.where(Alarm.end_ms.is_(None))):
+        rows.setdefault(alarm.id, alarm)
+    return sorted(rows.values(), key=lambda a: (a.start_ms, a.id), reverse=True)
+
+
+def _alarm_json(alarm: Alarm, now_ms: int) -> dict[str, Any]:
+    return {
+        "id": alarm.id,
+        "kind": alarm.kind,
+        "code": alarm.code,
+        "name": alarm.name or fault_name(alarm.code),
+        "text": _fault_text(alarm.code),
+        "start": alarm.start_ms,
+        "end": alarm.end_ms,
+        "open": alarm.end_ms is None,
+        "duration_ms": (alarm.end_ms if alarm.end_ms is not None else now_ms) - alarm.start_ms,
+    }
+
+
+def _delivery_json(session: Session, device_id: str, twin: Twin | None) -> dict[str, Any]:
+    unexplained = session.scalar(
+        select(func.count())
+        .select_from(Gap)
+        .where(Gap.device_id == device_id, Gap.kind == "unexplained", Gap.resolved_ms.is_(None))
+    )
+    return {
+        "max_seq": twin.max_seq if twin else None,
+        "contiguous_seq": twin.contiguous_seq if twin else None,
+        "received": twin.received if twin else 0,
+        "duplicates": twin.duplicates if twin else 0,
+        "lost_accounted": twin.lost_accounted if twin else 0,
+        "unexplained_gaps": unexplained or 0,
+    }
+
+
+# --- derived figures ---------------------------------------------------------------------
+
+
+def derived_figures(session: Session, device: Device, now_ms: int) -> dict[str, Any]:
+    """Burner starts per day, faults per 1,000 operating hours and 30-day availability.
+
+    All three look back `WINDOW_MS` (30 days) from `now_ms`.
+
+    * ``burner_starts_per_day``: (last - first) ``burner_starts`` reading in the window over
+      the days between them; null with fewer than two readings, no time between them, or a
+      counter that went backwards (controller replaced).
+    * ``faults_per_1000_h``: fault episodes that began in the window per 1,000 hours of
+      burner operation in it (the ``operating_hours`` delta); null when there are no
+      operating hours to divide by. A lockout and the fault that caused it are one episode.
+    * ``availability``: see `availability`.
+    """
+    since = now_ms - WINDOW_MS
+    alarms = list(
+        session.scalars(
+            select(Alarm)
+            .where(
+                Alarm.device_id == device.id,
+                Alarm.start_ms < now_ms,
+                or_(Alarm.end_ms.is_(None), Alarm.end_ms > since),
+            )
+            .order_by(Alarm.start_ms, Alarm.id)
+        )
+    )
+    starts = _counter_delta(session, device.id, BURNER_STARTS_POINT, since, now_ms)
+    hours = _counter_delta(session, device.id, OPERATING_HOURS_POINT, since, now_ms)
+    per_day = None
+    if starts is not None and starts.span_ms > 0 and starts.delta >= 0:
+        per_day = starts.delta / (starts.span_ms / DAY_MS)
+    per_1000_h = None
+    if hours is not None and hours.delta > 0:
+        episodes = count_fault_episodes([a for a in alarms if a.start_ms >= since])
+        per_1000_h = episodes / hours.delta * 1000
+    return {
+        "window_days": WINDOW_MS // DAY_MS,
+        "burner_starts_per_day": per_day,
+        "faults_per_1000_h": per_1000_h,
+        "availability": availability(
+            alarms, now_ms, install_ms(device), first_seen_ms(session, device.id)
+        ),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class CounterDelta:
+    """How much a monotonic counter moved between its first and last reading in a window."""
+
+    delta: float
+    span_ms: int
+
+
+def _counter_delta(
+    session: Session, device_id: str, point: str, since_ms: int, until_ms: int
+) -> CounterDelta | None:
+    base = select(Sample.ts_ms, Sample.num).where(
+        Sample.device_id == device_id,
+        Sample.point == point,
+        Sample.ts_ms >= since_ms,
+        Sample.ts_ms <= until_ms,
+        Sample.num.is_not(None),
+    )
+    first = session.execute(base.order_by(Sample.ts_ms, Sample.id).limit(1)).one_or_none()
+    last = session.execute(
+        base.order_by(Sample.ts_ms.desc(), Sample.id.desc()).limit(1)
+    ).one_or_none()
+    if first is None or last is None or first.ts_ms == last.ts_ms:
+        return None
+    return CounterDelta(float(last.num) - float(first.num), last.ts_ms - first.ts_ms)
+
+
+def count_fault_episodes(alarms: Iterable[Alarm]) -> int:
+    """Fault episodes among `alarms`: a lockout overlapping a fault of the same code is one.
+
+    The edge agent reports a lockout as a ``fault`` event (the cause) and a ``lockout`` event
+    (the consequence); counting both would double the error frequency.
+    """
+    rows = list(alarms)
+    faults = [a for a in rows if a.kind != "lockout"]
+    count = len(faults)
+    for lockout in (a for a in rows if a.kind == "lockout"):
+        if not any(_same_episode(lockout, fault) for fault in faults):
+            count += 1
+    return count
+
+
+def _same_episode(lockout: Alarm, fault: Alarm) -> bool:
+    if lockout.code is not None and fault.code != lockout.code:
+        return False
+    lockout_end = lockout.end_ms if lockout.end_ms is not None else 2**63 - 1
+    fault_end = fault.end_ms if fault.end_ms is not None else 2**63 - 1
+    return lockout.start_ms <= fault_end and fault.start_ms <= lockout_end
+
+
+def install_ms(device: Device) -> int | None:
+    """Midnight UTC of the install date, if one is recorded and valid."""
+    if not device.install_date:
+        return None
+    try:
+        day = date.fromisoformat(device.install_date)
+    except ValueError:
+        return None
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+
+
+def first_seen_ms(session: Session, device_id: str) -> int | None:
+    """Device time of the earliest message the cloud holds from it."""
+    return session.scalar(select(func.min(Uplink.ts_ms)).where(Uplink.device_id == device_id))
+
+
+def availability(
+    alarms: Sequence[Alarm], now_ms: int, install: int | None, first_seen: int | None
+) -> dict[str, Any]:
+    """Share of the last 30 days the boiler could heat, against the 98% guarantee.
+
+    Definition: the window runs from the latest of (now - 30 days, the install date at
+    midnight UTC, the first message the cloud holds from the gateway) to now. Unavailable time
+    is the union of every alarm episode in it: lockouts, and faults, which on the reference
+    controller all block the burner (status ``blocking_error``) until cleared. An open episode
+    runs to now. Availability = 1 - unavailable / window. Time the gateway was offline counts
+    as available: the twin cannot see it, and connectivity is reported separately. With no
+    message ever received (or an empty window) availability is null.
+    """
+    start, start_source = now_ms - WINDOW_MS, "window"
+    for bound, source in ((first_seen, "first_seen"), (install, "install")):
+        if bound is not None and bound > start:
+            start, start_source = bound, source
+    window = now_ms - start
+    if first_seen is None or window <= 0:
+        return {
+            "value": None,
+            "since": None,
+            "until": now_ms,
+            "window_ms": 0,
+            "window_from": None,
+            "unavailable_ms": 0,
+            "guarantee": AVAILABILITY_GUARANTEE,
+            "meets_guarantee": None,
+        }
+    episodes = ((a.start_ms, a.end_ms if a.end_ms is not None else now_ms) for a in alarms)
+    down = _union_ms(episodes, start, now_ms)
+    value = 1 - down / window
+    return {
+        "value": value,
+        "since": start,
+        "until": now_ms,
+        "window_ms": window,
+        "window_from": start_source,
+        "unavailable_ms": down,
+        "guarantee": AVAILABILITY_GUARANTEE,
+        "meets_guarantee": value >= AVAILABILITY_GUARANTEE,
+    }
+
+
+def _union_ms(intervals: Iterable[tuple[int, int]], lo: int, hi: int) -> int:
+    """Total length of the union of `intervals`, clipped to [lo, hi)."""
+    clipped = sorted((max(a, lo), min(b, hi)) for a, b in intervals if min(b, hi) > max(a, lo))
+    total = 0
+    current_start, current_end = None, None
+    for a, b in clipped:
+        if current_end is None or a > current_end:
+            if current_start is not None and current_end is not None:
+                total += current_end - current_start
+            current_start, current_end = a, b
+        else:
+            current_end = max(current_end, b)
+    if current_start is not None and current_end is not None:
+        total += current_end - current_start
+    return total
+
+
+# --- time series -------------------------------------------------------------------------
+
+
+def known_points(session: Session, device_id: str) -> list[str]:
+    """Every point the boiler has reported (from its latest values)."""
+    return list(
+        session.scalars(
+            select(TwinValue.point)
+            .where(TwinValue.device_id == device_id)
+            .order_by(TwinValue.point)
+        )
+    )
+
+
+def auto_step(since_ms: int, until_ms: int, max_points: int) -> int:
+    """The smallest 'round' bucket width giving at most `max_points` buckets."""
+    needed = -(-(until_ms - since_ms) // max_points)
+    for step in _NICE_STEPS:
+        if step >= needed:
+            return step
+    return -(-needed // DAY_MS) * DAY_MS
+
+
+_NICE_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600)
+_NICE_STEPS = tuple(seconds * 1000 for seconds in (*_NICE_STEPS_S, 43200, 86400))
+
+
+def timeseries(
+    session: Session,
+    device_id: str,
+    points: Sequence[str] | None,
+    since_ms: int,
+    until_ms: int,
+    step_ms: int | None,
+    max_points: int,
+) -> dict[str, Any]:
+    """Readings of `points` (all known ones if None) in ``[since_ms, until_ms)``.
+
+    With `step_ms`, readings are averaged in buckets of that width, aligned on `since_ms`
+    (each bucket has ``ts`` = its start, ``avg``, ``min``, ``max``, ``count``; text readings
+    are left out). Without it, raw readings are returned when no point has more than
+    `max_points` of them in the range; otherwise a round step giving at most `max_points`
+    buckets is chosen. Raises `InvalidInput` for an empty range or a step that would give
+    more than `max_points` buckets.
+    """
+    if until_ms <= since_ms:
+        raise InvalidInput("until must be after since", since=since_ms, until=until_ms)
+    if max_points < 1:
+        raise InvalidInput("max_points must be at least 1", max_points=max_points)
+    names = list(points) if points else known_points(session, device_id)
+    if step_ms is not None:
+        if step_ms < 1:
+            raise InvalidInput("step must be a positive number of milliseconds", step=step_ms)
+        buckets = -(-(until_ms - since_ms) // step_ms)
+        if buckets > max_points:
+            raise InvalidInput(
+                f"step {step_ms} ms gives {buckets} buckets, more than max_points={max_points}",
+                step=step_ms,
+                max_points=max_points,
+            )
+    elif names:
+        raw = _raw(session, device_id, names, since_ms, until_ms, max_points + 1)
+        if all(len(rows) <= max_points for rows in raw.values()):
+            return _series(since_ms, until_ms, None, raw)
+        step_ms = auto_step(since_ms, until_ms, max_points)
+    if step_ms is None or not names:
+        return _series(since_ms, until_ms, step_ms, {})
+    return _series(
+        since_ms,
+        until_ms,
+        step_ms,
+        _buckets(session, device_id, names, since_ms, until_ms, step_ms),
+    )
+
+
+def _series(
+    since_ms: int, until_ms: int, step_ms: int | None, data: dict[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
+    return {
+        "since": since_ms,
+        "until": until_ms,
+        "mode": "raw" if step_ms is None else "buckets",
+        "step": step_ms,
+        "points": data,
+    }
+
+
+def _raw(
+    session: Session, device_id: str, names: list[str], since_ms: int, until_ms: int, limit: int
+) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name in names:
+        rows = session.execute(
+            select(Sample.ts_ms, Sample.num, Sample.text, Sample.quality)
+            .where(
+                Sample.device_id == device_id,
+                Sample.point == name,
+                Sample.ts_ms >= since_ms,
+                Sample.ts_ms < until_ms,
+            )
+            .order_by(Sample.ts_ms, Sample.id)
+            .limit(limit)
+        )
+        out[name] = [
+            {
+                "ts": row.ts_ms,
+                "value": row.num if row.num is not None else row.text,
+                "quality": row.quality,
+            }
+            for row in rows
+        ]
+    return out
+
+
+def _buckets(
+    session: Session, device_id: str, names: list[str], since_ms: int, until_ms: int, step_ms: int
+) -> dict[str, list[dict[str, Any]]]:
+    # The offsets are rendered inline (they are ints we computed): PostgreSQL only accepts a
+    # GROUP BY expression that is textually the selected one, and two bind parameters with
+    # equal values are not. Integer / integer truncates on both backends, and the operand is
+    # never negative, so truncation is floor.
+    origin = literal_column(str(int(since_ms)), BigInteger())
+    width = literal_column(str(int(step_ms)), BigInteger())
+    bucket = ((Sample.ts_ms - origin) // width).label("bucket")
+    query = (
+        select(
+            Sample.point,
+            bucket,
+            func.avg(Sample.num).label("avg"),
+            func.min(Sample.num).label("min"),
+            func.max(Sample.num).label("max"),
+            func.count(Sample.num).label("n"),
+        )
+        .where(
+            Sample.device_id == device_id,
+            Sample.point.in_(names),
+            Sample.ts_ms >= since_ms,
+            Sample.ts_ms < until_ms,
+            Sample.num.is_not(None),
+        )
+        .group_by(Sample.point, bucket)
+        .order_by(Sample.point, bucket)
+    )
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for row in session.execute(query):
+        out[row.point].append(
+            {
+                "ts": since_ms + int(row.bucket) * step_ms,
+                "avg": float(row.avg),
+                "min": float(row.min),
+                "max": float(row.max),
+                "count": int(row.n),
+            }
+        )
+    return out
