@@ -47,6 +47,7 @@ demo: $(STAMP) system-packages
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.bench_rtu
 	$(BIN)/python -m tests.bench.bench_day
+	$(BIN)/python -m tests.bench.bench_cloud
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,239 @@
+"""Benchmarks for the cloud: ingest throughput and the restart command round trip.
+
+Run with ``make bench``. Prints figures; asserts nothing about speed.
+
+1. **Ed25519 verify rate**: `cryptography` verifying signatures in a loop on one core: the
+   ceiling for any ingest that checks every signature.
+2. **Ingest throughput**: verified, stored messages per second on one core (one worker,
+   one thread), on SQLite and on PostgreSQL (``TEST_DATABASE_URL`` or the local server).
+   The messages are real signed telemetry batches of 10 readings from 50 devices, fed
+   straight to `cloud.ingest.Ingest.handle` (no broker: this is the worker's own cost).
+   The ratio to the verify rate shows how much of the budget is the database.
+3. **Restart round trip**: the whole chain (``cloud serve`` process, Mosquitto, edge agent,
+   simulated boiler on a pty): from the API's 202 to the command reading ``succeeded``,
+   p50 and p95 over `ROUNDS` restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from cloud.ingest import Ingest
+
+from cloud.db import make_engine, normalise_url, session_factory, transaction, upgrade
+from cloud.domain import Role
+from cloud.registry import add_device
+from cloud.settings import CloudSettings
+from protocols.cose import generate_private_key, seal
+from protocols.messages import Quality, Reading, TelemetryBatch
+from protocols.topics import TopicKind, topic
+
+DEVICES = 50
+MESSAGES = int(os.environ.get("BENCH_INGEST_MESSAGES", "3000"))
+VERIFIES = 3000
+ROUNDS = int(os.environ.get("BENCH_RESTART_ROUNDS", "10"))
+POINTS = (
+    "flow_temp",
+    "return_temp",
+    "dhw_temp",
+    "outdoor_temp",
+    "ch_pressure",
+    "modulation",
+    "flame_current",
+    "fan_speed",
+    "status",
+    "fault_code",
+)
+
+
+def verify_rate() -> float:
+    key = generate_private_key()
+    public = key.public_key()
+    messages = [uuid.uuid4().bytes * 8 for _ in range(VERIFIES)]
+    signatures = [key.sign(m) for m in messages]
+    started = time.perf_counter()
+    for message, signature in zip(messages, signatures, strict=True):
+        public.verify(signature, message)
+    return VERIFIES / (time.perf_counter() - started)
+
+
+def workload(now_ms: int) -> tuple[list[tuple[str, Any]], list[tuple[str, bytes]]]:
+    keys = [(f"bench-{i:04d}", generate_private_key()) for i in range(DEVICES)]
+    messages: list[tuple[str, bytes]] = []
+    for n in range(MESSAGES):
+        device_id, key = keys[n % DEVICES]
+        seq = n // DEVICES + 1
+        ts = now_ms + seq * 10_000
+        batch = TelemetryBatch(
+            dev=device_id,
+            epoch=1,
+            seq=seq,
+            ts=ts,
+            sync=True,
+            readings=tuple(
+                Reading(point, ts - 1000, float(i + seq % 7), Quality.GOOD)
+                for i, point in enumerate(POINTS)
+            ),
+        )
+        messages.append((topic(device_id, TopicKind.DATA), seal(batch, key)))
+    return [(d, k.public_key()) for d, k in keys], messages
+
+
+def ingest_rate(url: str) -> tuple[float, float]:
+    """(messages/s, CPU-seconds per 1,000 messages) of one worker on the database at `url`."""
+    engine = make_engine(url)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    now_ms = int(time.time() * 1000)
+    devices, messages = workload(now_ms)
+    with transaction(sessions) as session:
+        for device_id, public in devices:
+            add_device(session, device_id, public, now_ms=now_ms)
+    ingest = Ingest(sessions, lambda: int(time.time() * 1000), CloudSettings(db_url=url))
+    cpu, started = time.process_time(), time.perf_counter()
+    outcomes = [ingest.handle(name, payload).outcome for name, payload in messages]
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    engine.dispose()
+    assert outcomes.count("accepted") == MESSAGES, outcomes[:5]
+    return MESSAGES / elapsed, cpu / MESSAGES * 1000
+
+
+def postgres_database() -> tuple[str, str] | None:
+    admin = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    url = sa.engine.make_url(normalise_url(admin))
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    name = f"bt_bench_{uuid.uuid4().hex[:8]}"
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as exc:
+        print(f"  PostgreSQL at {admin} unreachable, skipped: {exc}")
+        return None
+    finally:
+        engine.dispose()
+    return admin, url.set(database=name).render_as_string(False)
+
+
+def drop_database(admin: str, url: str) -> None:
+    engine = sa.create_engine(normalise_url(admin), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        name = sa.engine.make_url(url).database
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    engine.dispose()
+
+
+async def restart_round_trips(workdir: Path) -> list[float]:
+    """Seconds from the API's 202 to ``succeeded``, one per round."""
+    from hw_sim.runner import SimSettings, Simulator
+    from tests.broker import CLOUD_PASSWORD, device_password, running_broker
+    from tests.cloud.stack import Stack, eventually
+    from tests.conftest import RunningSim
+
+    async with running_broker(workdir / "broker") as broker:
+        broker.add_user("cloud", CLOUD_PASSWORD)
+        broker.add_user("boiler-0001", device_password("boiler-0001"))
+        sim = Simulator(
+            SimSettings(
+                pty=str(workdir / "boiler0"),
+                tcp=("127.0.0.1", 0),
+                control=("127.0.0.1", 0),
+                start_wall_s=time.time(),
+                seed=1,
+            )
+        )
+        ready = asyncio.Event()
+        sim_task = asyncio.create_task(sim.run(ready=lambda _: ready.set()))
+        await ready.wait()
+        running = RunningSim(sim, sim_task)
+        stack = Stack(
+            workdir / "cloud", broker, f"sqlite:///{workdir}/cloud.db", restart_limit=1000
+        )
+        engine = make_engine(stack.db_url)
+        upgrade(engine)
+        engine.dispose()
+        stack.user("sue", Role.SUPPORT)
+        gateway = stack.gateway(
+            workdir / "gw", running.pty, "boiler-0001", commands={"max_resets": 1000}
+        )
+        await stack.start()
+        await gateway.start()
+        times: list[float] = []
+        try:
+            for _ in range(ROUNDS):
+                await running.control("/fault", {"code": "F28"})
+                await running.control("/demand", {"ch": "on"})
+                await running.control("/advance", {"seconds": 120})
+
+                async def locked() -> bool:
+                    twin = await stack.twin("sue", "boiler-0001")
+                    return twin["reported"].get("status", {}).get("label") == "lockout"
+
+                await eventually(locked, "twin in lockout")
+                await running.control("/repair", {"code": "F28"})
+                started = time.perf_counter()
+                response = await stack.restart("sue", "boiler-0001")
+                command_id = response.json()["id"]
+
+                async def finished(command_id: str = command_id) -> Any:
+                    command = await stack.command("sue", command_id)
+                    return (
+                        command
+                        if command["state"] not in ("created", "sent", "delivered", "executing")
+                        else None
+                    )
+
+                done = await eventually(finished, "command outcome", every=0.01)
+                assert done["state"] == "succeeded", done
+                times.append(time.perf_counter() - started)
+        finally:
+            await gateway.cancel()
+            await stack.close()
+            sim_task.cancel()
+            await asyncio.gather(sim_task, return_exceptions=True)
+    return times
+
+
+def main() -> None:
+    print(f"cloud bench on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    rate = verify_rate()
+    print(f"  raw Ed25519 verify (cryptography), 1 core: {rate:,.0f} /s")
+    with tempfile.TemporaryDirectory() as tmp:
+        sqlite_rate, sqlite_cpu = ingest_rate(f"sqlite:///{tmp}/bench.db")
+    print(
+        f"  ingest, SQLite (WAL), 1 worker: {sqlite_rate:,.0f} verified+stored msgs/s "
+        f"({sqlite_cpu:.2f} CPU-s per 1,000; {sqlite_rate / rate:.1%} of the verify rate)"
+    )
+    pg = postgres_database()
+    if pg is not None:
+        admin, url = pg
+        try:
+            pg_rate, pg_cpu = ingest_rate(url)
+        finally:
+            drop_database(admin, url)
+        print(
+            f"  ingest, PostgreSQL, 1 worker: {pg_rate:,.0f} verified+stored msgs/s "
+            f"({pg_cpu:.2f} CPU-s per 1,000 in the worker; {pg_rate / rate:.1%} of the verify rate)"
+        )
+    print(f"  ({MESSAGES} telemetry batches of {len(POINTS)} readings from {DEVICES} devices)")
+    with tempfile.TemporaryDirectory() as tmp:
+        times = asyncio.run(restart_round_trips(Path(tmp)))
+    times.sort()
+    p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+    print(
+        f"  restart round trip (API 202 -> succeeded), {len(times)} rounds: "
+        f"p50 {statistics.median(times) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
+        f"max {times[-1] * 1000:.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
