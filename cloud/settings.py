@@ -48,8 +48,8 @@ class CloudSettings:
     restart_window_s: float = 900.0
     """At most `restart_limit` restarts per boiler in any `restart_window_s` (EN 298)."""
 
-    stale_after_s: float = 900.0
-    """An 'online' boiler not heard from for this long is shown ``stale``."""
+    stale_after_s: float = 1800.0
+    """An 'online' boiler not heard from this long is shown ``stale`` (health: every 900 s)."""
     gap_grace_s: float = 60.0
     """A missing seq still missing this long after a later one arrived is an unexplained gap."""
     sweep_interval_s: float = 1.0
