@@ -178,6 +178,7 @@ def devices_list(
     with _session(settings) as session:
         rows = registry.list_devices(session)
         for device, keys in rows:
+            prints = [registry.fingerprint(k.public_key) for k in keys]
             record = {
                 "id": device.id,
                 "revoked": device.revoked,
@@ -196,8 +197,8 @@ def devices_list(
                 typer.echo(json.dumps(record))
             else:
                 state = "REVOKED" if device.revoked else "active"
-                prints = ",".join(k["fingerprint"] for k in record["keys"])  # type: ignore[index]
-                typer.echo(f"{device.id:<24} {state:<8} {device.model or '-':<16} keys {prints}")
+                listed = ",".join(prints)
+                typer.echo(f"{device.id:<24} {state:<8} {device.model or '-':<16} keys {listed}")
     if not rows and not as_json:
         typer.echo("no devices registered")
 

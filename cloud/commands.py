@@ -229,7 +229,7 @@ class CommandService:
                 },
             },
         )
-        _record_state(session, row, None, CommandState.CREATED, now, now, "cloud", {})
+        _record_state(session, row, None, CommandState.CREATED, now, now, caller.actor, {})
         return row
 
     @staticmethod

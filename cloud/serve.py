@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
@@ -57,10 +58,12 @@ async def _until_signalled() -> None:
     log.info("stopping")
 
 
-async def _run(main: Callable[[], Awaitable[None]], background: list[Awaitable[None]]) -> None:
+async def _run(
+    main: Callable[[], Awaitable[None]], background: list[Coroutine[Any, Any, None]]
+) -> None:
     """Run `background` tasks until `main` returns (or one of them fails), then cancel them."""
     async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(coro) for coro in background]  # type: ignore[arg-type]
+        tasks = [group.create_task(coro) for coro in background]
         await main()
         for task in tasks:
             task.cancel()

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# The `make demo` loop on one machine: simulated boiler -> edge agent -> local Mosquitto -> tail.
+# `make demo`: the whole stack on one machine, with the embedded defaults.
 #
-# Everything lives in $DEMO_DIR (default run/demo): a Mosquitto rendered from the production
-# deploy/mosquitto/mosquitto.conf (same auth, ACL and limits; only a plain loopback listener,
-# paths and logging differ), the device key, a cloud command key, edge.toml, the agent's outbox
-# and every log. In the foreground, `boilertwin edge tail` prints each message the gateway
-# sends, verified against the device's public key, as the cloud will. Ctrl-C stops it all.
+#   3 simulated boilers (Modbus RTU on ptys, time x60)
+#     -> 3 edge agents (own device key, own broker password, the cloud's command key pinned)
+#     -> a local Mosquitto (production config and ACL, loopback listener on a free port)
+#     -> `boilertwin cloud serve` (SQLite; API + ingest + command dispatcher + sweeper)
 #
-# Environment: DEMO_DIR, DEMO_BROKER_PORT (18883), DEMO_CONTROL_PORT (8020), BOILERTWIN and
-# PYTHON (the venv's), MOSQUITTO, and DEMO_SECONDS to stop by itself after that many seconds.
+# Devices, keys, broker logins and users are provisioned with the same `boilertwin cloud ...`
+# commands an operator uses; boiler 1 gets an owner and a tenant through the REST API. When all
+# is up, $DEMO_DIR/demo.json says where everything is and who may log in; that is what
+# `boilertwin demo --scenario lockout` reads. Each run starts from a clean slate in $DEMO_DIR.
+# Ctrl-C (or DEMO_SECONDS) stops everything in order; the logs stay.
+#
+# Environment: DEMO_DIR (run/demo), BOILERTWIN and PYTHON (the venv's), MOSQUITTO,
+# DEMO_SECONDS to stop by itself after that many seconds, and fixed ports instead of free ones:
+# DEMO_BROKER_PORT, DEMO_API_PORT, DEMO_CONTROL_PORT (boiler 1's; the others follow it).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -16,20 +22,24 @@ cd "$ROOT"
 DIR="${DEMO_DIR:-run/demo}"
 mkdir -p "$DIR"
 DIR="$(cd "$DIR" && pwd)"
-BROKER_PORT="${DEMO_BROKER_PORT:-18883}"
-CONTROL_PORT="${DEMO_CONTROL_PORT:-8020}"
 BOILERTWIN="${BOILERTWIN:-$ROOT/.venv/bin/boilertwin}"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 MOSQUITTO="${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}"
-DEVICE=boiler-demo-1
+BOILERS=3
 CLOUD_KID=cloud-demo-1
+USERS=(admin:admin support:support olivia:owner tom:tenant)  # id:role
 
 die() { echo "demo: $*" >&2; exit 1; }
 [ -x "$BOILERTWIN" ] || die "$BOILERTWIN not found: run 'make demo' (it creates .venv)"
 [ -x "$MOSQUITTO" ] || die "mosquitto not found: sudo apt-get install -y mosquitto"
 
+# One demo per folder: the next one would wipe this one's files from under it.
+exec 9>"$DIR/.lock"
+flock -n 9 || die "a demo is already running in $DIR (stop it first, or set DEMO_DIR)"
+
 # -- stop everything we started, whatever way we leave ------------------------------------------
 pids=()
+names=()
 stop() {  # stop <pid>: SIGTERM, up to 5 s to finish, then SIGKILL
     kill -TERM "$1" 2>/dev/null || return 0
     for _ in $(seq 50); do
@@ -42,13 +52,24 @@ stop() {  # stop <pid>: SIGTERM, up to 5 s to finish, then SIGKILL
 cleanup() {
     trap - EXIT INT TERM
     local i
-    # Newest first: the agent says offline while the broker is still there to hear it.
+    # Newest first: agents say offline while the broker and the cloud are still there to hear it.
     for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop "${pids[i]}"; done
+    rm -f "$DIR/demo.json"
     echo "demo: stopped (logs in $DIR)"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# start <name> <log> <command...>: in its own session (Ctrl-C reaches this script only, and
+# `cleanup` stops the parts in order instead of them all dying at once), without our lock.
+start() {
+    local name="$1" log="$2"
+    shift 2
+    setsid "$@" >"$log" 2>&1 </dev/null 9>&- &
+    pids+=("$!")
+    names+=("$name:$log")
+}
 
 accepts() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -62,69 +83,93 @@ wait_for() {  # wait_for <what> <pid> <seconds> <test command...>
     done
 }
 
-new_secret() { "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(18))'; }
+secret() {  # secret <file>: a new random password, 0600
+    (umask 077 && "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(12))' >"$1")
+}
 
-# -- broker -------------------------------------------------------------------------------------
-accepts "$BROKER_PORT" && die "port $BROKER_PORT is taken: set DEMO_BROKER_PORT"
-accepts "$CONTROL_PORT" && die "port $CONTROL_PORT is taken: set DEMO_CONTROL_PORT"
-for user in "$DEVICE" cloud; do
-    if [ ! -s "$DIR/$user.password" ]; then
-        (umask 077 && new_secret >"$DIR/$user.password")
-    fi
+# -- ports: free ones unless fixed ---------------------------------------------------------------
+# Held open together, so they are distinct.
+read -r -a free <<<"$("$PYTHON" -c '
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+' $((2 + BOILERS)))"
+BROKER_PORT="${DEMO_BROKER_PORT:-${free[0]}}"
+API_PORT="${DEMO_API_PORT:-${free[1]}}"
+control_ports=()
+for ((n = 1; n <= BOILERS; n++)); do
+    control_ports+=("${DEMO_CONTROL_PORT:+$((DEMO_CONTROL_PORT + n - 1))}")
+    [ -n "${control_ports[n - 1]}" ] || control_ports[n - 1]="${free[n + 1]}"
 done
-cp deploy/mosquitto/acl "$DIR/acl"
-# The production config and password hashes, rendered for this folder by cloud/mosquitto.py
-# (the code the test suite's brokers use too); only a plain loopback listener.
-"$PYTHON" - "$DIR" "$BROKER_PORT" "$DEVICE" <<'EOF'
-import sys
-from pathlib import Path
-from cloud.mosquitto import password_hash, render_config
-directory, port, device = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-passwd = directory / "passwd"
-passwd.touch(mode=0o600)
-passwd.write_text("".join(
-    f"{user}:{password_hash((directory / f'{user}.password').read_text().strip())}\n"
-    for user in (device, "cloud")
-))
-source = Path("deploy/mosquitto/mosquitto.conf")
-(directory / "mosquitto.conf").write_text(
-    f"# Rendered by deploy/demo/run-demo.sh from {source}: plain loopback listener only.\n"
-    + render_config(source.read_text(), directory=directory, host="127.0.0.1", port=port)
-)
-EOF
-# Background parts run in their own sessions: Ctrl-C reaches this script (and the tail), and
-# `cleanup` stops the rest in order instead of them all dying at once.
-setsid "$MOSQUITTO" -c "$DIR/mosquitto.conf" >"$DIR/mosquitto.log" 2>&1 </dev/null &
-broker_pid=$!
-pids+=("$broker_pid")
+for port in "$BROKER_PORT" "$API_PORT" "${control_ports[@]}"; do
+    accepts "$port" && die "port $port is taken: set DEMO_BROKER_PORT, DEMO_API_PORT or DEMO_CONTROL_PORT"
+done
 
-# -- keys and the agent's configuration --------------------------------------------------------
-if [ ! -f "$DIR/device.key" ]; then
-    "$BOILERTWIN" edge keygen --out "$DIR/device.key" >/dev/null
-fi
-mkdir -p "$DIR/cloud-keys"
-if [ ! -f "$DIR/cloud-keys/$CLOUD_KID.pem" ]; then
-    # The cloud's command key: private half for whoever plays the cloud, public half pinned.
-    "$PYTHON" - "$DIR/cloud.key" "$DIR/cloud-keys/$CLOUD_KID.pem" <<'EOF'
-import os, pathlib, sys
-from protocols.cose import generate_private_key, private_key_to_pem, public_key_to_pem
-key = generate_private_key()
-private = pathlib.Path(sys.argv[1])
-private.write_bytes(private_key_to_pem(key))
-os.chmod(private, 0o600)
-pathlib.Path(sys.argv[2]).write_bytes(public_key_to_pem(key.public_key()))
+# -- a clean slate -------------------------------------------------------------------------------
+rm -rf "$DIR"/boiler-[0-9] "$DIR/cloud-keys" "$DIR/users"
+rm -f "$DIR"/cloud.db* "$DIR"/passwd "$DIR"/mosquitto.db "$DIR"/demo.json* "$DIR"/*.log
+mkdir -p "$DIR/users"
+
+# -- simulated boilers (they need nothing else, so they start first) -----------------------------
+echo "demo: starting $BOILERS simulated boilers; files and logs in $DIR"
+for ((n = 1; n <= BOILERS; n++)); do
+    mkdir -p "$DIR/boiler-$n"
+    start "simulator $n" "$DIR/boiler-$n/sim.log" \
+        "$BOILERTWIN" sim boiler --pty "$DIR/boiler-$n/modbus" --parity N \
+        --control "127.0.0.1:${control_ports[n - 1]}" --modem-pty "$DIR/boiler-$n/modem" \
+        --time-scale 60 --seed "$n"
+done
+sims=("${pids[@]}")
+
+# -- the cloud's key and configuration -----------------------------------------------------------
+echo "demo: provisioning the cloud key, $BOILERS gateways (keys, registry, broker logins) and users"
+"$BOILERTWIN" cloud keygen --kid "$CLOUD_KID" --keys-dir "$DIR/cloud-keys" >/dev/null
+secret "$DIR/cloud.password"
+cat >"$DIR/cloud.toml" <<EOF
+# Written by deploy/demo/run-demo.sh; every key is a field of cloud/settings.py CloudSettings.
+db_url = "sqlite:///$DIR/cloud.db"
+broker_host = "127.0.0.1"
+broker_port = $BROKER_PORT
+mqtt_password_file = "$DIR/cloud.password"
+mqtt_client_id = "bt-cloud-demo"
+keys_dir = "$DIR/cloud-keys"
+command_kid = "$CLOUD_KID"
+command_ttl_s = 120.0
+api_host = "127.0.0.1"
+api_port = $API_PORT
 EOF
-fi
-cat >"$DIR/edge.toml" <<EOF
+
+# -- gateways: a key each, registered with the cloud, a broker login, the cloud key pinned -------
+keygens=()
+for ((n = 1; n <= BOILERS; n++)); do
+    "$BOILERTWIN" edge keygen --out "$DIR/boiler-$n/device.key" >/dev/null &
+    keygens+=("$!")
+done
+for pid in "${keygens[@]}"; do wait "$pid" || die "edge keygen failed"; done
+models=("" "Condens 7000" "Condens 7000" "Cerapur 9000")
+addresses=("" "12 Harbour Street, Bristol" "3 Mill Lane, Bath" "45 Station Road, Cardiff")
+locations=("" "51.4495,-2.5966" "51.3811,-2.3590" "51.4816,-3.1791")
+for ((n = 1; n <= BOILERS; n++)); do
+    device="boiler-demo-$n"
+    "$BOILERTWIN" cloud devices add --config "$DIR/cloud.toml" --id "$device" \
+        --public-key "$DIR/boiler-$n/device.key.pub" --model "${models[n]}" \
+        --serial "DEMO-$((4700 + n))" --install-date "2024-0$n-15" --location "${locations[n]}" \
+        --address "${addresses[n]}" \
+        --broker-passwd "$DIR/passwd" --password-out "$DIR/boiler-$n/broker.password" >/dev/null
+    mkdir -p "$DIR/boiler-$n/cloud-keys" "$DIR/boiler-$n/state"
+    cp "$DIR/cloud-keys/$CLOUD_KID.pem" "$DIR/boiler-$n/cloud-keys/"
+    cat >"$DIR/boiler-$n/edge.toml" <<EOF
 # Written by deploy/demo/run-demo.sh; relative paths are from this folder.
 [device]
-id = "$DEVICE"
+id = "$device"
 key_file = "device.key"
 state_dir = "state"
 
 [modbus]
 transport = "rtu"
-port = "$DIR/boiler0"
+port = "$DIR/boiler-$n/modbus"
 parity = "N"
 
 [report]
@@ -135,7 +180,7 @@ batch_interval_s = 10.0
 host = "127.0.0.1"
 port = $BROKER_PORT
 tls = false
-password_file = "$DEVICE.password"
+password_file = "broker.password"
 reconnect_max_s = 10.0
 
 [commands]
@@ -146,65 +191,123 @@ trust = "system"
 
 [health]
 interval_s = 60.0
-modem_port = "$DIR/modem0"
+modem_port = "$DIR/boiler-$n/modem"
 EOF
-mkdir -p "$DIR/state"
+done
 
-# -- simulator ----------------------------------------------------------------------------------
-wait_for mosquitto "$broker_pid" 10 accepts "$BROKER_PORT"
-rm -f "$DIR/boiler0" "$DIR/modem0"
-setsid "$BOILERTWIN" sim boiler --pty "$DIR/boiler0" --parity N --control "127.0.0.1:$CONTROL_PORT" \
-    --modem-pty "$DIR/modem0" --time-scale 60 --seed 1 >"$DIR/sim.log" 2>&1 </dev/null &
-sim_pid=$!
-pids+=("$sim_pid")
-wait_for simulator "$sim_pid" 20 accepts "$CONTROL_PORT"
-wait_for simulator "$sim_pid" 5 test -e "$DIR/boiler0" -a -e "$DIR/modem0"
+# -- people --------------------------------------------------------------------------------------
+for entry in "${USERS[@]}"; do
+    user="${entry%%:*}"
+    secret "$DIR/users/$user.password"
+    "$BOILERTWIN" cloud users add --config "$DIR/cloud.toml" --id "$user" --role "${entry#*:}" \
+        --password-file "$DIR/users/$user.password" >/dev/null
+done
 
+# -- broker: the production config and ACL, rendered for this folder by cloud/mosquitto.py -------
+cp deploy/mosquitto/acl "$DIR/acl"
+"$PYTHON" - "$DIR" "$BROKER_PORT" <<'EOF'
+import sys
+from pathlib import Path
+from cloud.mosquitto import render_config
+from cloud.registry import set_broker_password
+directory, port = Path(sys.argv[1]), int(sys.argv[2])
+# The devices are in `passwd` already (`cloud devices add --broker-passwd`); now the cloud.
+set_broker_password(directory / "passwd", "cloud", (directory / "cloud.password").read_text().strip())
+source = Path("deploy/mosquitto/mosquitto.conf")
+(directory / "mosquitto.conf").write_text(
+    f"# Rendered by deploy/demo/run-demo.sh from {source}: plain loopback listener only.\n"
+    + render_config(source.read_text(), directory=directory, host="127.0.0.1", port=port)
+)
+EOF
+echo "demo: starting Mosquitto on 127.0.0.1:$BROKER_PORT, the cloud on 127.0.0.1:$API_PORT, the agents"
+start broker "$DIR/mosquitto.log" "$MOSQUITTO" -c "$DIR/mosquitto.conf"
+wait_for mosquitto "${pids[-1]}" 10 accepts "$BROKER_PORT"
+
+# -- the cloud, subscribed before any gateway speaks (births are not retained) --------------------
+start cloud "$DIR/cloud.log" env PYTHONUNBUFFERED=1 "$BOILERTWIN" cloud serve --config "$DIR/cloud.toml"
+wait_for cloud "${pids[-1]}" 30 grep -q "Sending SUBACK to bt-cloud-demo" "$DIR/mosquitto.log"
+
+# -- the gateways, once their boilers are there -------------------------------------------------
+for ((n = 1; n <= BOILERS; n++)); do
+    wait_for "simulator $n" "${sims[n - 1]}" 20 accepts "${control_ports[n - 1]}"
+    wait_for "simulator $n" "${sims[n - 1]}" 5 test -e "$DIR/boiler-$n/modbus" -a -e "$DIR/boiler-$n/modem"
+    start "agent $n" "$DIR/boiler-$n/agent.log" \
+        "$BOILERTWIN" edge run --config "$DIR/boiler-$n/edge.toml"
+done
+
+# -- owner and tenant of boiler 1 (through the API), then demo.json: the demo is ready ------------
+API="http://127.0.0.1:$API_PORT/api/v1"
+"$PYTHON" - "$DIR" "$API" "$BROKER_PORT" "${USERS[*]}" "${control_ports[@]}" <<'EOF'
+import sys
+from pathlib import Path
+from cloud.demo import DemoError, prepare
+directory, api, broker = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+users, controls = [entry.split(":") for entry in sys.argv[4].split()], sys.argv[5:]
+record = {
+    "api": api,
+    "docs": api.removesuffix("/api/v1") + "/docs",
+    "broker": f"mqtt://127.0.0.1:{broker}",
+    "boilers": [
+        {
+            "id": f"boiler-demo-{n}",
+            "control": f"http://127.0.0.1:{port}",
+            "modbus": str(directory / f"boiler-{n}" / "modbus"),
+            "owner": "olivia" if n == 1 else None,
+            "tenant": "tom" if n == 1 else None,
+        }
+        for n, port in enumerate(controls, start=1)
+    ],
+    "users": [
+        {"id": user, "role": role, "password": (directory / "users" / f"{user}.password").read_text().strip()}
+        for user, role in users
+    ],
+}
+try:
+    prepare(record, directory)
+except DemoError as exc:
+    sys.exit(f"demo: {exc}")
+EOF
+
+logins=""
+for entry in "${USERS[@]}"; do
+    user="${entry%%:*}"
+    logins+="$(printf '\n    %-8s %-8s password %s' "$user" "${entry#*:}" "$(cat "$DIR/users/$user.password")")"
+done
+boilers=""
+for ((n = 1; n <= BOILERS; n++)); do
+    boilers+="$(printf '\n    boiler-demo-%d  simulator control http://127.0.0.1:%s, files in boiler-%d/' \
+        "$n" "${control_ports[n - 1]}" "$n")"
+done
 cat <<EOF
-boilertwin demo: everything runs on this machine, files and logs in $DIR
-  simulated boiler  Modbus RTU on $DIR/boiler0 (19200 8N1), LTE modem on $DIR/modem0,
-                    time x60, control http://127.0.0.1:$CONTROL_PORT (log: sim.log)
-  Mosquitto         mqtt://127.0.0.1:$BROKER_PORT, production auth + ACL (log: mosquitto.log)
-  edge agent        $DEVICE: poll 2 s, batch 10 s, health 60 s (config: edge.toml, log: agent.log)
-Inject a fault and watch the lockout event arrive (F28, no gas, bites at the next burner start,
-which a short power cut forces; F29, flame loss, locks out at once):
-  curl -X POST http://127.0.0.1:$CONTROL_PORT/fault -d '{"code":"F28"}'
-  curl -X POST http://127.0.0.1:$CONTROL_PORT/power-cycle -d '{"off_s":1}'
-Below: every message the gateway sends, verified with device.key.pub. Ctrl-C stops everything.
 
+boilertwin demo: the whole stack on this machine; files and logs in $DIR
+  cloud API     $API (log: cloud.log)
+                OpenAPI: http://127.0.0.1:$API_PORT/docs and /openapi.json
+  Mosquitto     mqtt://127.0.0.1:$BROKER_PORT, production auth + ACL (log: mosquitto.log)
+  boilers       simulated on ptys (time x60), each with its own edge agent
+                (edge.toml, sim.log, agent.log):$boilers
+  logins        (olivia owns boiler-demo-1, tom is its tenant):$logins
+Try it, from another terminal:
+  $BOILERTWIN demo --scenario lockout --dir $DIR
+  curl -s -d username=support -d password=$(cat "$DIR/users/support.password") $API/auth/token
+Ctrl-C stops everything.
 EOF
-
-# -- the watch, then the agent (subscribed first, so its birth is seen) --------------------------
-"$BOILERTWIN" edge tail --host 127.0.0.1 --port "$BROKER_PORT" --username cloud \
-    --password-file "$DIR/cloud.password" --device "$DEVICE" \
-    --public-key "$DIR/device.key.pub" </dev/null &
-tail_pid=$!
-pids+=("$tail_pid")
-# The broker logs each SUBACK; the agent may start once the watch's one is out.
-wait_for "edge tail" "$tail_pid" 10 grep -q "Sending SUBACK to tail-cloud-" "$DIR/mosquitto.log"
-
-setsid "$BOILERTWIN" edge run --config "$DIR/edge.toml" >"$DIR/agent.log" 2>&1 </dev/null &
-agent_pid=$!
-pids+=("$agent_pid")
 
 if [ -n "${DEMO_SECONDS:-}" ]; then
     sleep "$DEMO_SECONDS" &
     pids+=("$!")
+    names+=("")
 fi
 # Run until Ctrl-C, DEMO_SECONDS, or any part stopping on its own (then say which).
 wait -n "${pids[@]}" || true
 status=0
-for name in broker sim agent tail; do
-    pid_var="${name}_pid"
-    if ! kill -0 "${!pid_var}" 2>/dev/null; then
+for i in "${!pids[@]}"; do
+    [ -n "${names[i]}" ] || continue
+    if ! kill -0 "${pids[i]}" 2>/dev/null; then
         status=1
-        case "$name" in
-            broker) log="$DIR/mosquitto.log" ;;
-            tail) log="" ;;
-            *) log="$DIR/$name.log" ;;
-        esac
-        echo "demo: the $name stopped on its own${log:+; the end of $log:}" >&2
-        if [ -n "$log" ]; then tail -n 5 "$log" >&2; fi
+        log="${names[i]#*:}"
+        echo "demo: the ${names[i]%%:*} stopped on its own; the end of $log:" >&2
+        tail -n 5 "$log" >&2
     fi
 done
 exit "$status"

@@ -202,7 +202,7 @@ def test_acks_move_forward_only(world) -> None:  # type: ignore[no-untyped-def]
         ]
         row2 = session.get(Command, row.id)
     assert states == [
-        (None, "created", "cloud"),
+        (None, "created", "user:sue"),
         ("created", "sent", "cloud"),
         ("sent", "delivered", f"device:{DEV}"),
         ("delivered", "executing", f"device:{DEV}"),
