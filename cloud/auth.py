@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import logging
@@ -19,6 +20,7 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloud.domain import Caller, Role
@@ -115,12 +117,17 @@ def create_user(
         created_ms=now_ms,
     )
     session.add(user)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as exc:  # created concurrently since the check above
+        raise Conflict(f"user {user_id} already exists", user_id=user_id) from exc
     log.info("user %s created with role %s", user_id, user.role)
     return user
 
 
-_DUMMY_HASH = PasswordHasher().hash("not a real password")
+@functools.cache
+def _dummy_hash() -> str:
+    return DEFAULT_HASHER.hash(secrets.token_urlsafe(16))
 
 
 def authenticate(session: Session, user_id: str, password: str) -> User | None:
@@ -131,7 +138,7 @@ def authenticate(session: Session, user_id: str, password: str) -> User | None:
     """
     user = session.get(User, user_id) if USER_ID.fullmatch(user_id) else None
     if user is None:
-        verify_password(password, _DUMMY_HASH)
+        verify_password(password, _dummy_hash())
         return None
     if not verify_password(password, user.password_hash) or user.disabled:
         return None

@@ -1,0 +1,69 @@
+"""The API application: routers under ``/api/v1``, problem answers, health and metrics.
+
+``create_app`` builds everything from what it is given; nothing is global except the
+Prometheus registry, which is process-wide by design.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from cloud.api.deps import ApiContext
+from cloud.api.metrics import RequestMetrics
+from cloud.api.problems import install_problem_handlers, problem_response
+from cloud.api.routes import auth, boilers, fleet
+from cloud.api.routes import commands as command_routes
+from cloud.commands import CommandService
+from cloud.domain import Clock, wall_ms
+from cloud.settings import CloudSettings
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+"""No request body here needs more; larger ones are refused with 413."""
+
+
+def create_app(
+    settings: CloudSettings,
+    sessions: sessionmaker[Session],
+    commands: CommandService,
+    clock: Clock = wall_ms,
+) -> FastAPI:
+    """The REST API over `sessions`, creating commands through `commands`, timed by `clock`."""
+    app = FastAPI(
+        title="boilertwin cloud",
+        version="1",
+        description="Digital twins of gas boilers: live state, history, thread and commands.",
+        openapi_url="/openapi.json",
+        max_body_size=MAX_BODY,
+    )
+    app.state.context = ApiContext(settings, sessions, commands, clock)
+    install_problem_handlers(app)
+    app.add_middleware(RequestMetrics)
+    for router in (auth.router, boilers.router, command_routes.router, fleet.router):
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> Response:
+        """200 when the database answers, 503 otherwise."""
+        try:
+            with sessions() as session:
+                session.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            log.warning("health check: database unreachable: %s", type(exc).__name__)
+            return problem_response(503, "Service unavailable", "the database is unreachable")
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    def metrics() -> Response:
+        """Prometheus metrics of this process (default registry)."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,259 @@
+"""Boilers: the fleet list, the product twin (ETag, conditional requests), attribute
+changes, telemetry and the digital thread."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from cloud import thread
+from cloud.api.access import require_role, visible_device, visible_devices
+from cloud.api.deps import API_PREFIX, CallerDep, ContextDep, SessionDep
+from cloud.api.params import match, none_match, parse_duration, parse_list, parse_points, parse_time
+from cloud.api.problems import PROBLEM_RESPONSES
+from cloud.api.schemas import BoilerPatch
+from cloud.domain import STAFF, Connectivity, Role
+from cloud.errors import InvalidInput, PreconditionFailed, PreconditionRequired
+from cloud.models import Device, Twin, User
+from cloud.twin import (
+    boiler_summary,
+    connectivity_clause,
+    etag,
+    stale_ms,
+    timeseries,
+    twin_json,
+)
+from protocols.reference import BoilerStatus
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix=f"{API_PREFIX}/boilers", tags=["boilers"], responses=PROBLEM_RESPONSES)
+
+DAY_MS = 86_400_000
+_STATUS_BY_LABEL = {status.label: status for status in BoilerStatus}
+
+
+@router.get("")
+def list_boilers(
+    caller: CallerDep,
+    session: SessionDep,
+    ctx: ContextDep,
+    connectivity: Connectivity | None = None,
+    status: Annotated[str | None, Query(description="status label, e.g. lockout")] = None,
+    q: Annotated[
+        str | None, Query(max_length=100, description="search id/serial/model/address")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """The boilers the caller may see, by id, with optional filters; ``total`` ignores paging."""
+    now = ctx.clock()
+    query = select(Device, Twin).outerjoin(Twin, Twin.device_id == Device.id)
+    query = query.where(visible_devices(caller))
+    if connectivity is not None:
+        query = query.where(connectivity_clause(connectivity, now, stale_ms(ctx.settings)))
+    if status is not None:
+        if status not in _STATUS_BY_LABEL:
+            raise InvalidInput(
+                f"unknown status {status!r}; known: {', '.join(_STATUS_BY_LABEL)}", field="status"
+            )
+        query = query.where(Twin.status == int(_STATUS_BY_LABEL[status]))
+    if q:
+        pattern = (
+            "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        )
+        query = query.where(
+            or_(
+                *(
+                    func.lower(column).like(pattern, escape="\\")
+                    for column in (Device.id, Device.serial, Device.model, Device.address)
+                )
+            )
+        )
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.execute(query.order_by(Device.id).limit(limit).offset(offset))
+    items = [boiler_summary(device, twin, now, ctx.settings) for device, twin in rows]
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/{device_id}", responses={304: {"description": "Not modified (If-None-Match)"}})
+def get_boiler(
+    device_id: str,
+    caller: CallerDep,
+    session: SessionDep,
+    ctx: ContextDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The product twin, with its version as a strong ``ETag``; 304 for a matching
+    ``If-None-Match``."""
+    device = visible_device(session, caller, device_id)
+    twin = session.get(Twin, device.id)
+    tag = etag(twin.version if twin else 0)
+    headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
+    if none_match(if_none_match, tag):
+        return Response(status_code=304, headers=headers)
+    return JSONResponse(twin_json(session, device, ctx.clock(), ctx.settings), headers=headers)
+
+
+PATCH_ROLES = STAFF
+_PATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: PROBLEM_RESPONSES[401] | {"description": text}
+    for code, text in ((412, "If-Match is stale"), (428, "If-Match is missing"))
+}
+
+
+@router.patch("/{device_id}", responses=_PATCH_RESPONSES)
+def patch_boiler(
+    device_id: str,
+    body: BoilerPatch,
+    caller: CallerDep,
+    session: SessionDep,
+    ctx: ContextDep,
+    if_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Change attributes (admin/support). Needs ``If-Match`` with the current ETag: 428
+    without one, 412 if the twin changed since. Bumps the version and records who changed
+    what in the thread."""
+    device = visible_device(session, caller, device_id)
+    require_role(caller, PATCH_ROLES, "change boiler attributes")
+    if if_match is None:
+        raise PreconditionRequired(
+            "send If-Match with the boiler's current ETag", device_id=device_id
+        )
+    twin = session.get(Twin, device.id)
+    version = twin.version if twin else 0
+    if not match(if_match, etag(version)):
+        raise PreconditionFailed(
+            "the boiler changed since that ETag; fetch it again", device_id=device_id
+        )
+    changes = _apply(session, device, body)
+    now = ctx.clock()
+    if changes:
+        _bump(session, device.id, version)
+        thread.record(
+            session,
+            device_id=device.id,
+            kind=thread.ThreadKind.DEVICE,
+            ts_ms=now,
+            recorded_ms=now,
+            actor=caller.actor,
+            data={"change": "attributes", "role": caller.role.value, "changes": changes},
+        )
+        session.commit()
+        log.info("%s: attributes %s changed by %s", device.id, ", ".join(changes), caller.user_id)
+    session.refresh(device)
+    twin = session.get(Twin, device.id, populate_existing=True)
+    tag = etag(twin.version if twin else 0)
+    return JSONResponse(twin_json(session, device, now, ctx.settings), headers={"ETag": tag})
+
+
+def _bump(session: Session, device_id: str, version: int) -> None:
+    """Compare-and-set on the version, so a concurrent writer (ingest, another PATCH) wins
+    or loses cleanly instead of being overwritten."""
+    if version == 0:
+        session.add(Twin(device_id=device_id, version=1, connection="unknown"))
+        session.flush()
+        return
+    result = session.execute(
+        update(Twin)
+        .where(Twin.device_id == device_id, Twin.version == version)
+        .values(version=Twin.version + 1)
+    )
+    if not getattr(result, "rowcount", 0):
+        session.rollback()
+        raise PreconditionFailed(
+            "the boiler changed while this request ran; fetch it again", device_id=device_id
+        )
+
+
+def _apply(session: Session, device: Device, body: BoilerPatch) -> dict[str, dict[str, Any]]:
+    """Set the fields present in `body` on `device`; returns {field: {from, to}} of changes."""
+    fields = body.model_fields_set
+    wanted: dict[str, Any] = {}
+    for name in ("model", "serial", "address"):
+        if name in fields:
+            wanted[name] = getattr(body, name)
+    if "install_date" in fields:
+        day: date | None = body.install_date
+        wanted["install_date"] = day.isoformat() if day else None
+    if "owner" in fields:
+        wanted["owner_id"] = _user_with_role(session, body.owner, Role.OWNER, "owner")
+    if "tenant" in fields:
+        wanted["tenant_id"] = _user_with_role(session, body.tenant, Role.TENANT, "tenant")
+    if "location" in fields:
+        wanted["lat"] = body.location.lat if body.location else None
+        wanted["lon"] = body.location.lon if body.location else None
+    changes: dict[str, dict[str, Any]] = {}
+    for column, value in wanted.items():
+        old = getattr(device, column)
+        if old != value:
+            changes[column.removesuffix("_id")] = {"from": old, "to": value}
+            setattr(device, column, value)
+    return changes
+
+
+def _user_with_role(session: Session, user_id: str | None, role: Role, field: str) -> str | None:
+    if user_id is None:
+        return None
+    user = session.get(User, user_id)
+    if user is None or user.role != role.value:
+        raise InvalidInput(f"{field} must be an existing {role} user", field=field, user=user_id)
+    return user.id
+
+
+@router.get("/{device_id}/telemetry")
+def telemetry(
+    device_id: str,
+    caller: CallerDep,
+    session: SessionDep,
+    ctx: ContextDep,
+    points: Annotated[list[str] | None, Query(description="a,b or repeated; all if absent")] = None,
+    since: Annotated[str | None, Query(description="ms or ISO 8601; default until - 24 h")] = None,
+    until: Annotated[str | None, Query(description="ms or ISO 8601; default now")] = None,
+    step: Annotated[str | None, Query(description="bucket width: ms or 30s/15m/1h/1d")] = None,
+    max_points: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> dict[str, Any]:
+    """Readings in ``[since, until)``: raw, or averaged per bucket (avg/min/max/count) when
+    ``step`` is given or there are more than ``max_points`` readings of a point."""
+    device = visible_device(session, caller, device_id)
+    until_ms = parse_time(until, "until") or ctx.clock()
+    since_ms = parse_time(since, "since")
+    if since_ms is None:
+        since_ms = until_ms - DAY_MS
+    return timeseries(
+        session,
+        device.id,
+        parse_points(points),
+        since_ms,
+        until_ms,
+        parse_duration(step, "step"),
+        max_points,
+    )
+
+
+@router.get("/{device_id}/thread")
+def boiler_thread(
+    device_id: str,
+    request: Request,
+    caller: CallerDep,
+    session: SessionDep,
+    after: Annotated[int, Query(ge=0, description="continue after this event id")] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    kind: Annotated[list[str] | None, Query(description="a,b or repeated")] = None,
+) -> Response:
+    """The boiler's digital thread, oldest first. ``next`` (and a ``Link: rel="next"``
+    header) continues it; null at the end."""
+    device = visible_device(session, caller, device_id)
+    page = thread.page(session, device.id, after=after, limit=limit, kinds=parse_list(kind))
+    headers = {}
+    if page.next_after is not None:
+        url = request.url.include_query_params(after=page.next_after)
+        headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
+    body = {"events": [thread.event_json(e) for e in page.events], "next": page.next_after}
+    return JSONResponse(body, headers=headers)
