@@ -1,0 +1,22 @@
+"""Prometheus metrics of the cloud processes (the default registry; `/metrics` exposes it).
+
+Metric objects are module-level, as prometheus_client expects: registering the same name twice
+in one registry is an error, so they are created once, on import.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+INGEST_MESSAGES = Counter(
+    "boilertwin_ingest_messages",
+    "MQTT messages handled by ingest, by outcome and reason.",
+    ["outcome", "reason"],
+)
+"""Exposed as ``boilertwin_ingest_messages_total{outcome,reason}``."""
+
+INGEST_LATENCY = Histogram(
+    "boilertwin_ingest_handle_seconds",
+    "Time to handle one MQTT message (verify, store, apply), in seconds.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+)
