@@ -15,6 +15,7 @@ from typing import Any
 
 import aiomqtt
 from sqlalchemy import or_, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.commands import mark_sent, sweep
@@ -74,6 +75,9 @@ class ConfirmedPublisher:
         try:
             async with asyncio.timeout(PUBACK_TIMEOUT_S):
                 return await future
+        except TimeoutError as exc:
+            # No PUBACK on a live connection means it is not live: let the session reconnect.
+            raise aiomqtt.MqttError(f"no PUBACK for {topic_name} in {PUBACK_TIMEOUT_S} s") from exc
         finally:
             self._waiting.pop(info.mid, None)
 
@@ -103,7 +107,10 @@ class Dispatcher:
         publisher = ConfirmedPublisher(client)
         while True:
             self._event.clear()
-            await self.dispatch_once(publisher)
+            try:
+                await self.dispatch_once(publisher)
+            except DBAPIError as exc:
+                log.warning("dispatch round skipped: database unavailable (%s)", exc.orig)
             try:
                 async with asyncio.timeout(1.0):
                     await self._event.wait()
@@ -175,5 +182,8 @@ class Sweeper:
     async def run(self) -> None:
         """Sweep forever."""
         while True:
-            await asyncio.to_thread(self.sweep_once)
+            try:
+                await asyncio.to_thread(self.sweep_once)
+            except DBAPIError as exc:
+                log.warning("sweep skipped: database unavailable (%s)", exc.orig)
             await asyncio.sleep(self.settings.sweep_interval_s)

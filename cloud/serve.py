@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import uvicorn
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.api.app import create_app
@@ -46,7 +47,10 @@ async def housekeeping(
 
     while True:
         await asyncio.sleep(HOUSEKEEPING_S)
-        await asyncio.to_thread(once)
+        try:
+            await asyncio.to_thread(once)
+        except DBAPIError as exc:
+            log.warning("housekeeping skipped: database unavailable (%s)", exc.orig)
 
 
 async def _until_signalled() -> None:
