@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, TypeVar, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import CursorResult, and_, insert, or_, select, update
+from sqlalchemy import CursorResult, Table, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -537,36 +537,43 @@ def _telemetry(session: Session, twin: Twin, batch: TelemetryBatch) -> None:
         )
         if reading.point not in latest or reading.ts >= latest[reading.point].ts:
             latest[reading.point] = reading
-    session.execute(insert(Sample), rows)
-    upsert = _dialect_insert(session)
-    values = []
-    for reading in latest.values():
-        num, text = _num_text(reading.value)
-        values.append(
-            {
-                "device_id": batch.dev,
-                "point": reading.point,
-                "ts_ms": reading.ts,
-                "num": num,
-                "text": text,
-                "quality": reading.quality.value,
-                "seq": batch.seq,
-            }
-        )
-    statement = upsert(TwinValue).values(values)
-    new = statement.excluded
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["device_id", "point"],
-            set_={c: getattr(new, c) for c in ("ts_ms", "num", "text", "quality", "seq")},
-            where=or_(
-                new.ts_ms > TwinValue.ts_ms,
-                and_(new.ts_ms == TwinValue.ts_ms, new.seq > TwinValue.seq),
-            ),
-        )
-    )
+    # Core executemany with one constant statement each: compiled once, cached thereafter
+    # (a multi-row VALUES would be compiled anew for every batch size).
+    session.execute(_SAMPLE_INSERT, rows)
+    values = [
+        {
+            "device_id": batch.dev,
+            "point": reading.point,
+            "ts_ms": reading.ts,
+            "num": _num_text(reading.value)[0],
+            "text": _num_text(reading.value)[1],
+            "quality": reading.quality.value,
+            "seq": batch.seq,
+        }
+        for reading in latest.values()
+    ]
+    session.execute(_twin_value_upsert(session.get_bind().dialect.name), values)
     if STATUS_POINT in latest or FAULT_POINT in latest:
         _mirror_status(session, twin)
+
+
+_SAMPLE_INSERT = cast(Table, Sample.__table__).insert()
+_UPSERTS: dict[str, Any] = {}
+
+
+def _twin_value_upsert(dialect: str) -> Any:
+    """INSERT .. ON CONFLICT that keeps the newest value per point (by ts, then seq)."""
+    if dialect not in _UPSERTS:
+        upsert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        statement = upsert(cast(Table, TwinValue.__table__))
+        new = statement.excluded
+        table = TwinValue.__table__.c
+        _UPSERTS[dialect] = statement.on_conflict_do_update(
+            index_elements=["device_id", "point"],
+            set_={c: getattr(new, c) for c in ("ts_ms", "num", "text", "quality", "seq")},
+            where=or_(new.ts_ms > table.ts_ms, and_(new.ts_ms == table.ts_ms, new.seq > table.seq)),
+        )
+    return _UPSERTS[dialect]
 
 
 def _mirror_status(session: Session, twin: Twin) -> None:
@@ -586,13 +593,19 @@ def _mirror_status(session: Session, twin: Twin) -> None:
         )
     }
     status, fault = values.get(STATUS_POINT), values.get(FAULT_POINT)
+    # Episodes can only need closing when the value changes (or was unknown): skipping the
+    # lookup otherwise keeps the common batch cheap.
     if status is not None:
+        old_status = twin.status
         twin.status = int(status.num) if status.num is not None else None
-        if twin.status is not None and twin.status != BoilerStatus.LOCKOUT:
+        changed = old_status is None or old_status != twin.status
+        if changed and twin.status is not None and twin.status != BoilerStatus.LOCKOUT:
             alarms.close_open(session, twin.device_id, "lockout", status.ts_ms, status.seq)
     if fault is not None:
+        old_fault = twin.fault_code
         twin.fault_code = int(fault.num) if fault.num is not None else None
-        if twin.fault_code == 0:
+        changed = old_fault is None or old_fault != twin.fault_code
+        if changed and twin.fault_code == 0:
             alarms.close_open(session, twin.device_id, "fault", fault.ts_ms, fault.seq)
 
 
