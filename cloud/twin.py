@@ -60,9 +60,13 @@ def connectivity_clause(
     return and_(live, fresh) if state is Connectivity.ONLINE else and_(live, not_(fresh))
 
 
-def etag(version: int) -> str:
-    """Strong ETag for a twin version: ``"<version>"``."""
-    return f'"{version}"'
+def etag(version: int, state: Connectivity | None = None) -> str:
+    """Strong ETag for a twin version as seen now: ``"<version>-<connectivity>"``.
+
+    Connectivity is part of it because ``stale`` comes from the clock, not from a write: a
+    client polling with ``If-None-Match`` must not keep a 304 that still says ``online``.
+    """
+    return f'"{version}"' if state is None else f'"{version}-{state.value}"'
 
 
 def status_label(code: int | None) -> str | None:

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from cloud.ingest import Ingest
 
 from cloud.db import make_engine, normalise_url, session_factory, transaction, upgrade
 from cloud.domain import Role
+from cloud.ingest import Ingest
 from cloud.registry import add_device
 from cloud.settings import CloudSettings
 from protocols.cose import generate_private_key, seal

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, select
 from cloud.api.app import create_app
 from cloud.db import session_factory
 from cloud.domain import Role
-from cloud.models import ThreadEvent, Token, User
+from cloud.models import ThreadEvent, Token, Twin, User
 from protocols.reference import BoilerStatus
 from tests.cloud.api_helpers import HOUR, PASSWORD, T0, World, problem, world_for
 
@@ -265,7 +265,7 @@ def test_twin_carries_attributes_values_and_a_strong_etag(
     response = world.client.get("/api/v1/boilers/boiler-a", headers=fleet["tina"])
     assert response.status_code == 200
     body = response.json()
-    assert response.headers["etag"] == f'"{body["version"]}"'
+    assert response.headers["etag"] == f'"{body["version"]}-{body["connectivity"]["state"]}"'
     assert body["attributes"]["owner"] == "olga"
     assert body["attributes"]["tenant"] == "tina"
     assert body["attributes"]["model"] == "EcoHeat 24"
@@ -312,6 +312,16 @@ def test_if_none_match_gives_304_until_the_twin_changes(
     changed = world.client.get("/api/v1/boilers/boiler-a", headers=headers | {"If-None-Match": tag})
     assert changed.status_code == 200
     assert changed.headers["etag"] != tag
+    # Silence alone turns an online twin stale: no write, yet the 304 must stop.
+    online_tag = changed.headers["etag"]
+    with world.db() as session:  # time passes: last heard of long ago, version untouched
+        twin = session.get(Twin, "boiler-a")
+        assert twin is not None
+        twin.last_seen_ms = T0 - 2 * int(world.settings.stale_after_s * 1000)
+    later = world.client.get(
+        "/api/v1/boilers/boiler-a", headers=headers | {"If-None-Match": online_tag}
+    )
+    assert later.status_code == 200 and later.json()["connectivity"]["state"] == "stale"
 
 
 def test_patch_needs_if_match_and_records_who_changed_what(
@@ -332,7 +342,7 @@ def test_patch_needs_if_match_and_records_who_changed_what(
     response = world.client.patch(url, json=change, headers=sue | {"If-Match": tag})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert response.headers["etag"] == f'"{body["version"]}"' != tag
+    assert response.headers["etag"] == f'"{body["version"]}-{body["connectivity"]["state"]}"' != tag
     assert body["attributes"]["address"] == "1a Mill Lane"
     assert body["attributes"]["tenant"] == "tom"
     assert body["attributes"]["location"] == {"lat": 52.2, "lon": 0.12}

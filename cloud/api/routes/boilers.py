@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from cloud import thread
 from cloud.api.access import require_role, visible_device, visible_devices
-from cloud.api.deps import API_PREFIX, CallerDep, ContextDep, SessionDep
+from cloud.api.deps import API_PREFIX, ApiContext, CallerDep, ContextDep, SessionDep
 from cloud.api.params import match, none_match, parse_duration, parse_list, parse_points, parse_time
 from cloud.api.problems import PROBLEM_RESPONSES
 from cloud.api.schemas import BoilerPatch
@@ -23,6 +23,7 @@ from cloud.errors import InvalidInput, PreconditionFailed, PreconditionRequired
 from cloud.models import Device, Twin, User
 from cloud.twin import (
     boiler_summary,
+    connectivity,
     connectivity_clause,
     etag,
     stale_ms,
@@ -94,7 +95,7 @@ def get_boiler(
     ``If-None-Match``."""
     device = visible_device(session, caller, device_id)
     twin = session.get(Twin, device.id)
-    tag = etag(twin.version if twin else 0)
+    tag = _tag(twin, ctx)
     headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
     if none_match(if_none_match, tag):
         return Response(status_code=304, headers=headers)
@@ -128,7 +129,7 @@ def patch_boiler(
         )
     twin = session.get(Twin, device.id)
     version = twin.version if twin else 0
-    if not match(if_match, etag(version)):
+    if not match(if_match, _tag(twin, ctx)):
         raise PreconditionFailed(
             "the boiler changed since that ETag; fetch it again", device_id=device_id
         )
@@ -149,8 +150,15 @@ def patch_boiler(
         log.info("%s: attributes %s changed by %s", device.id, ", ".join(changes), caller.user_id)
     session.refresh(device)
     twin = session.get(Twin, device.id, populate_existing=True)
-    tag = etag(twin.version if twin else 0)
-    return JSONResponse(twin_json(session, device, now, ctx.settings), headers={"ETag": tag})
+    return JSONResponse(
+        twin_json(session, device, now, ctx.settings), headers={"ETag": _tag(twin, ctx)}
+    )
+
+
+def _tag(twin: Twin | None, ctx: ApiContext) -> str:
+    """The twin's ETag now: its version and the connectivity it shows at this moment."""
+    state = connectivity(twin, ctx.clock(), stale_ms(ctx.settings))
+    return etag(twin.version if twin else 0, state)
 
 
 def _bump(session: Session, device_id: str, version: int) -> None:
