@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud import thread
+from cloud.access import can_see
 from cloud.db import transaction
 from cloud.domain import Caller, Clock, CommandState, Connectivity, Role, wall_ms
 from cloud.errors import CommandRefused, Conflict, Forbidden, InvalidInput, NotFound, RateLimited
@@ -163,7 +164,7 @@ class CommandService:
     ) -> Command:
         now = self.clock()
         device = session.get(Device, device_id)
-        if device is None or not self._visible(caller, device):
+        if device is None or not can_see(caller, device):
             raise NotFound(f"no boiler {device_id}", device_id=device_id)
         if request.name is not CommandName.RESTART:
             raise CommandRefused(
@@ -231,10 +232,6 @@ class CommandService:
         )
         _record_state(session, row, None, CommandState.CREATED, now, now, caller.actor, {})
         return row
-
-    @staticmethod
-    def _visible(caller: Caller, device: Device) -> bool:
-        return caller.is_staff or caller.user_id in (device.owner_id, device.tenant_id)
 
     def _check_restart_allowed(
         self, session: Session, caller: Caller, device: Device, request: CommandRequest, now: int
@@ -385,54 +382,43 @@ def mark_sent(session: Session, command_id: str, now_ms: int, reason_code: int) 
     return True
 
 
+SWEEP_BATCH = 500
+"""Most commands one sweep gives a verdict to (the rest wait for the next sweep)."""
+
+
 def sweep(session: Session, now_ms: int, settings: CloudSettings) -> list[tuple[str, str]]:
     """Give silence its verdict: ``expired`` and ``timed_out``; returns (id, state) changed."""
-    changed: list[tuple[str, str]] = []
-    undelivered = session.scalars(
-        select(Command)
-        .where(
-            Command.state.in_((CommandState.CREATED.value, CommandState.SENT.value)),
-            Command.exp_ms <= now_ms,
-        )
-        .with_for_update()
-        .limit(500)
-    )
-    for row in undelivered:
-        _record_state(
-            session,
-            row,
-            CommandState(row.state),
+    waited_s = settings.result_timeout_s
+    verdicts = (
+        (
+            CommandState.CREATED,
+            CommandState.SENT,
+            now_ms,
             CommandState.EXPIRED,
-            now_ms,
-            now_ms,
-            "cloud",
-            {"because": "not delivered before exp", "exp": row.exp_ms},
-        )
-        changed.append((row.id, row.state))
-    deadline = now_ms - int(settings.result_timeout_s * 1000)
-    silent = session.scalars(
-        select(Command)
-        .where(
-            Command.state.in_((CommandState.DELIVERED.value, CommandState.EXECUTING.value)),
-            Command.exp_ms <= deadline,
-        )
-        .with_for_update()
-        .limit(500)
-    )
-    for row in silent:
-        _record_state(
-            session,
-            row,
-            CommandState(row.state),
+            {"because": "not delivered before exp"},
+        ),
+        (
+            CommandState.DELIVERED,
+            CommandState.EXECUTING,
+            now_ms - int(waited_s * 1000),
             CommandState.TIMED_OUT,
-            now_ms,
-            now_ms,
-            "cloud",
-            {"because": "no result from the device", "waited_s": settings.result_timeout_s},
+            {"because": "no result from the device", "waited_s": waited_s},
+        ),
+    )
+    changed: list[tuple[str, str]] = []
+    for first, second, exp_before, verdict, why in verdicts:
+        rows = session.scalars(
+            select(Command)
+            .where(Command.state.in_((first.value, second.value)), Command.exp_ms <= exp_before)
+            .with_for_update()
+            .limit(SWEEP_BATCH)
         )
-        changed.append((row.id, row.state))
-    for command_id, state in changed:
-        log.info("command %s %s", command_id, state)
+        for row in rows:
+            data = {**why, "exp": row.exp_ms} if verdict is CommandState.EXPIRED else dict(why)
+            old = CommandState(row.state)
+            _record_state(session, row, old, verdict, now_ms, now_ms, "cloud", data)
+            changed.append((row.id, row.state))
+            log.info("command %s %s", row.id, row.state)
     return changed
 
 

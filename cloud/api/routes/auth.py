@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from cloud.api.access import require_role
+from cloud.access import require_role
 from cloud.api.deps import API_PREFIX, CallerDep, ContextDep, SessionDep, TokenDep
 from cloud.api.problems import PROBLEM_RESPONSES, Unauthorized
 from cloud.api.schemas import TokenOut, UserCreate, UserOut

@@ -13,7 +13,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cloud import thread
-from cloud.api.access import require_role, visible_device, visible_devices
+from cloud.access import require_role, visible_device, visible_devices
 from cloud.api.deps import API_PREFIX, ApiContext, CallerDep, ContextDep, SessionDep
 from cloud.api.params import match, none_match, parse_duration, parse_list, parse_points, parse_time
 from cloud.api.problems import PROBLEM_RESPONSES

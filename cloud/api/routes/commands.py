@@ -14,7 +14,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
-from cloud.api.access import can_see, visible_device
+from cloud.access import can_see, visible_device
 from cloud.api.deps import API_PREFIX, CallerDep, ContextDep, SessionDep
 from cloud.api.problems import PROBLEM_RESPONSES
 from cloud.api.schemas import CommandBody

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from sqlalchemy import func, select
 
-from cloud.api.access import require_role
+from cloud.access import require_role
 from cloud.api.deps import API_PREFIX, CallerDep, SessionDep
 from cloud.api.problems import PROBLEM_RESPONSES
 from cloud.domain import STAFF

@@ -9,7 +9,7 @@ not leak. The rule, by role:
 * engineer: none yet (the service platform will add boilers they are invited to or
   contracted on: extend both functions below, they must agree).
 
-Nothing here imports FastAPI, so services outside the API can use the same rule.
+Nothing here imports FastAPI: the API and the command service use the same rule.
 """
 
 from __future__ import annotations
