@@ -280,3 +280,140 @@ class IngestCounter(Base):
     """accepted | duplicate | rejected."""
     reason: Mapped[str] = mapped_column(String(32), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# --- Service platform: user, service (job) twins, crowdsourcing, notifications ---------------
+
+
+class Engineer(Base):
+    """An engineer's twin: static qualifications and the history behind AR, CS and SQ.
+
+    AR = accepted / invitations (eq. 6); CS and SQ are running means over evaluated jobs
+    (eqs. 7-8), kept as sums so eqs. 15-17 are exact increments.
+    """
+
+    __tablename__ = "engineers"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    gas_safe_number: Mapped[str] = mapped_column(String(32), default="")
+    training: Mapped[list[Any]] = mapped_column(default=list)
+    skills: Mapped[list[Any]] = mapped_column(default=list)
+    languages: Mapped[list[Any]] = mapped_column(default=list)
+    home_lat: Mapped[float] = mapped_column(Float)
+    home_lon: Mapped[float] = mapped_column(Float)
+    available: Mapped[bool] = mapped_column(Boolean, default=True)
+    """Taking work at all (an engineer on leave is not invited)."""
+    invitations: Mapped[int] = mapped_column(Integer, default=0)
+    """Num(T_all): invitations closed (answered, or unanswered by the deadline)."""
+    accepted: Mapped[int] = mapped_column(Integer, default=0)
+    """Num(T_accepted): invitations answered 'available'."""
+    evaluated: Mapped[int] = mapped_column(Integer, default=0)
+    cs_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    sq_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class EngineerPrice(Base):
+    """An engineer's pricing history for one service type (constraint 2)."""
+
+    __tablename__ = "engineer_prices"
+
+    engineer_id: Mapped[str] = mapped_column(ForeignKey("engineers.user_id"), primary_key=True)
+    service_type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    jobs: Mapped[int] = mapped_column(Integer, default=0)
+    average: Mapped[float] = mapped_column(Float)
+
+
+class Job(Base):
+    """A service twin: one request, from asking to evaluation, linking boiler and people."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_device_created", "device_id", "created_ms"),
+        Index("ix_jobs_state", "state"),
+        UniqueConstraint("requested_by", "idempotency_key"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
+    service_type: Mapped[str] = mapped_column(String(32))
+    problem: Mapped[str] = mapped_column(String(32))
+    description: Mapped[str] = mapped_column(Text, default="")
+    preferred_ms: Mapped[int] = mapped_column(BigInteger)
+    """When the requester would like the visit."""
+    principle: Mapped[str] = mapped_column(String(16))
+    min_performance: Mapped[float] = mapped_column(Float, default=0.0)
+    """The requester's accepted performance threshold (constraint 4), 0..1."""
+    requested_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    owner_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    tenant_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(24))
+    authorized_by: Mapped[str | None] = mapped_column(String(64))
+    validation: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    analysis: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    responses_due_ms: Mapped[int | None] = mapped_column(BigInteger)
+    engineer_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    """The contracted engineer."""
+    contract: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    report: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    completed_ms: Mapped[int | None] = mapped_column(BigInteger)
+    normal_since_ms: Mapped[int | None] = mapped_column(BigInteger)
+    """Since when the boiler has been running normally after completion (verification)."""
+    verified_ms: Mapped[int | None] = mapped_column(BigInteger)
+    evaluation_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    evaluation: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    closed_reason: Mapped[str] = mapped_column(Text, default="")
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Invitation(Base):
+    """One engineer invited to one job, why (W and constraint figures), and their answer."""
+
+    __tablename__ = "invitations"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    engineer_id: Mapped[str] = mapped_column(ForeignKey("engineers.user_id"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    """open | accepted | declined | expired | withdrawn."""
+    performance: Mapped[float] = mapped_column(Float)
+    figures: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    invited_ms: Mapped[int] = mapped_column(BigInteger)
+    responded_ms: Mapped[int | None] = mapped_column(BigInteger)
+    quote: Mapped[float | None] = mapped_column(Float)
+    lat: Mapped[float | None] = mapped_column(Float)
+    lon: Mapped[float | None] = mapped_column(Float)
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+class Notification(Base):
+    """One entry of a user's in-app notification feed (also handed to the sender)."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_user_id", "user_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    ts_ms: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text, default="")
+    device_id: Mapped[str | None] = mapped_column(String(63))
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    read_ms: Mapped[int | None] = mapped_column(BigInteger)
+    sent: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Handed to the pluggable sender (e-mail/SMS) after commit."""
+
+
+class Reminder(Base):
+    """An annual-check reminder sent for one boiler and one anniversary (sent once)."""
+
+    __tablename__ = "reminders"
+
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    due_date: Mapped[str] = mapped_column(String(10), primary_key=True)
+    """The anniversary the reminder is for (YYYY-MM-DD)."""
+    sent_ms: Mapped[int] = mapped_column(BigInteger)

@@ -58,6 +58,44 @@ class CloudSettings:
     api_port: int = 8000
     token_ttl_s: float = 12 * 3600.0
 
+    # --- Service platform (README "Service platform"; the paper's eqs. 2-17) ---
+    service_rules_file: Path | None = None
+    """Service-analysis rules (TOML) replacing the packaged ``cloud/service/rules.toml``."""
+    q_ar: float = 0.5
+    q_cs: float = 0.2
+    q_sq: float = 0.3
+    """Weights of eq. 9: W = q_ar*AR + q_cs*CS* + q_sq*SQ* (the paper's case study)."""
+    price_tolerance: float = 0.3
+    """Constraint 2: |average price - estimate| <= this fraction of the estimate."""
+    radius_km: float = 30.0
+    """Constraint 3: home location within this great-circle distance of the boiler."""
+    invite_fraction: float = 0.1
+    invite_min: int = 1
+    invite_max: int = 10
+    """Invite the top `invite_fraction` of the eligible pool by W, at least `invite_min`, at
+    most `invite_max` (the paper's phi)."""
+    newcomer_slots: int = 1
+    """Cold start: extra invitations for eligible engineers with fewer than
+    `newcomer_invitations` closed invitations; 0 is the paper's mode exactly."""
+    newcomer_invitations: int = 3
+    response_window_s: float = 4 * 3600.0
+    """Invited engineers answer within this; no answer counts as not accepted."""
+    shortlist_size: int = 3
+    road_factor: float = 1.3
+    """Road distance = great-circle distance x this (travel time and CO2 estimates)."""
+    car_speed_kmh: float = 40.0
+    car_co2_kg_per_km: float = 0.17
+    """Average car, kg CO2e per km (UK DEFRA 2023 conversion factors, rounded)."""
+    engineer_restart_window_s: float = 4 * 3600.0
+    """The contracted engineer may restart for this long after reporting completion."""
+    verify_normal_s: float = 1800.0
+    """A completed job is `verified` after the boiler runs normally this long."""
+    verify_timeout_s: float = 7 * 24 * 3600.0
+    """A completed job whose boiler never runs normally this long is `failed_verification`."""
+    evaluation_ttl_s: float = 30 * 24 * 3600.0
+    reminder_lead_days: int = 14
+    """Annual-check reminder this many days before the installation anniversary."""
+
     def replace(self, **changes: Any) -> CloudSettings:
         """A copy with `changes` applied (None values are ignored)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -72,7 +110,7 @@ class CloudSettings:
             raise ConfigError("mqtt_password_file", f"cannot read: {exc.strerror}") from exc
 
 
-_PATHS = {"mqtt_password_file", "mqtt_ca_file", "keys_dir"}
+_PATHS = {"mqtt_password_file", "mqtt_ca_file", "keys_dir", "service_rules_file"}
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> CloudSettings:
@@ -114,3 +152,30 @@ def _check(s: CloudSettings) -> None:
         raise ConfigError("restart_limit", "must be at least 1")
     if not s.ingest_group or "/" in s.ingest_group or "+" in s.ingest_group:
         raise ConfigError("ingest_group", "must be a non-empty name without / or wildcards")
+    positive = (
+        "radius_km",
+        "response_window_s",
+        "car_speed_kmh",
+        "engineer_restart_window_s",
+        "verify_normal_s",
+        "verify_timeout_s",
+        "evaluation_ttl_s",
+        "road_factor",
+    )
+    for name in positive:
+        if getattr(s, name) <= 0:
+            raise ConfigError(name, "must be positive")
+    for name in ("q_ar", "q_cs", "q_sq", "price_tolerance", "car_co2_kg_per_km"):
+        if getattr(s, name) < 0:
+            raise ConfigError(name, "must not be negative")
+    if abs(s.q_ar + s.q_cs + s.q_sq - 1.0) > 1e-9:
+        raise ConfigError("q_ar", "the weights q_ar + q_cs + q_sq must add up to 1")
+    if not 0 < s.invite_fraction <= 1:
+        raise ConfigError("invite_fraction", "must be in (0, 1]")
+    if not 1 <= s.invite_min <= s.invite_max:
+        raise ConfigError("invite_min", "need 1 <= invite_min <= invite_max")
+    for name in ("newcomer_slots", "newcomer_invitations", "reminder_lead_days"):
+        if getattr(s, name) < 0:
+            raise ConfigError(name, "must not be negative")
+    if s.shortlist_size < 1:
+        raise ConfigError("shortlist_size", "must be at least 1")

@@ -1,0 +1,1 @@
+"""The service platform: requests, analysis, crowdsourcing, contracts, verification."""
