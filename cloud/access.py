@@ -6,20 +6,41 @@ not leak. The rule, by role:
 * admin, support: every boiler;
 * owner: boilers whose ``owner_id`` is them;
 * tenant: boilers whose ``tenant_id`` is them;
-* engineer: none yet (the service platform will add boilers they are invited to or
-  contracted on: extend both functions below, they must agree).
+* engineer: boilers of jobs they are invited to (invitation open or accepted, while the
+  job is still crowdsourcing or shortlisted) or contracted on (until the job is verified,
+  evaluated or cancelled).
 
 Nothing here imports FastAPI: the API and the command service use the same rule.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, false, true
+from sqlalchemy import ColumnElement, Select, false, select, true
 from sqlalchemy.orm import Session
 
 from cloud.domain import Caller, Role
 from cloud.errors import Forbidden, NotFound
-from cloud.models import Device
+from cloud.models import Device, Invitation, Job
+from cloud.service.domain import CONTRACTED_STATES, INVITED_STATES, InvitationState
+
+_ENGAGED_INVITATION = (InvitationState.OPEN.value, InvitationState.ACCEPTED.value)
+
+
+def engineer_devices(engineer_id: str) -> Select[tuple[str]]:
+    """Ids of boilers an engineer is invited to or contracted on now."""
+    invited = (
+        select(Job.device_id)
+        .join(Invitation, Invitation.job_id == Job.id)
+        .where(
+            Invitation.engineer_id == engineer_id,
+            Invitation.state.in_(_ENGAGED_INVITATION),
+            Job.state.in_([s.value for s in INVITED_STATES]),
+        )
+    )
+    contracted = select(Job.device_id).where(
+        Job.engineer_id == engineer_id, Job.state.in_([s.value for s in CONTRACTED_STATES])
+    )
+    return invited.union(contracted)  # type: ignore[return-value]
 
 
 def visible_devices(caller: Caller) -> ColumnElement[bool]:
@@ -30,10 +51,12 @@ def visible_devices(caller: Caller) -> ColumnElement[bool]:
         return Device.owner_id == caller.user_id
     if caller.role is Role.TENANT:
         return Device.tenant_id == caller.user_id
+    if caller.role is Role.ENGINEER:
+        return Device.id.in_(engineer_devices(caller.user_id))
     return false()
 
 
-def can_see(caller: Caller, device: Device) -> bool:
+def can_see(session: Session, caller: Caller, device: Device) -> bool:
     """Whether `caller` may see `device` (the same rule as `visible_devices`)."""
     if caller.is_staff:
         return True
@@ -41,13 +64,16 @@ def can_see(caller: Caller, device: Device) -> bool:
         return device.owner_id == caller.user_id
     if caller.role is Role.TENANT:
         return device.tenant_id == caller.user_id
+    if caller.role is Role.ENGINEER:
+        query = select(Device.id).where(Device.id == device.id, visible_devices(caller))
+        return session.scalar(query) is not None
     return False
 
 
 def visible_device(session: Session, caller: Caller, device_id: str) -> Device:
     """The boiler `device_id` if `caller` may see it; `NotFound` otherwise (either way)."""
     device = session.get(Device, device_id)
-    if device is None or not can_see(caller, device):
+    if device is None or not can_see(session, caller, device):
         raise NotFound(f"no boiler {device_id}", device_id=device_id)
     return device
 

@@ -30,8 +30,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud import thread
-from cloud.models import Alarm, ThreadEvent
+from cloud.models import Alarm, Device, ThreadEvent
+from cloud.service.notify import NotificationKind, end_user, notify
 from protocols.messages import DetailValue, Event, EventKind
+from protocols.reference import FaultCode
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +68,39 @@ def apply_event(session: Session, event: Event, now: int) -> None:
         actor=f"device:{event.dev}",
         data={"event": event.kind.value, "seq": event.seq, "detail": plain(event.detail)},
     )
+    opened = None
     if event.kind is EventKind.LOCKOUT:
-        _open_alarm(session, event, "lockout")
+        opened = _open_alarm(session, event, "lockout")
     elif event.kind is EventKind.FAULT:
-        _open_alarm(session, event, "fault")
+        opened = _open_alarm(session, event, "fault")
     elif event.kind is EventKind.FAULT_CLEARED:
         _close_alarm(session, event, "fault")
     elif event.kind is EventKind.STATE_CHANGE and event.detail.get("change") == "lockout_cleared":
         _close_alarm(session, event, "lockout")
+    if opened is not None and opened.end_ms is None:
+        _tell_end_user(session, opened, now)
+
+
+def _tell_end_user(session: Session, alarm: Alarm, now: int) -> None:
+    """The boiler's twin tells its end user's twin first (then the owner): a new episode."""
+    device = session.get(Device, alarm.device_id)
+    if device is None:
+        return
+    what = "is locked out and needs a reset" if alarm.kind == "lockout" else "reports a fault"
+    try:
+        text = FaultCode(alarm.code).text if alarm.code else ""
+    except ValueError:
+        text = ""
+    notify(
+        session,
+        [end_user(device), device.owner_id],
+        NotificationKind.BOILER_ALARM,
+        f"Your boiler {what}" + (f" ({alarm.name}: {text})" if alarm.name else ""),
+        "You can request a repair from the boiler's page.",
+        now_ms=now,
+        device_id=device.id,
+        data={"kind": alarm.kind, "fault": alarm.name, "since": alarm.start_ms},
+    )
 
 
 def _closes(data: Mapping[str, Any], kind: str) -> bool:
@@ -84,10 +111,10 @@ def _closes(data: Mapping[str, Any], kind: str) -> bool:
     return event == EventKind.STATE_CHANGE.value and detail.get("change") == "lockout_cleared"
 
 
-def _open_alarm(session: Session, event: Event, kind: str) -> None:
+def _open_alarm(session: Session, event: Event, kind: str) -> Alarm | None:
     """Open an episode at this event, robust to the episode's events arriving out of order
     (two workers, redelivery): a re-report of an open episode opens nothing; a close that
-    arrived before its open ends the new episode at once."""
+    arrived before its open ends the new episode at once. Returns a new episode."""
     code = _as_int(event.detail.get(FAULT_POINT))
     name = event.detail.get("fault")
     name = name[:NAME_MAX] if isinstance(name, str) else None
@@ -97,7 +124,7 @@ def _open_alarm(session: Session, event: Event, kind: str) -> None:
     ).first()
     if before is not None and before.end_ms is None:
         if kind == "lockout" or before.code == code:
-            return  # still the same episode (re-reported, e.g. after an agent restart)
+            return None  # still the same episode (re-reported, e.g. after an agent restart)
         before.end_ms = max(event.ts, before.start_ms)  # the fault changed
     after = session.scalars(
         select(Alarm).where(*same, Alarm.seq > event.seq).order_by(Alarm.seq).limit(1)
@@ -107,21 +134,21 @@ def _open_alarm(session: Session, event: Event, kind: str) -> None:
         # This episode was already opened by a later re-report: it began earlier.
         after.start_ms = min(after.start_ms, event.ts)
         after.seq = event.seq
-        return
+        return None
     end = close
     if end is None and after is not None and kind == "fault":
         end = after.start_ms  # a different fault followed
-    session.add(
-        Alarm(
-            device_id=event.dev,
-            kind=kind,
-            code=code,
-            name=name,
-            start_ms=event.ts,
-            end_ms=max(end, event.ts) if end is not None else None,
-            seq=event.seq,
-        )
+    alarm = Alarm(
+        device_id=event.dev,
+        kind=kind,
+        code=code,
+        name=name,
+        start_ms=event.ts,
+        end_ms=max(end, event.ts) if end is not None else None,
+        seq=event.seq,
     )
+    session.add(alarm)
+    return alarm
 
 
 def _later_close(session: Session, event: Event, kind: str, before_seq: int | None) -> int | None:

@@ -78,8 +78,9 @@ class CommandRequest:
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-RestartRule = Callable[[Session, Caller, Device, int], bool]
-"""Extra rule letting a caller restart a boiler (the service platform's engineer rule)."""
+RestartRule = Callable[[Session, Caller, Device, int], str | None]
+"""Extra rule letting a caller restart a boiler (the service platform's engineer rule):
+None allows it, otherwise the reason it is refused."""
 
 
 class CommandService:
@@ -164,7 +165,7 @@ class CommandService:
     ) -> Command:
         now = self.clock()
         device = session.get(Device, device_id)
-        if device is None or not can_see(caller, device):
+        if device is None or not can_see(session, caller, device):
             raise NotFound(f"no boiler {device_id}", device_id=device_id)
         if request.name is not CommandName.RESTART:
             raise CommandRefused(
@@ -236,13 +237,15 @@ class CommandService:
     def _check_restart_allowed(
         self, session: Session, caller: Caller, device: Device, request: CommandRequest, now: int
     ) -> None:
-        allowed = caller.role in RESTART_ROLES or any(
-            rule(session, caller, device, now) for rule in self.restart_rules
-        )
-        if not allowed:
-            raise Forbidden(f"a {caller.role} may not restart this boiler", role=caller.role.value)
-        if caller.role in RESTART_ROLES and len(request.reason.strip()) < MIN_REASON:
-            raise InvalidInput("support must record a reason for a restart", field="reason")
+        if caller.role in RESTART_ROLES:
+            if len(request.reason.strip()) < MIN_REASON:
+                raise InvalidInput("support must record a reason for a restart", field="reason")
+            return
+        refusals = [rule(session, caller, device, now) for rule in self.restart_rules]
+        if None in refusals:
+            return
+        why = next((r for r in refusals if r), f"a {caller.role} may not restart this boiler")
+        raise Forbidden(why, role=caller.role.value)
 
     def _check_twin(self, twin: Twin | None, device_id: str, now: int) -> None:
         state = connectivity(twin, now, int(self.settings.stale_after_s * 1000))

@@ -18,10 +18,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from cloud.api.deps import ApiContext
 from cloud.api.metrics import RequestMetrics
 from cloud.api.problems import install_problem_handlers, problem_response
-from cloud.api.routes import auth, boilers, fleet
+from cloud.api.routes import auth, boilers, fleet, jobs, people
 from cloud.api.routes import commands as command_routes
 from cloud.commands import CommandService
 from cloud.domain import Clock, wall_ms
+from cloud.service.config import PlatformConfig
+from cloud.service.platform import ServicePlatform
 from cloud.settings import CloudSettings
 
 log = logging.getLogger(__name__)
@@ -35,19 +37,33 @@ def create_app(
     sessions: sessionmaker[Session],
     commands: CommandService,
     clock: Clock = wall_ms,
+    platform: ServicePlatform | None = None,
 ) -> FastAPI:
-    """The REST API over `sessions`, creating commands through `commands`, timed by `clock`."""
+    """The REST API over `sessions`, creating commands through `commands`, timed by `clock`.
+
+    Without a `platform`, one is built from `settings`; either way its engineer restart rule
+    is added to `commands`.
+    """
+    if platform is None:
+        platform = ServicePlatform(sessions, PlatformConfig.from_settings(settings), clock)
+    if platform.restart_rule not in commands.restart_rules:
+        commands.restart_rules.append(platform.restart_rule)
     app = FastAPI(
         title="boilertwin cloud",
         version="1",
-        description="Digital twins of gas boilers: live state, history, thread and commands.",
+        description=(
+            "Digital twins of gas boilers: live state, history, thread and commands; "
+            "the service platform: requests, crowdsourced engineers, contracts, "
+            "verified repairs and evaluations."
+        ),
         openapi_url="/openapi.json",
         max_body_size=MAX_BODY,
     )
-    app.state.context = ApiContext(settings, sessions, commands, clock)
+    app.state.context = ApiContext(settings, sessions, commands, clock, platform)
     install_problem_handlers(app)
     app.add_middleware(RequestMetrics)
-    for router in (auth.router, boilers.router, command_routes.router, fleet.router):
+    routers = (auth, boilers, command_routes, fleet, jobs, people)
+    for router in (module.router for module in routers):
         app.include_router(router)
 
     @app.get("/healthz", tags=["ops"])

@@ -14,6 +14,7 @@ from cloud.api.problems import Unauthorized
 from cloud.auth import caller_for_token
 from cloud.commands import CommandService
 from cloud.domain import Caller, Clock
+from cloud.service.platform import ServicePlatform
 from cloud.settings import CloudSettings
 
 API_PREFIX = "/api/v1"
@@ -29,6 +30,7 @@ class ApiContext:
     sessions: sessionmaker[Session]
     commands: CommandService
     clock: Clock
+    platform: ServicePlatform
 
 
 def context(request: Request) -> ApiContext:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud.domain import Role
+from cloud.service.crowd import Principle
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -77,3 +78,94 @@ class UserOut(BaseModel):
     role: Role
     display_name: str
     disabled: bool = False
+
+
+# --- Service platform ---------------------------------------------------------------------
+
+
+class JobCreate(BaseModel):
+    """A service request; ``Idempotency-Key`` (header) makes retries safe."""
+
+    model_config = _STRICT
+
+    device_id: str = Field(min_length=1, max_length=63)
+    service_type: str = Field(min_length=1, max_length=32, examples=["repair"])
+    problem: str = Field(min_length=1, max_length=32, examples=["no_heating"])
+    description: str = Field(default="", max_length=2000)
+    preferred_time: datetime | None = None
+    """When the visit would suit (ISO 8601 with a zone); default: as soon as possible."""
+    principle: Principle = Principle.LOW_CARBON
+    """How the shortlist is ranked: low_carbon (eq. 14), low_cost (eq. 13) or cheapest."""
+    min_performance: float = Field(default=0.0, ge=0.0, le=1.0)
+    """The requester's accepted performance threshold W (constraint 4)."""
+
+
+class AuthorizationBody(BaseModel):
+    """The owner's answer to a tenant's request."""
+
+    model_config = _STRICT
+
+    approve: bool
+    note: str = Field(default="", max_length=1000)
+
+
+class NoteBody(BaseModel):
+    """A reason or note recorded in the job's thread."""
+
+    model_config = _STRICT
+
+    note: str = Field(default="", max_length=1000)
+
+
+class ResponseBody(BaseModel):
+    """An invited engineer's answer: availability, and if available a quote and location."""
+
+    model_config = _STRICT
+
+    available: bool
+    quote: float | None = Field(default=None, gt=0, le=100_000)
+    """GBP for the whole job."""
+    location: Location | None = None
+    """Where the engineer is now (the low-carbon ranking measures from here)."""
+    note: str = Field(default="", max_length=2000)
+
+
+class SelectBody(BaseModel):
+    """The owner's choice from the shortlist."""
+
+    model_config = _STRICT
+
+    engineer_id: str = Field(min_length=1, max_length=64)
+    principle: Principle | None = None
+    """The ranking the choice was made from (default: the request's)."""
+
+
+class CompletionBody(BaseModel):
+    """The engineer's report of the work."""
+
+    model_config = _STRICT
+
+    cause: str = Field(min_length=1, max_length=2000, examples=["ignition electrode worn"])
+    actions: str = Field(min_length=1, max_length=2000, examples=["replaced electrode, tested"])
+    parts: list[str] = Field(default_factory=list, max_length=50)
+
+
+class EvaluationBody(BaseModel):
+    """The end user's rating, with the one-time token they were sent."""
+
+    model_config = _STRICT
+
+    token: str = Field(min_length=10, max_length=200)
+    cs: int = Field(ge=1, le=5)
+    """Customer satisfaction, 1-5."""
+    sq: int = Field(ge=1, le=5)
+    """Service quality, 1-5."""
+    comment: str = Field(default="", max_length=2000)
+
+
+class EngineerAvailability(BaseModel):
+    """An engineer taking work, or not."""
+
+    model_config = _STRICT
+
+    available: bool

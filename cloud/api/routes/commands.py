@@ -83,6 +83,6 @@ def get_command(
     """One command, if the caller may see its boiler."""
     row = ctx.commands.get(command_id)
     device = session.get(Device, row.device_id)
-    if device is None or not can_see(caller, device):
+    if device is None or not can_see(session, caller, device):
         raise NotFound(f"no command {command_id}", command_id=command_id)
     return command_json(row)
