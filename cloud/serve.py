@@ -1,4 +1,4 @@
-"""Process entry points: ``cloud serve`` (API + ingest + dispatcher + sweeper) and ``cloud ingest``.
+"""Process entry points: ``cloud serve`` (API, ingest, dispatcher, sweepers), ``cloud ingest``.
 
 Each builds everything from one `CloudSettings` inside one `TaskGroup`. SIGTERM or SIGINT
 stops the API from accepting requests, then cancels the rest; state is in the database, so
@@ -27,6 +27,8 @@ from cloud.gaps import detect_gaps
 from cloud.ingest import Ingest
 from cloud.keys import load_command_key
 from cloud.mqtt import run_mqtt
+from cloud.service.config import PlatformConfig
+from cloud.service.platform import ServicePlatform
 from cloud.settings import CloudSettings
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,21 @@ async def housekeeping(
             await asyncio.to_thread(once)
         except DBAPIError as exc:
             log.warning("housekeeping skipped: database unavailable (%s)", exc.orig)
+
+
+async def service_sweeper(platform: ServicePlatform, interval_s: float) -> None:
+    """Response deadlines, repair verification, annual reminders and notification delivery."""
+
+    def once() -> None:
+        platform.sweep()
+        platform.deliver()
+
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.to_thread(once)
+        except DBAPIError as exc:
+            log.warning("service sweep skipped: database unavailable (%s)", exc.orig)
 
 
 async def _until_signalled() -> None:
@@ -86,7 +103,8 @@ async def serve_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:
     dispatcher = Dispatcher(sessions, settings, clock)
     commands = CommandService(sessions, key, settings, clock, wake=dispatcher.wake)
     ingest = Ingest(sessions, clock, settings)
-    app = create_app(settings, sessions, commands, clock=clock)
+    platform = ServicePlatform(sessions, PlatformConfig.from_settings(settings), clock)
+    app = create_app(settings, sessions, commands, clock=clock, platform=platform)
     config = uvicorn.Config(
         app, host=settings.api_host, port=settings.api_port, log_config=None, lifespan="on"
     )
@@ -105,6 +123,7 @@ async def serve_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:
             run_mqtt(settings, ingest, extra=[dispatcher.run]),
             Sweeper(sessions, settings, clock).run(),
             housekeeping(ingest, sessions, settings, clock),
+            service_sweeper(platform, settings.sweep_interval_s),
         ],
     )
 

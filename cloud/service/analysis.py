@@ -4,19 +4,20 @@ Pure: the only I/O is reading the rules file. `check_status` is the second step 
 validation (does the live twin M show the problem the request R reports?); `analyse` turns
 R, M and the owner's situation O into a `TaskProfile` for crowdsourcing. Both follow
 `ServiceRules`, loaded from the packaged ``rules.toml`` or an operator's replacement; that
-file documents the format and every rule.
+file documents the format and every rule. Each rule dataclass names, per field, the reader
+that parses its key, so the file format is declared next to the values it produces.
 """
 
 from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from enum import IntEnum, StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cloud.errors import ConfigError
 from protocols.reference import BoilerStatus, FaultCode
@@ -70,11 +71,11 @@ def fault_name(code: int) -> str:
 
 
 def _fault_text(code: int) -> str:
-    return FaultCode(code).text if code in FaultCode else "unknown fault"
+    return FaultCode(code).text if code in set(FaultCode) else "unknown fault"
 
 
 def _status_label(status: int) -> str | None:
-    return BoilerStatus(status).label if status in BoilerStatus else None
+    return BoilerStatus(status).label if status in set(BoilerStatus) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +96,9 @@ class Observation:
         fault = self.fault_code
         return {
             "connectivity": str(self.connectivity),
-            "status": self.status,
+            "status": None if self.status is None else int(self.status),
             "status_label": None if self.status is None else _status_label(self.status),
-            "fault_code": fault,
+            "fault_code": None if fault is None else int(fault),
             "fault_name": fault_name(fault) if fault else None,
             "fault_text": None if fault is None else _fault_text(fault),
             "values": dict(self.values),
@@ -159,65 +160,134 @@ class Validation:
         }
 
 
+# --- Readers: each parses one key of a rules-file table -----------------------------------
+
+_Reader = Callable[["_Table", str], Any]
+_REQUIRED: Any = object()
+_T = TypeVar("_T")
+
+
+def _reads(reader: _Reader) -> dict[str, _Reader]:
+    return {"toml": reader}
+
+
+def _names(default: Any = _REQUIRED, as_set: bool = False) -> _Reader:
+    def read(table: _Table, key: str) -> tuple[str, ...] | frozenset[str]:
+        items = table.get(key, list, "a list of names", default)
+        if not all(isinstance(item, str) and item for item in items):
+            raise table.error(key, f"must be a list of non-empty strings, got {items!r}")
+        return frozenset(items) if as_set else tuple(items)
+
+    return read
+
+
+def _number(minimum: float = 0.0, default: Any = _REQUIRED, whole: bool = False) -> _Reader:
+    def read(table: _Table, key: str) -> float:
+        value = table.get(key, int if whole else (int, float), "a number", default)
+        if not math.isfinite(value) or value < minimum:
+            raise table.error(key, f"must be a number >= {minimum:g}, got {value!r}")
+        return int(value) if whole else float(value)
+
+    return read
+
+
+def _level(kind: type[_Level], default: Any = _REQUIRED) -> _Reader:
+    def read(table: _Table, key: str) -> _Level | None:
+        labels = {level.label: level for level in kind}
+        text = table.get(key, str, "a label", default)
+        if text is not None:
+            table.refs(key, [text], labels, kind.__name__.lower())
+        return None if text is None else labels[text]
+
+    return read
+
+
+def _flag(default: bool) -> _Reader:
+    return lambda table, key: table.get(key, bool, "true or false", default)
+
+
+def _fault_code(table: _Table, key: str, name: str) -> int:
+    if name.startswith("F") and name[1:].isdigit() and int(name[1:]) > 0:
+        return int(name[1:])
+    raise table.error(key, f"{name!r} is not a fault code: write it as displayed, e.g. F28")
+
+
+def _faults(table: _Table, key: str) -> frozenset[int]:
+    return frozenset(_fault_code(table, key, name) for name in _names(())(table, key))
+
+
+def _statuses(table: _Table, key: str) -> frozenset[BoilerStatus]:
+    labels = {status.label: status for status in BoilerStatus}
+    names = _names(())(table, key)
+    table.refs(key, names, labels, "status")
+    return frozenset(labels[name] for name in names)
+
+
+def _below(table: _Table, key: str) -> Mapping[str, float]:
+    limits = table.sub(key) if key in table.data else _Table({}, key, table.source)
+    return {name: _number(-math.inf)(limits, name) for name in limits.data}
+
+
+# --- Rules ---------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
-class Adjustment:
-    """What a problem or a live fault adds: skills, cost, and levels it raises the task to."""
+class Rule:
+    """A rule's effect on the task: skills added, levels raised to at least, cost added."""
 
-    skills: frozenset[str]
-    complexity_at_least: Complexity | None
-    extra_cost: float
-    urgency_at_least: Urgency | None
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceType:
-    """``[service.<name>]``: the problems it accepts and its base task."""
-
-    name: str
-    problems: tuple[str, ...]
-    skills: frozenset[str]
-    complexity: Complexity
-    cost: float
-    urgency: Urgency
+    skills: frozenset[str] = field(metadata=_reads(_names((), as_set=True)))
+    complexity: Complexity | None = field(metadata=_reads(_level(Complexity, None)))
+    cost: float = field(metadata=_reads(_number(default=0.0)))
+    """GBP."""
+    urgency: Urgency | None = field(metadata=_reads(_level(Urgency, None)))
 
 
 @dataclass(frozen=True, slots=True)
-class Problem:
-    """``[problem.<name>]``: which live data would confirm it, and what it adds."""
+class ServiceType(Rule):
+    """``[service.<name>]``: the problems it accepts; its effects are the base task."""
 
-    name: str
-    observable: bool
-    confirmed_by_status: frozenset[BoilerStatus]
-    confirmed_by_fault: bool
-    confirmed_below: Mapping[str, float]
-    adjustment: Adjustment
+    name: str = field()
+    problems: tuple[str, ...] = field(metadata=_reads(_names()))
+
+
+@dataclass(frozen=True, slots=True)
+class Problem(Rule):
+    """``[problem.<name>]``: which live data would confirm it, and its effects."""
+
+    name: str = field()
+    observable: bool = field(metadata=_reads(_flag(True)))
+    confirmed_by_status: frozenset[BoilerStatus] = field(metadata=_reads(_statuses))
+    confirmed_by_fault: bool = field(metadata=_reads(_flag(False)))
+    """Any nonzero fault code confirms it."""
+    confirmed_below: Mapping[str, float] = field(metadata=_reads(_below))
+    """Twin value -> limit: a value below its limit confirms it."""
 
 
 @dataclass(frozen=True, slots=True)
 class ColdRule:
     """``[cold]``: no heat in cold weather."""
 
-    outdoor_below_c: float
-    problems: tuple[str, ...]
-    faults: frozenset[int]
-    urgency: Urgency
+    outdoor_below_c: float = field(metadata=_reads(_number(-math.inf)))
+    problems: tuple[str, ...] = field(metadata=_reads(_names(())))
+    faults: frozenset[int] = field(metadata=_reads(_faults))
+    urgency: Urgency = field(metadata=_reads(_level(Urgency)))
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryRule:
     """``[history]``: a live fault that keeps coming back."""
 
-    repeat_episodes: int
-    complexity_steps: int
-    repeat_cost_factor: float
+    repeat_episodes: int = field(metadata=_reads(_number(1, whole=True)))
+    complexity_steps: int = field(metadata=_reads(_number(0, 1, whole=True)))
+    repeat_cost_factor: float = field(metadata=_reads(_number(1.0)))
 
 
 @dataclass(frozen=True, slots=True)
 class OwnerRule:
     """``[owner]``: a landlord's annual gas-safety check is a legal duty."""
 
-    service_types: tuple[str, ...]
-    urgency_at_least: Urgency
+    service_types: tuple[str, ...] = field(metadata=_reads(_names()))
+    urgency: Urgency = field(metadata=_reads(_level(Urgency)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +296,7 @@ class ServiceRules:
 
     services: Mapping[str, ServiceType]
     problem_rules: Mapping[str, Problem]
-    faults: Mapping[int, Adjustment]
+    faults: Mapping[int, Rule]
     cold: ColdRule | None
     history: HistoryRule | None
     owner: OwnerRule | None
@@ -240,23 +310,20 @@ class ServiceRules:
 
     def problems(self, service_type: str) -> tuple[str, ...]:
         """Problems a service type accepts; `ValueError` for an unknown type."""
-        return self._service(service_type).problems
-
-    def validate(self, request: ServiceRequest) -> tuple[ServiceType, Problem]:
-        """The request's rules; `ValueError` for an unknown type or a problem it does not take."""
-        service = self._service(request.service_type)
-        if request.problem not in service.problems:
-            raise ValueError(
-                f"problem {request.problem!r} is not allowed for service type "
-                f"{service.name!r}; allowed: {', '.join(service.problems)}"
-            )
-        return service, self.problem_rules[request.problem]
-
-    def _service(self, service_type: str) -> ServiceType:
         if service_type not in self.services:
             known = ", ".join(self.services)
             raise ValueError(f"unknown service type {service_type!r}; expected one of {known}")
-        return self.services[service_type]
+        return self.services[service_type].problems
+
+    def validate(self, request: ServiceRequest) -> tuple[ServiceType, Problem]:
+        """The request's rules; `ValueError` for an unknown type or a problem it does not take."""
+        allowed = self.problems(request.service_type)
+        if request.problem not in allowed:
+            raise ValueError(
+                f"problem {request.problem!r} is not allowed for service type "
+                f"{request.service_type!r}; allowed: {', '.join(allowed)}"
+            )
+        return self.services[request.service_type], self.problem_rules[request.problem]
 
 
 def load_rules(path: Path | None = None) -> ServiceRules:
@@ -279,24 +346,24 @@ def load_rules(path: Path | None = None) -> ServiceRules:
 def analyse(rules: ServiceRules, request: ServiceRequest, observation: Observation) -> TaskProfile:
     """T = f(M, R, O). Each rule that fires adds a reason; they apply in this order:
 
-    1. ``[service.<type>]``: base skills, complexity, cost and urgency.
-    2. ``[problem.<name>]``: the reported problem's skills, extra cost and minimum levels.
-    3. ``[fault.F<n>]``: the live fault's, for a nonzero ``fault_code`` and any service type.
+    1. ``[service.<type>]``: the base skills, complexity, cost and urgency.
+    2. ``[problem.<name>]``: the reported problem's effects.
+    3. ``[fault.F<n>]``: the live fault's effects (nonzero ``fault_code``, any service type).
     4. ``[history]``: the live fault recurred at least ``repeat_episodes`` times in the
        history window: complexity up ``complexity_steps`` (capped at high) and the cost so
        far times ``repeat_cost_factor``.
     5. ``[cold]``: ``outdoor_temp`` below ``outdoor_below_c`` with one of its problems
        reported or one of its faults live: urgency at least ``urgency``.
-    6. ``[owner]``: one of its service types on a rented property: urgency at least
-       ``urgency_at_least``.
+    6. ``[owner]``: one of its service types on a rented property: urgency at least ``urgency``.
 
-    "At least" only ever raises a level; costs add; skills are unioned.
+    Effects add skills and cost and raise complexity and urgency to at least their level.
     """
     service, problem = rules.validate(request)
-    task = _Draft(service)
-    task.apply(problem.adjustment, f"problem {problem.name}")
+    task = _Draft()
+    task.apply(service, f"service {service.name}", base=True)
+    task.apply(problem, f"problem {problem.name}")
     fault = observation.fault_code or 0
-    if fault and fault in rules.faults:
+    if fault in rules.faults:
         task.apply(rules.faults[fault], f"live fault {fault_name(fault)} ({_fault_text(fault)})")
     episodes = observation.fault_history.get(fault, 0) if fault else 0
     if rules.history is not None and episodes >= rules.history.repeat_episodes:
@@ -309,9 +376,7 @@ def analyse(rules: ServiceRules, request: ServiceRequest, observation: Observati
         )
     cold, outdoor = rules.cold, observation.values.get("outdoor_temp")
     if cold is not None and outdoor is not None and outdoor < cold.outdoor_below_c:
-        why = (
-            [f"{problem.name.replace('_', ' ')} reported"] if problem.name in cold.problems else []
-        )
+        why = [f"{_words(problem.name)} reported"] if problem.name in cold.problems else []
         why += [f"fault {fault_name(fault)} live"] if fault in cold.faults else []
         if why:
             task.urgency = max(task.urgency, cold.urgency)
@@ -321,20 +386,19 @@ def analyse(rules: ServiceRules, request: ServiceRequest, observation: Observati
             )
     owner = rules.owner
     if owner is not None and request.rented and service.name in owner.service_types:
-        task.urgency = max(task.urgency, owner.urgency_at_least)
-        task.reasons.append(
-            "landlord's annual gas-safety check (legal duty): "
-            f"urgency at least {owner.urgency_at_least.label}"
-        )
-    parts = [f"{service.name.replace('_', ' ')}: {problem.name.replace('_', ' ')}"]
-    parts += [request.description.strip()] if request.description.strip() else []
+        task.urgency = max(task.urgency, owner.urgency)
+        duty = "landlord's annual gas-safety check (legal duty)"
+        task.reasons.append(f"{duty}: urgency at least {owner.urgency.label}")
+    parts = [_words(service.name), request.description.strip()]
+    if problem.name != service.name:
+        parts[0] += f": {_words(problem.name)}"
     parts += [f"live fault {fault_name(fault)}: {_fault_text(fault)}"] if fault else []
     return TaskProfile(
         complexity=Complexity(task.complexity),
         skills=frozenset(task.skills),
         cost=task.cost,
         urgency=Urgency(task.urgency),
-        description=". ".join(parts),
+        description=". ".join(part for part in parts if part),
         reasons=tuple(task.reasons),
     )
 
@@ -344,8 +408,7 @@ def check_status(
 ) -> Validation:
     """Does the live twin show the reported problem? (Request validation, second step.)"""
     _, problem = rules.validate(request)
-    evidence = observation.evidence()
-    what = problem.name.replace("_", " ")
+    evidence, what = observation.evidence(), _words(problem.name)
     if not problem.observable:
         reason = f"{what} cannot be seen in boiler data: a person must confirm it"
         return Validation(StatusCheck.NOT_OBSERVABLE, reason, evidence)
@@ -365,10 +428,9 @@ def check_status(
     for key, limit in problem.confirmed_below.items():
         value = observation.values.get(key)
         if value is not None:
-            checked = True
-            below = value < limit
+            checked, below = True, value < limit
             (shown if below else not_shown).append(
-                f"{key} {value:g} is {'' if below else 'not '}below {limit:g}"
+                f"{key} {value} is {'' if below else 'not '}below {limit}"
             )
     if shown:
         reason = f"live data shows {what}: {', '.join(shown)}"
@@ -378,59 +440,53 @@ def check_status(
         return Validation(StatusCheck.UNVERIFIED_OFFLINE, reason, evidence)
     seen = "boiler is online"
     if status is not None:
-        seen += f" and {_STATUS_PHRASE.get(status, f'in status {status}')}"
+        label = _status_label(status)
+        seen += f" and {_STATUS_PHRASE.get(status, f'in {_words(label or str(status))}')}"
     if fault is not None:
         seen += f" with fault {fault_name(fault)}" if fault else " with no fault code"
     return Validation(StatusCheck.STATUS_MISMATCH, "; ".join([seen, *not_shown]), evidence)
 
 
-_STATUS_PHRASE = {
-    BoilerStatus.STANDBY: "in standby",
+_STATUS_PHRASE: dict[int, str] = {
     BoilerStatus.CH_DEMAND: "heating the radiators",
     BoilerStatus.DHW_DEMAND: "heating hot water",
     BoilerStatus.IGNITION: "igniting",
     BoilerStatus.RUNNING: "running",
-    BoilerStatus.POST_PURGE: "in post-purge",
-    BoilerStatus.BLOCKING_ERROR: "in blocking error",
-    BoilerStatus.LOCKOUT: "in lockout",
 }
+
+
+def _words(name: str) -> str:
+    return name.replace("_", " ")
 
 
 class _Draft:
     """The task as the rules build it up."""
 
-    def __init__(self, service: ServiceType) -> None:
-        self.complexity: int = service.complexity
-        self.skills = set(service.skills)
-        self.cost = service.cost
-        self.urgency: int = service.urgency
-        self.reasons = [
-            f"service {service.name}: skills {', '.join(sorted(service.skills))}; complexity "
-            f"{service.complexity.label}; cost £{service.cost:.2f}; urgency {service.urgency.label}"
-        ]
+    def __init__(self) -> None:
+        self.complexity, self.urgency, self.cost = 0, 0, 0.0
+        self.skills: set[str] = set()
+        self.reasons: list[str] = []
 
-    def apply(self, adjustment: Adjustment, rule: str) -> None:
+    def apply(self, rule: Rule, name: str, base: bool = False) -> None:
         effects = []
-        if adjustment.skills:
-            self.skills |= adjustment.skills
-            effects.append(f"skills + {', '.join(sorted(adjustment.skills))}")
-        if adjustment.complexity_at_least is not None:
-            self.complexity = max(self.complexity, adjustment.complexity_at_least)
-            effects.append(f"complexity at least {adjustment.complexity_at_least.label}")
-        if adjustment.extra_cost:
-            self.cost += adjustment.extra_cost
-            effects.append(f"cost + £{adjustment.extra_cost:.2f}")
-        if adjustment.urgency_at_least is not None:
-            self.urgency = max(self.urgency, adjustment.urgency_at_least)
-            effects.append(f"urgency at least {adjustment.urgency_at_least.label}")
+        plus, at_least = ("", "") if base else ("+ ", "at least ")
+        if rule.skills:
+            self.skills |= rule.skills
+            effects.append(f"skills {plus}{', '.join(sorted(rule.skills))}")
+        if rule.complexity is not None:
+            self.complexity = max(self.complexity, rule.complexity)
+            effects.append(f"complexity {at_least}{rule.complexity.label}")
+        if rule.cost:
+            self.cost += rule.cost
+            effects.append(f"cost {plus}£{rule.cost:.2f}")
+        if rule.urgency is not None:
+            self.urgency = max(self.urgency, rule.urgency)
+            effects.append(f"urgency {at_least}{rule.urgency.label}")
         if effects:
-            self.reasons.append(f"{rule}: {'; '.join(effects)}")
+            self.reasons.append(f"{name}: {'; '.join(effects)}")
 
 
-# --- Reading the rules file: each section is a spec of key -> reader ---------------------
-
-_Reader = Callable[["_Table", str], Any]
-_REQUIRED: Any = object()
+# --- Parsing -------------------------------------------------------------------------------
 
 
 class _Table:
@@ -456,150 +512,57 @@ class _Table:
         return value
 
     def sub(self, key: str) -> _Table:
-        return _Table(self.data[key], f"{self.path}.{key}".lstrip("."), self.source)
+        return _Table(self.data[key], ".".join(p for p in (self.path, key) if p), self.source)
 
-    def read(self, spec: Mapping[str, _Reader]) -> dict[str, Any]:
+    def only(self, keys: Iterable[str]) -> None:
         for key in self.data:
-            if key not in spec:
-                raise self.error(key, f"unknown key; expected one of {', '.join(spec)}")
-        return {key.replace(".", "_"): reader(self, key) for key, reader in spec.items()}
+            if key not in keys:
+                raise self.error(key, f"unknown key; expected one of {', '.join(keys)}")
 
-    def refs(self, key: str, names: tuple[str, ...], known: Mapping[str, Any]) -> None:
+    def refs(self, key: str, names: Iterable[str], known: Mapping[str, Any], what: str) -> None:
         for name in names:
             if name not in known:
-                raise self.error(key, f"{name!r} is not defined in this file")
+                raise self.error(
+                    key, f"unknown {what} {name!r}; expected one of {', '.join(known)}"
+                )
 
+    def build(self, cls: type[_T], **given: Any) -> _T:
+        readers = {f.name: f.metadata["toml"] for f in fields(cls) if "toml" in f.metadata}  # type: ignore[arg-type]
+        self.only(readers)
+        return cls(**given, **{key: read(self, key) for key, read in readers.items()})
 
-def _names(default: Any = _REQUIRED) -> _Reader:
-    def read(table: _Table, key: str) -> tuple[str, ...]:
-        items = table.get(key, list, "a list of names", default)
-        if not all(isinstance(item, str) and item for item in items):
-            raise table.error(key, f"must be a list of non-empty strings, got {items!r}")
-        return tuple(items)
-
-    return read
-
-
-def _number(minimum: float = 0.0, default: Any = _REQUIRED, kind: type = float) -> _Reader:
-    def read(table: _Table, key: str) -> float:
-        value = table.get(
-            key, (int, float) if kind is float else int, f"a {kind.__name__}", default
-        )
-        if not math.isfinite(value) or value < minimum:
-            raise table.error(key, f"must be at least {minimum:g}, got {value!r}")
-        return kind(value)  # type: ignore[no-any-return]
-
-    return read
-
-
-def _level(kind: type[_Level], default: Any = _REQUIRED) -> _Reader:
-    def read(table: _Table, key: str) -> _Level | None:
-        labels = {level.label: level for level in kind}
-        text = table.get(key, str, "a label", default)
-        if text is None or text in labels:
-            return None if text is None else labels[text]
-        raise table.error(key, f"must be one of {', '.join(labels)}, got {text!r}")
-
-    return read
-
-
-def _fault_code(table: _Table, key: str, name: str) -> int:
-    if name.startswith("F") and name[1:].isdigit() and int(name[1:]) > 0:
-        return int(name[1:])
-    raise table.error(key, f"{name!r} is not a fault code: write it as displayed, e.g. F28")
-
-
-def _statuses(table: _Table, key: str) -> frozenset[BoilerStatus]:
-    labels = {status.label: status for status in BoilerStatus}
-    names = _names(())(table, key)
-    table.refs(key, names, labels)
-    return frozenset(labels[name] for name in names)
-
-
-def _below(table: _Table, key: str) -> Mapping[str, float]:
-    if key not in table.data:
-        return {}
-    limits = table.sub(key)
-    return {name: _number(-math.inf)(limits, name) for name in limits.data}
-
-
-_ADJUSTMENT: dict[str, _Reader] = {
-    "skills": lambda t, k: frozenset(_names(())(t, k)),
-    "complexity_at_least": _level(Complexity, None),
-    "extra_cost": _number(default=0.0),
-    "urgency_at_least": _level(Urgency, None),
-}
-_SERVICE: dict[str, _Reader] = {
-    "problems": _names(),
-    "skills": lambda t, k: frozenset(_names()(t, k)),
-    "complexity": _level(Complexity),
-    "cost": _number(),
-    "urgency": _level(Urgency),
-}
-_PROBLEM: dict[str, _Reader] = {
-    "observable": lambda t, k: t.get(k, bool, "true or false", True),
-    "confirmed_by_status": _statuses,
-    "confirmed_by_fault": lambda t, k: t.get(k, bool, "true or false", False),
-    "confirmed_below": _below,
-    **_ADJUSTMENT,
-}
-_COLD: dict[str, _Reader] = {
-    "outdoor_below_c": _number(-math.inf),
-    "problems": _names(()),
-    "faults": lambda t, k: frozenset(_fault_code(t, k, name) for name in _names(())(t, k)),
-    "urgency": _level(Urgency),
-}
-_HISTORY: dict[str, _Reader] = {
-    "repeat_episodes": _number(1, kind=int),
-    "complexity_steps": _number(0, 1, kind=int),
-    "repeat_cost_factor": _number(1.0),
-}
-_OWNER: dict[str, _Reader] = {"service_types": _names(), "urgency_at_least": _level(Urgency)}
-_TOP = ("service", "problem", "fault", "cold", "history", "owner")
-
-
-def _problem(name: str, table: _Table) -> Problem:
-    fields = table.read(_PROBLEM)
-    adjustment = Adjustment(**{key: fields.pop(key) for key in _ADJUSTMENT})
-    if fields["observable"] != bool(
-        fields["confirmed_by_status"] or fields["confirmed_by_fault"] or fields["confirmed_below"]
-    ):
-        raise table.error(
-            "observable",
-            "true needs confirmed_by_status, confirmed_by_fault or confirmed_below; "
-            "false allows none of them",
-        )
-    return Problem(name=name, adjustment=adjustment, **fields)
-
-
-def _entries(top: _Table, key: str, required: bool = True) -> dict[str, _Table]:
-    if key not in top.data and not required:
-        return {}
-    section = top.sub(key) if key in top.data else None
-    if section is None or not section.data:
-        raise top.error(key, "must define at least one entry")
-    return {name: section.sub(name) for name in section.data}
+    def entries(self, key: str, required: bool = True) -> dict[str, _Table]:
+        if required and not self.get(key, dict, "a table", _REQUIRED):
+            raise self.error(key, "must define at least one entry")
+        section = self.sub(key) if key in self.data else _Table({}, key, self.source)
+        return {name: section.sub(name) for name in section.data}
 
 
 def _parse(top: _Table) -> ServiceRules:
-    top.read(dict.fromkeys(_TOP, lambda t, k: None))
-    problems = {name: _problem(name, t) for name, t in _entries(top, "problem").items()}
+    top.only(("service", "problem", "fault", "cold", "history", "owner"))
+    problems = {}
+    for name, table in top.entries("problem").items():
+        problems[name] = problem = table.build(Problem, name=name)
+        confirms = problem.confirmed_by_status or problem.confirmed_by_fault
+        if problem.observable != bool(confirms or problem.confirmed_below):
+            raise table.error(
+                "observable",
+                "true needs confirmed_by_status, confirmed_by_fault or confirmed_below; "
+                "false allows none of them",
+            )
     services = {}
-    for name, table in _entries(top, "service").items():
-        fields = table.read(_SERVICE)
-        table.refs("problems", fields["problems"], problems)
-        services[name] = ServiceType(name=name, **fields)
+    for name, table in top.entries("service").items():
+        services[name] = table.build(ServiceType, name=name)
+        table.refs("problems", services[name].problems, problems, "problem")
     faults = {
-        _fault_code(top, f"fault.{name}", name): Adjustment(**table.read(_ADJUSTMENT))
-        for name, table in _entries(top, "fault", required=False).items()
+        _fault_code(top, f"fault.{name}", name): table.build(Rule)
+        for name, table in top.entries("fault", required=False).items()
     }
-    cold = history = owner = None
-    if "cold" in top.data:
-        cold = ColdRule(**top.sub("cold").read(_COLD))
-        top.sub("cold").refs("problems", cold.problems, problems)
-    if "history" in top.data:
-        history = HistoryRule(**top.sub("history").read(_HISTORY))
-    if "owner" in top.data:
-        owner = OwnerRule(**top.sub("owner").read(_OWNER))
-        top.sub("owner").refs("service_types", owner.service_types, services)
+    cold = top.sub("cold").build(ColdRule) if "cold" in top.data else None
+    if cold is not None:
+        top.sub("cold").refs("problems", cold.problems, problems, "problem")
+    history = top.sub("history").build(HistoryRule) if "history" in top.data else None
+    owner = top.sub("owner").build(OwnerRule) if "owner" in top.data else None
+    if owner is not None:
+        top.sub("owner").refs("service_types", owner.service_types, services, "service type")
     return ServiceRules(services, problems, faults, cold, history, owner, top.source)

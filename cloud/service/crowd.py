@@ -4,10 +4,11 @@ Rules and invariants (the paper's section 4, with the decisions it leaves open):
 
 - An engineer is assessed against a task by five named constraints, reported in this order:
   ``unavailable`` (not taking work at all), ``skills`` (constraint 1: must hold every required
-  skill), ``price`` (constraint 2: passes with no price history, else
-  ``|average_price - cost| <= price_tolerance * cost``), ``radius`` (constraint 3: home within
-  ``radius_km`` great-circle kilometres of the boiler) and ``performance`` (constraint 4:
-  ``W >= task.min_performance``). Every failure is reported, not just the first.
+  skill), ``price`` (constraint 2: passes with no price history or a zero estimate, which
+  carry no price information; else ``|average_price - cost| <= price_tolerance * cost``),
+  ``radius`` (constraint 3: home within ``radius_km`` great-circle kilometres of the boiler)
+  and ``performance`` (constraint 4: ``W >= task.min_performance``). Every failure is
+  reported, not just the first.
 - The normalisation pool is the engineers passing the first four checks. CS* and SQ* are
   min-max normalised over that pool only (`min_max`); engineers outside it have no CS*, SQ*
   or W (``None``), so they can fail every constraint but ``performance``.
@@ -47,8 +48,9 @@ EARTH_RADIUS_KM = 6371.0088
 """Mean Earth radius (IUGG), for great-circle distances."""
 
 SCORE_MIN = 1.0
+"""Lowest customer-satisfaction or service-quality score a customer can give."""
 SCORE_MAX = 5.0
-"""Customer-satisfaction and service-quality scores are marked on a 1-5 scale."""
+"""Highest customer-satisfaction or service-quality score a customer can give."""
 
 _SLACK = 1e-9
 
@@ -192,14 +194,14 @@ class Task:
 
     skills: frozenset[str]
     cost: float
-    """Estimated service cost (SC), positive."""
+    """Estimated service cost (SC); 0 means no estimate, so constraint 2 is not applied."""
     location: Place
     min_performance: float = 0.0
     """Constraint 4: the lowest W the requester accepts."""
 
     def __post_init__(self) -> None:
-        if not self.cost > 0:
-            raise ValueError(f"task cost must be positive, got {self.cost}")
+        if not self.cost >= 0:
+            raise ValueError(f"task cost must not be negative, got {self.cost}")
         if math.isnan(self.min_performance):
             raise ValueError("min_performance must be a number")
 
@@ -215,7 +217,7 @@ class Assessment:
     """Required skills the engineer lacks, sorted."""
     distance_km: float
     price_gap: float | None
-    """``|average_price - cost| / cost``; None without price history."""
+    """``|average_price - cost| / cost``; None without price history or estimate."""
     ar: float
     cs: float
     sq: float
@@ -301,7 +303,7 @@ def _screen(task: Task, engineer: EngineerRecord, rules: CrowdRules) -> Assessme
     if missing:
         failed.append("skills")
     price_gap: float | None = None
-    if engineer.average_price is not None:
+    if engineer.average_price is not None and task.cost > 0:
         gap = abs(engineer.average_price - task.cost)
         price_gap = gap / task.cost
         if not _at_most(gap, rules.price_tolerance * task.cost):
@@ -344,8 +346,8 @@ def crowdsource(task: Task, engineers: Sequence[EngineerRecord], rules: CrowdRul
     scored: dict[str, Assessment] = {}
     for a, cs_norm, sq_norm in zip(pool, cs_norms, sq_norms, strict=True):
         w = performance(a.ar, cs_norm, sq_norm, rules)
-        # Constraint 4: min_performance <= W, i.e. not W < min_performance beyond the slack.
-        failed = a.failed if _at_most(task.min_performance, w) else ("performance",)
+        # Constraint 4: the requester's threshold is at most W.
+        failed = () if _at_most(task.min_performance, w) else ("performance",)
         scored[a.engineer_id] = replace(
             a, failed=failed, cs_norm=cs_norm, sq_norm=sq_norm, performance=w
         )

@@ -699,11 +699,11 @@ def import_engineers(
     specs, errors = _parse(text)
     good: list[tuple[int, EngineerSpec]] = []
     for chunk in _chunks(specs):
-        roles = dict(
-            session.execute(
-                select(User.id, User.role).where(User.id.in_([s.user_id for _, s in chunk]))
-            ).tuples()
-        )
+        ids = [s.user_id for _, s in chunk]
+        roles = {
+            user.id: user.role
+            for user in session.execute(select(User.id, User.role).where(User.id.in_(ids)))
+        }
         for line, spec in chunk:
             role = roles.get(spec.user_id, Role.ENGINEER.value)
             if role == Role.ENGINEER.value:

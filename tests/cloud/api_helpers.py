@@ -20,6 +20,7 @@ from cloud.domain import Role
 from cloud.keys import keygen
 from cloud.models import Alarm, Device, Sample, Twin, TwinValue, Uplink
 from cloud.registry import add_device
+from cloud.service.platform import ServicePlatform
 from cloud.settings import CloudSettings
 from protocols.cose import generate_private_key
 
@@ -52,6 +53,12 @@ class World:
     clock: Clock
     settings: CloudSettings
     commands: CommandService
+
+    @property
+    def platform(self) -> ServicePlatform:
+        """The app's service platform."""
+        platform: ServicePlatform = self.app.state.context.platform
+        return platform
 
     @contextmanager
     def db(self) -> Iterator[Session]:

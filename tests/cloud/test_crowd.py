@@ -261,11 +261,18 @@ def test_performance_threshold_boundary_is_inclusive() -> None:
     assert a.eligible
 
 
+def test_zero_estimate_skips_the_price_constraint() -> None:
+    # |200 - 0| <= 0.3 * 0 would exclude everyone with history; 0 means "no estimate".
+    (a,) = crowdsource(task(cost=0.0), [engineer("a", average_price=200.0)], RULES).assessments
+    assert a.eligible
+    assert a.price_gap is None
+
+
 def test_task_refuses_nonsense() -> None:
     with pytest.raises(ValueError, match="cost"):
         task(cost=-1.0)
     with pytest.raises(ValueError, match="cost"):
-        task(cost=0.0)
+        task(cost=math.nan)
 
 
 def test_duplicate_engineer_ids_are_refused() -> None:
@@ -662,7 +669,9 @@ def test_shortlist_properties(
     got = shortlist(
         answers, cost=cost, boiler=BOILER, principle=principle, travel=TRAVEL, size=size
     )
-    rankable = [r for r in answers if r.available and r.quote is not None and r.location]
+    rankable = [
+        r for r in answers if r.available and r.quote is not None and r.location is not None
+    ]
     assert len(got) == min(size, len(rankable))
     assert [c.position for c in got] == list(range(1, len(got) + 1))
     assert all(0.0 <= c.rank_pct <= 100.0 for c in got)
