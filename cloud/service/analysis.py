@@ -17,10 +17,13 @@ from dataclasses import dataclass, field, fields
 from enum import IntEnum, StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cloud.errors import ConfigError
 from protocols.reference import BoilerStatus, FaultCode
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 
 class _Level(IntEnum):
@@ -164,7 +167,7 @@ class Validation:
 
 _Reader = Callable[["_Table", str], Any]
 _REQUIRED: Any = object()
-_T = TypeVar("_T")
+_T = TypeVar("_T", bound="DataclassInstance")
 
 
 def _reads(reader: _Reader) -> dict[str, _Reader]:
@@ -527,7 +530,7 @@ class _Table:
                 )
 
     def build(self, cls: type[_T], **given: Any) -> _T:
-        readers = {f.name: f.metadata["toml"] for f in fields(cls) if "toml" in f.metadata}  # type: ignore[arg-type]
+        readers = {f.name: f.metadata["toml"] for f in fields(cls) if "toml" in f.metadata}
         self.only(readers)
         return cls(**given, **{key: read(self, key) for key, read in readers.items()})
 

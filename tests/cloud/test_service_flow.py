@@ -22,13 +22,15 @@ def world(db_url: str, tmp_path: Path) -> Iterator[World]:
 
 def test_whole_flow(world: World) -> None:
     engineer(world, "eve", invitations=4, accepted=3, evaluated=2, cs_sum=9.0, sq_sum=8.0)
-    engineer(world, "ed", invitations=2, accepted=1, evaluated=1, cs_sum=3.0, sq_sum=3.0)
+    engineer(world, "eddie", invitations=2, accepted=1, evaluated=1, cs_sum=3.0, sq_sum=3.0)
     tom, olivia = world.login("tom"), world.login("olivia")
     created = world.client.post("/api/v1/jobs", json=REPAIR, headers=tom)
     assert created.status_code == 201, created.text
     job = created.json()
     assert job["state"] == "pending_authorization"
-    approved = world.client.post(f"/api/v1/jobs/{job['id']}/authorize", json={"approve": True}, headers=olivia)
+    approved = world.client.post(
+        f"/api/v1/jobs/{job['id']}/authorize", json={"approve": True}, headers=olivia
+    )
     assert approved.status_code == 200, approved.text
     job = approved.json()
     assert job["state"] == "crowdsourcing", job
@@ -43,7 +45,9 @@ def test_whole_flow(world: World) -> None:
     assert job["state"] == "shortlisted", job
     short = world.client.get(f"/api/v1/jobs/{job['id']}/shortlist", headers=olivia).json()
     assert [c["engineer_id"] for c in short["candidates"]] == ["eve"]
-    r = world.client.post(f"/api/v1/jobs/{job['id']}/select", json={"engineer_id": "eve"}, headers=olivia)
+    r = world.client.post(
+        f"/api/v1/jobs/{job['id']}/select", json={"engineer_id": "eve"}, headers=olivia
+    )
     assert r.status_code == 200, r.text
     r = world.client.post(f"/api/v1/boilers/{DEV}/commands", json={"name": "restart"}, headers=eve)
     assert r.status_code == 403, r.text
