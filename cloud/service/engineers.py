@@ -473,29 +473,26 @@ def decode_csv(data: str | bytes) -> str:
     """The text of a CSV upload, checked for size and encoding (`InvalidInput` otherwise)."""
     if isinstance(data, str):
         try:
-            size = len(data.encode("utf-8"))
+            raw = data.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise InvalidInput(
                 f"text is not valid Unicode (character {exc.start + 1})", field="file"
             ) from exc
-        text = data
     else:
-        size = len(data)
-        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-            raise InvalidInput("file is UTF-16; save it as UTF-8 (CSV UTF-8)", field="file")
-        text = ""
-    if size > MAX_BYTES:
+        raw = data
+    if len(raw) > MAX_BYTES:
         raise InvalidInput(f"file is larger than {MAX_BYTES} bytes; split it", field="file")
-    if isinstance(data, bytes):
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = data.count(b"\n", 0, exc.start) + 1
-            raise InvalidInput(
-                f"not UTF-8: byte 0x{data[exc.start]:02x} on line {line}; save the file as "
-                "UTF-8 (CSV UTF-8)",
-                field="file",
-            ) from exc
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InvalidInput("file is UTF-16; save it as UTF-8 (CSV UTF-8)", field="file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise InvalidInput(
+            f"not UTF-8: byte 0x{raw[exc.start]:02x} on line {line}; save the file as UTF-8 "
+            "(CSV UTF-8)",
+            field="file",
+        ) from exc
     text = text.removeprefix("\ufeff")
     if "\x00" in text:
         raise InvalidInput("file contains NUL characters; save it as UTF-8 text", field="file")

@@ -25,12 +25,15 @@ from cloud.db import make_engine, session_factory, transaction
 from cloud.domain import Role
 from cloud.keys import keygen
 from cloud.registry import add_device
+from cloud.service.engineers import EngineerSpec, upsert_engineer
 from tests.broker import CLOUD_PASSWORD, Broker, free_port
 from tests.edge_agent.harness import Gateway
 
 PASSWORD = "correct-horse-battery"
 """Password of every user the stack creates."""
 CLOUD_KID = "cloud-stack"
+REPAIR_SKILLS = ("gas_safe", "boiler_repair", "gas", "ignition")
+"""What an F28 repair asks of an engineer (`cloud/service/rules.toml`)."""
 
 
 async def eventually(
@@ -89,6 +92,30 @@ class Stack:
         """Create a user with `PASSWORD`."""
         with transaction(self.sessions) as session:
             create_user(session, user_id, PASSWORD, role, now_ms=int(time.time() * 1000))
+
+    def engineer(
+        self,
+        user_id: str,
+        *,
+        at: tuple[float, float],
+        skills: tuple[str, ...] = REPAIR_SKILLS,
+        **history: Any,
+    ) -> None:
+        """An engineer with `PASSWORD`, a home `at` (lat, lon) and `history` (invitations,
+        accepted, evaluated, cs_sum, sq_sum)."""
+        spec = EngineerSpec(
+            user_id=user_id,
+            display_name=user_id.title(),
+            gas_safe_number="1234567",
+            skills=frozenset(skills),
+            languages=frozenset({"en"}),
+            training=frozenset(),
+            home_lat=at[0],
+            home_lon=at[1],
+            **history,
+        )
+        with transaction(self.sessions) as session:
+            upsert_engineer(session, spec, now_ms=int(time.time() * 1000), password=PASSWORD)
 
     def gateway(self, directory: Path, pty: str, device_id: str, **overrides: Any) -> Gateway:
         """An edge agent registered with this cloud and pinning its command key."""
@@ -187,6 +214,12 @@ class Stack:
         response = await self.api.get(path, headers=await self.login(user_id))
         assert response.status_code == 200, response.text
         return response.json()
+
+    async def post(
+        self, user_id: str, path: str, body: Any = None, **headers: str
+    ) -> httpx.Response:
+        """POST `body` as JSON as `user_id`; the answer, whatever its status."""
+        return await self.api.post(path, json=body, headers={**await self.login(user_id), **headers})
 
     async def twin(self, user_id: str, device_id: str) -> dict[str, Any]:
         return await self.get(user_id, f"/api/v1/boilers/{device_id}")  # type: ignore[no-any-return]

@@ -16,7 +16,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "cloud.toml"
 
 def test_example_documents_every_setting_and_loads() -> None:
     text = EXAMPLE.read_text()
-    mentioned = set(re.findall(r"^#? ?([a-z_]+) = ", text, re.MULTILINE))
+    mentioned = set(re.findall(r"^#? ?([a-z0-9_]+) = ", text, re.MULTILINE))
     fields = {f.name for f in dataclasses.fields(CloudSettings)}
     assert fields - mentioned == set()
     settings = load_settings(EXAMPLE)
@@ -34,6 +34,13 @@ def test_example_documents_every_setting_and_loads() -> None:
         ("command_ttl_s = 0\n", "command_ttl_s"),
         ("restart_limit = 0\n", "restart_limit"),
         ('ingest_group = "a/b"\n', "ingest_group"),
+        ("q_ar = 0.6\n", "q_ar"),
+        ("invite_min = 11\n", "invite_min"),
+        ("invite_fraction = 0\n", "invite_fraction"),
+        ("radius_km = 0\n", "radius_km"),
+        ("verify_normal_s = -1\n", "verify_normal_s"),
+        ("shortlist_size = 0\n", "shortlist_size"),
+        ("newcomer_slots = -1\n", "newcomer_slots"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path: Path, text: str, key: str) -> None:
