@@ -31,7 +31,7 @@ from cloud.models import Alarm, Device, Engineer, EngineerPrice, Job, Twin
 from cloud.service.config import PlatformConfig
 from cloud.service.crowd import updated_means
 from cloud.service.domain import CompletionReport, JobEvent, JobState
-from cloud.service.notify import NotificationKind, end_user, notify
+from cloud.service.notify import NotificationKind, notify
 from cloud.service.requests import move, observe, record
 from cloud.twin import connectivity
 from protocols.reference import BoilerStatus
@@ -250,8 +250,6 @@ def _verify(
             "evidence": evidence,
         },
     )
-    device = session.get(Device, job.device_id)
-    assert device is not None
     token = secrets.token_urlsafe(24)
     job.evaluation_token_hash = token_hash(token)
     expires = now + int(config.settings.evaluation_ttl_s * 1000)
@@ -267,7 +265,7 @@ def _verify(
     )
     notify(
         session,
-        [end_user(device)],
+        [job_end_user(job)],
         NotificationKind.EVALUATE,
         f"How did {job.engineer_id} do? Rate the service",
         "Your rating (1-5 for satisfaction and for quality) helps others choose.",
@@ -276,6 +274,11 @@ def _verify(
         job_id=job.id,
         data={"evaluation_token": token, "expires": expires},
     )
+
+
+def job_end_user(job: Job) -> str | None:
+    """Who lived with the boiler when the job was raised: the tenant, else the owner."""
+    return job.tenant_id or job.owner_id
 
 
 def token_hash(token: str) -> str:
@@ -294,9 +297,7 @@ def evaluate(
     now: int,
 ) -> dict[str, Any]:
     """The end user rates the verified job once; returns the engineer's updated figures."""
-    device = session.get(Device, job.device_id)
-    assert device is not None
-    if caller.user_id != end_user(device):
+    if caller.user_id != job_end_user(job):
         raise Forbidden("only the boiler's end user evaluates the service")
     if job.state == JobState.EVALUATED:
         raise Conflict("this job has already been evaluated")

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import transaction
@@ -57,6 +58,12 @@ class ServicePlatform:
     def create_request(self, caller: Caller, data: RequestInput) -> tuple[Job, bool]:
         """Raise a request (validated and crowdsourced at once when the owner raises it)."""
         try:
+            with transaction(self.sessions) as session:
+                return requests.create(session, self.config, caller, data, self.clock())
+        except IntegrityError:
+            if data.idempotency_key is None:
+                raise
+            # The same key raced in from a retry: answer with the job that won.
             with transaction(self.sessions) as session:
                 return requests.create(session, self.config, caller, data, self.clock())
         except NotFound:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from cloud.api.deps import API_PREFIX, CallerDep, ContextDep, SessionDep
 from cloud.api.problems import PROBLEM_RESPONSES
@@ -244,7 +244,7 @@ def job_thread(
         ).all()
     rows = session.scalars(
         select(ThreadEvent)
-        .where(ThreadEvent.device_id == job.device_id, or_(ThreadEvent.subject.in_(subjects)))
+        .where(ThreadEvent.device_id == job.device_id, ThreadEvent.subject.in_(subjects))
         .order_by(ThreadEvent.id)
         .limit(limit)
     )
