@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloud.domain import Caller, Role
-from cloud.errors import Conflict, InvalidInput
+from cloud.errors import Conflict, InvalidInput, NotFound
 from cloud.models import Token, User
 
 log = logging.getLogger(__name__)
@@ -102,10 +102,7 @@ def create_user(
             "or digit)",
             field="id",
         )
-    if len(password) < MIN_PASSWORD:
-        raise InvalidInput(f"password must be at least {MIN_PASSWORD} characters", field="password")
-    if len(password) > MAX_PASSWORD:
-        raise InvalidInput(f"password must be at most {MAX_PASSWORD} characters", field="password")
+    check_password(password)
     if session.get(User, user_id) is not None:
         raise Conflict(f"user {user_id} already exists", user_id=user_id)
     user = User(
@@ -208,3 +205,32 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
+def check_password(password: str) -> None:
+    """`InvalidInput` for a password shorter than `MIN_PASSWORD` or longer than `MAX_PASSWORD`."""
+    if len(password) < MIN_PASSWORD:
+        raise InvalidInput(f"password must be at least {MIN_PASSWORD} characters", field="password")
+    if len(password) > MAX_PASSWORD:
+        raise InvalidInput(f"password must be at most {MAX_PASSWORD} characters", field="password")
+
+
+def set_password(
+    session: Session,
+    user_id: str,
+    password: str,
+    *,
+    hasher: PasswordHasher = DEFAULT_HASHER,
+) -> None:
+    """Give any user a new password and end their sessions (their tokens are deleted).
+
+    `NotFound` for an unknown user; `InvalidInput` for a password `create_user` would refuse.
+    """
+    check_password(password)
+    user = session.get(User, user_id) if USER_ID.fullmatch(user_id) else None
+    if user is None:
+        raise NotFound(f"user {user_id} not found", user_id=user_id)
+    user.password_hash = hasher.hash(password)
+    session.execute(delete(Token).where(Token.user_id == user_id))
+    session.flush()
+    log.info("password of user %s set", user_id)

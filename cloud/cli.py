@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from sqlalchemy.orm import Session
 
-from cloud import registry
+from cloud import auth, registry
 from cloud.auth import create_user
 from cloud.db import make_engine, session_factory, transaction, upgrade
 from cloud.domain import Role, wall_ms
@@ -296,7 +296,7 @@ def users_password(
     settings = _settings(config, db_url=db)
     password = _read_password(password_file)
     with _session(settings) as session:
-        engineers.set_password(session, id, password)
+        auth.set_password(session, id, password)
     typer.echo(f"password of {id} set")
 
 

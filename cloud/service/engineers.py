@@ -56,10 +56,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cloud.auth import DEFAULT_HASHER, MAX_PASSWORD, MIN_PASSWORD, USER_ID, PasswordHasher
+from cloud.auth import DEFAULT_HASHER, USER_ID, PasswordHasher, check_password
 from cloud.domain import Role
 from cloud.errors import Conflict, InvalidInput, NotFound
-from cloud.models import Engineer, EngineerPrice, Token, User
+from cloud.models import Engineer, EngineerPrice, User
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ def upsert_engineer(
     engineer = session.get(Engineer, spec.user_id)
     if user is None:
         if password is not None:
-            _check_password(password)
+            check_password(password)
         hashed = UNUSABLE_PASSWORD if password is None else hasher.hash(password)
         session.add(_new_user(spec, now_ms, hashed))
     else:
@@ -350,34 +350,6 @@ def engineer_json(
             for p in sorted(prices, key=lambda p: p.service_type)
         },
     }
-
-
-def set_password(
-    session: Session,
-    user_id: str,
-    password: str,
-    *,
-    hasher: PasswordHasher = DEFAULT_HASHER,
-) -> None:
-    """Give any user a new password and end their sessions (their tokens are deleted).
-
-    `NotFound` for an unknown user; `InvalidInput` for a password `create_user` would refuse.
-    """
-    _check_password(password)
-    user = session.get(User, user_id) if USER_ID.fullmatch(user_id) else None
-    if user is None:
-        raise NotFound(f"user {user_id} not found", user_id=user_id)
-    user.password_hash = hasher.hash(password)
-    session.execute(delete(Token).where(Token.user_id == user_id))
-    session.flush()
-    log.info("password of user %s set", user_id)
-
-
-def _check_password(password: str) -> None:
-    if len(password) < MIN_PASSWORD:
-        raise InvalidInput(f"password must be at least {MIN_PASSWORD} characters", field="password")
-    if len(password) > MAX_PASSWORD:
-        raise InvalidInput(f"password must be at most {MAX_PASSWORD} characters", field="password")
 
 
 def _new_user(spec: EngineerSpec, now_ms: int, password_hash: str) -> User:

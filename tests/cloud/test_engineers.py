@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
+from cloud import auth
 from cloud.auth import PasswordHasher, authenticate, create_user, issue_token
 from cloud.cli import app
 from cloud.db import make_engine, session_factory, transaction
@@ -270,14 +271,14 @@ def test_upsert_and_passwords(sessions: sessionmaker[Session]) -> None:
         _, prices = load_engineer(session, "bob.eng")
         assert [(p.service_type, p.average, p.jobs) for p in prices] == [("repair", 80.0, 2)]
     with transaction(sessions) as session:
-        engineers.set_password(session, "bob.eng", "a-new-password", hasher=FAST)
+        auth.set_password(session, "bob.eng", "a-new-password", hasher=FAST)
     with sessions() as session:
         assert authenticate(session, "bob.eng", "a-new-password") is not None
         assert session.scalars(select(Token)).all() == []  # old sessions ended
     with transaction(sessions) as session, pytest.raises(InvalidInput):
-        engineers.set_password(session, "bob.eng", "short", hasher=FAST)
+        auth.set_password(session, "bob.eng", "short", hasher=FAST)
     with transaction(sessions) as session, pytest.raises(NotFound):
-        engineers.set_password(session, "nobody", "a-long-password", hasher=FAST)
+        auth.set_password(session, "nobody", "a-long-password", hasher=FAST)
     with transaction(sessions) as session, pytest.raises(InvalidInput, match="at least"):
         upsert_engineer(session, spec(user_id="dan.eng"), now_ms=T0, password="short")
     with sessions() as session, pytest.raises(NotFound):
