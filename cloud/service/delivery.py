@@ -9,7 +9,8 @@
 * Verification (`sweep_verification`): ``verified`` once the twin has shown normal
   operation (online, not in lockout or blocking error, no fault code) continuously for
   ``verify_normal_s``; ``failed_verification`` if a new lockout episode begins after the
-  report, or if it never runs normally within ``verify_timeout_s``.
+  report (by device time, or by a seq above the twin's at the report), or if it never runs
+  normally within ``verify_timeout_s``.
 * Evaluation: only the boiler's end user (the tenant, or the owner where there is none) gets a
   one-time token when the job is verified; their CS and SQ scores (1-5) update the engineer's
   running means (eqs. 15-16), kept as sums over evaluated jobs.
@@ -22,7 +23,7 @@ import logging
 import secrets
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from cloud.domain import Caller, Connectivity, Role
@@ -61,11 +62,13 @@ def complete(
         raise InvalidInput("report too long", field="actions")
     device = session.get(Device, job.device_id)
     assert device is not None
+    twin = session.get(Twin, job.device_id)
     job.report = {
         "cause": report.cause.strip(),
         "actions": report.actions.strip(),
         "parts": [p.strip()[:200] for p in report.parts if p.strip()],
         "reported": now,
+        "seq_at_report": twin.max_seq if twin else None,
     }
     job.completed_ms = now
     job.normal_since_ms = None
@@ -177,7 +180,7 @@ def sweep_verification(session: Session, config: PlatformConfig, now: int) -> li
             .where(
                 Alarm.device_id == job.device_id,
                 Alarm.kind == "lockout",
-                Alarm.start_ms > job.completed_ms,
+                _after_report(job),
             )
             .order_by(Alarm.start_ms)
             .limit(1)
@@ -205,6 +208,15 @@ def sweep_verification(session: Session, config: PlatformConfig, now: int) -> li
         if job.state != JobState.COMPLETED:
             changed.append((job.id, job.state))
     return changed
+
+
+def _after_report(job: Job) -> ColumnElement[bool]:
+    """Episodes begun after the completion report: by the device's clock, or (so a device clock
+    running behind the cloud's cannot hide a relapse) by seq."""
+    assert job.completed_ms is not None
+    seq = job.report.get("seq_at_report")
+    later = Alarm.start_ms > job.completed_ms
+    return or_(later, Alarm.seq > seq) if isinstance(seq, int) else later
 
 
 def _fail(session: Session, job: Job, why: str, evidence: dict[str, Any], now: int) -> None:

@@ -219,7 +219,9 @@ class Stack:
         self, user_id: str, path: str, body: Any = None, **headers: str
     ) -> httpx.Response:
         """POST `body` as JSON as `user_id`; the answer, whatever its status."""
-        return await self.api.post(path, json=body, headers={**await self.login(user_id), **headers})
+        return await self.api.post(
+            path, json=body, headers={**await self.login(user_id), **headers}
+        )
 
     async def twin(self, user_id: str, device_id: str) -> dict[str, Any]:
         return await self.get(user_id, f"/api/v1/boilers/{device_id}")  # type: ignore[no-any-return]
