@@ -8,12 +8,16 @@ not leak. The rule, by role:
 * tenant: boilers whose ``tenant_id`` is them;
 * engineer: boilers of jobs they are invited to (invitation open or accepted, while the
   job is still crowdsourcing or shortlisted) or contracted on (until the job is verified,
-  evaluated or cancelled).
+  evaluated, cancelled or has failed verification). Only a contracted engineer sees the
+  people and the address (`sees_people`), and engineers see the boiler's own events in its
+  thread, not the service jobs' (those are in the job's thread, for the contracted one).
 
 Nothing here imports FastAPI: the API and the command service use the same rule.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import ColumnElement, Select, false, select, true
 from sqlalchemy.orm import Session
@@ -70,6 +74,34 @@ def can_see(session: Session, caller: Caller, device: Device) -> bool:
     return False
 
 
+def sees_people(session: Session, caller: Caller, device: Device) -> bool:
+    """Whether `caller` may see who owns and lives with `device` and where exactly it is.
+
+    Everyone who may see the boiler, except an engineer who is only invited: they learn the
+    people and the address with the contract.
+    """
+    if caller.role is not Role.ENGINEER:
+        return True
+    contracted = select(Job.id).where(
+        Job.device_id == device.id,
+        Job.engineer_id == caller.user_id,
+        Job.state.in_([s.value for s in CONTRACTED_STATES]),
+    )
+    return session.scalar(contracted.limit(1)) is not None
+
+
+def redact_people(body: dict[str, Any]) -> dict[str, Any]:
+    """A boiler's JSON (twin or list row) without people and address, location to ~1 km."""
+    target = body.get("attributes", body)
+    for key in ("owner", "tenant", "address"):
+        if key in target:
+            target[key] = None
+    location = target.get("location")
+    if isinstance(location, dict):
+        target["location"] = {k: round(v, 2) for k, v in location.items()}
+    return body
+
+
 def visible_device(session: Session, caller: Caller, device_id: str) -> Device:
     """The boiler `device_id` if `caller` may see it; `NotFound` otherwise (either way)."""
     device = session.get(Device, device_id)
@@ -81,4 +113,4 @@ def visible_device(session: Session, caller: Caller, device_id: str) -> Device:
 def require_role(caller: Caller, allowed: frozenset[Role], action: str) -> None:
     """`Forbidden` unless `caller` has one of the `allowed` roles."""
     if caller.role not in allowed:
-        raise Forbidden(f"a {caller.role} may not {action}", role=caller.role.value)
+        raise Forbidden(f"{caller.role.article} may not {action}", role=caller.role.value)

@@ -77,8 +77,18 @@ def apply_event(session: Session, event: Event, now: int) -> None:
         _close_alarm(session, event, "fault")
     elif event.kind is EventKind.STATE_CHANGE and event.detail.get("change") == "lockout_cleared":
         _close_alarm(session, event, "lockout")
-    if opened is not None and opened.end_ms is None:
+    if opened is not None and opened.end_ms is None and not _told_by_lockout(opened):
         _tell_end_user(session, opened, now)
+
+
+def _told_by_lockout(alarm: Alarm) -> bool:
+    """A lockout fault's own episode: its lockout episode tells the people (once)."""
+    if alarm.kind != "fault" or alarm.code is None:
+        return False
+    try:
+        return FaultCode(alarm.code).is_lockout
+    except ValueError:
+        return False
 
 
 def _tell_end_user(session: Session, alarm: Alarm, now: int) -> None:

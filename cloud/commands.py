@@ -244,7 +244,7 @@ class CommandService:
         refusals = [rule(session, caller, device, now) for rule in self.restart_rules]
         if None in refusals:
             return
-        why = next((r for r in refusals if r), f"a {caller.role} may not restart this boiler")
+        why = next((r for r in refusals if r), f"{caller.role.article} may not restart this boiler")
         raise Forbidden(why, role=caller.role.value)
 
     def _check_twin(self, twin: Twin | None, device_id: str, now: int) -> None:

@@ -8,7 +8,9 @@ boiler reaching the twin, a remote restart going down to the gateway, and the th
 proves it.
 
 `prepare` is the script's last set-up step (owner and tenant of a boiler, which only the API
-sets); `run_scenario` is ``boilertwin demo --scenario ...``.
+sets); `run_scenario` is ``boilertwin demo --scenario ...``. The lockout scenario is here, with
+the HTTP client, the narrator and the steps both scenarios share; the repair scenario (the
+service platform's whole story) is in `cloud.demo_repair`.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ class Scenario(StrEnum):
 
     LOCKOUT = "lockout"
     """F28 lockout on boiler 1, seen in the twin; repair; remote restart; back to running."""
+    REPAIR = "repair"
+    """The service story: lockout, the tenant's request, crowdsourced engineers, the
+    contract, the repair and the engineer's restart, verification, the tenant's rating
+    (`cloud.demo_repair`)."""
 
 
 class DemoError(CloudError):
@@ -191,6 +197,10 @@ class DemoInfo:
     def health(self) -> str:
         """The API's health endpoint (outside ``/api/v1``)."""
         return self.api.removesuffix("/").removesuffix("/api/v1") + "/healthz"
+
+    def logins(self, role: str) -> dict[str, str]:
+        """User id -> password of every user with `role`, in ``demo.json`` order."""
+        return {user: self.passwords[user] for user, r in self.roles.items() if r == role}
 
     def user_with_role(self, role: str) -> tuple[str, str]:
         """(user id, password) of the first user with `role`."""
@@ -355,17 +365,134 @@ def _patch(api: Http, device_id: str, changes: Mapping[str, str], attempts: int 
     raise DemoError(f"boiler {device_id} kept changing under PATCH", device_id=device_id)
 
 
-# -- the lockout scenario -----------------------------------------------------------------------
+# -- steps the scenarios share ------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """How long each wait of the scenario may take (seconds, real time)."""
+    """How long each wait of a scenario may take (seconds, real time)."""
 
     online: float = 30.0
     lockout: float = 30.0
     command: float = 90.0
     recovery: float = 30.0
+    notification: float = 30.0
+    """The repair scenario: a notification to appear in someone's feed."""
+    verification: float = 120.0
+    """The repair scenario: the platform to verify the repair (the demo needs about 15 s)."""
+
+
+def twin_of(api: Http, device_id: str) -> dict[str, Any]:
+    """The boiler's twin as the logged-in user sees it."""
+    return dict(api.call("GET", f"/boilers/{device_id}"))
+
+
+def lock_out(
+    api: Http, sim: Http, device_id: str, narrator: Narrator, timeouts: Timeouts
+) -> tuple[dict[str, Any], bool]:
+    """Unless the boiler is locked out already: F28 on the simulator and a call for heat until
+    the controller locks out; then wait for the twin to show it.
+
+    Returns the twin in lockout, and whether the fault was injected now.
+    """
+    say = narrator.say
+
+    def online() -> dict[str, Any] | None:
+        current = twin_of(api, device_id)
+        return current if connectivity(current) == "online" and status_label(current) else None
+
+    current = narrator.wait_for(online, f"{device_id} to be online", timeouts.online)
+    say(f"twin of {device_id}: {describe(current)}")
+
+    injected = narrator.elapsed()
+    inject = status_label(current) != LOCKOUT
+    if inject:
+        sim.call("POST", "/fault", json_body={"code": "F28"})
+        say(f"simulator: F28 injected on {device_id} (no gas: ignition fails)")
+        if sim.call("GET", "/state").get("status") not in ("standby", LOCKOUT):
+            # A lit burner keeps burning without gas in the model: it must light again.
+            sim.call("POST", "/demand", json_body={"ch": "off", "dhw": "off"})
+            sim.call("POST", "/advance", json_body={"seconds": 60})
+            say("simulator: heat demand off for a simulated minute, so the burner goes out")
+        sim.call("POST", "/demand", json_body={"ch": "on", "dhw": "auto"})
+        sim.call("POST", "/advance", json_body={"seconds": 120})
+        truth = sim.call("GET", "/state")
+        say(
+            "simulator: heat demand on, 120 simulated seconds later the controller says "
+            f"{truth.get('status')}"
+        )
+
+    def locked_out() -> dict[str, Any] | None:
+        current = twin_of(api, device_id)
+        return current if status_label(current) == LOCKOUT else None
+
+    current = narrator.wait_for(locked_out, "the twin to show the lockout", timeouts.lockout)
+    say(
+        f"twin shows LOCKOUT {narrator.elapsed() - injected:.1f} s after the fault: "
+        f"{describe(current)}"
+    )
+    return current, inject
+
+
+def ask_restart(api: Http, device_id: str, reason: str) -> Reply:
+    """Ask for a remote restart (with a fresh Idempotency-Key); the reply, whatever it is."""
+    return api.request(
+        "POST",
+        f"/boilers/{device_id}/commands",
+        json_body={"name": "restart", "reason": reason},
+        headers={"Idempotency-Key": f"demo-{uuid.uuid4()}"},
+    )
+
+
+def restart(api: Http, device_id: str, reason: str) -> dict[str, Any]:
+    """`ask_restart`: the new command, or `DemoError` saying why it was refused."""
+    reply = ask_restart(api, device_id, reason)
+    if reply.status not in (200, 202):
+        raise DemoError(f"restart of {device_id} refused: {reply.problem()}", status=reply.status)
+    return dict(reply.json())
+
+
+def follow_command(
+    api: Http, command: Mapping[str, Any], narrator: Narrator, timeout: float
+) -> dict[str, Any]:
+    """Narrate a command's states until its outcome; returns the command as it ended."""
+    say = narrator.say
+    sent_at = narrator.elapsed()
+    seen = [str(command["state"])]
+
+    def outcome() -> dict[str, Any] | None:
+        now = api.call("GET", f"/commands/{command['id']}")
+        if now["state"] != seen[-1]:
+            seen.append(str(now["state"]))
+            say(f"  command {now['state']} (+{narrator.elapsed() - sent_at:.1f} s)")
+        return dict(now) if now["state"] in OUTCOMES else None
+
+    final = (
+        dict(command)
+        if command["state"] in OUTCOMES
+        else narrator.wait_for(outcome, "the command's outcome", timeout, every=0.1)
+    )
+    say(
+        f"command {final['state'].upper()} after {narrator.elapsed() - sent_at:.1f} s"
+        + (f" ({final['result_reason']})" if final.get("result_reason") else "")
+        + _observed(final.get("observed"))
+    )
+    return final
+
+
+def leave_lockout(api: Http, device_id: str, narrator: Narrator, timeout: float) -> dict[str, Any]:
+    """Wait for the twin to show the boiler out of lockout; returns the twin."""
+
+    def recovered() -> dict[str, Any] | None:
+        current = twin_of(api, device_id)
+        return current if status_label(current) not in (LOCKOUT, None) else None
+
+    current = narrator.wait_for(recovered, "the twin to leave lockout", timeout)
+    narrator.say(f"twin of {device_id} out of lockout: {describe(current)}")
+    return current
+
+
+# -- the lockout scenario -----------------------------------------------------------------------
 
 
 def lockout_scenario(
@@ -387,87 +514,23 @@ def lockout_scenario(
 
     api.login(user, password)
     say(f"logged in to {info.api} as {user} (manufacturer support)")
-
-    def twin() -> dict[str, Any]:
-        return dict(api.call("GET", f"/boilers/{boiler.id}"))
-
-    def online() -> dict[str, Any] | None:
-        current = twin()
-        return current if connectivity(current) == "online" and status_label(current) else None
-
-    current = narrator.wait_for(online, f"{boiler.id} to be online", timeouts.online)
-    say(f"twin of {boiler.id}: {describe(current)}")
-
-    injected = narrator.elapsed()
-    if status_label(current) != LOCKOUT:
-        sim.call("POST", "/fault", json_body={"code": "F28"})
-        say(f"simulator: F28 injected on {boiler.id} (no gas: ignition fails)")
-        sim.call("POST", "/demand", json_body={"ch": "on"})
-        sim.call("POST", "/advance", json_body={"seconds": 120})
-        truth = sim.call("GET", "/state")
-        say(
-            "simulator: heat demand on, 120 simulated seconds later the controller says "
-            f"{truth.get('status')}"
-        )
-
-    def locked_out() -> dict[str, Any] | None:
-        current = twin()
-        return current if status_label(current) == LOCKOUT else None
-
-    current = narrator.wait_for(locked_out, "the twin to show the lockout", timeouts.lockout)
-    say(
-        f"twin shows LOCKOUT {narrator.elapsed() - injected:.1f} s after the fault: "
-        f"{describe(current)}"
-    )
+    lock_out(api, sim, boiler.id, narrator, timeouts)
 
     sim.call("POST", "/repair", json_body={"code": "F28"})
     say("simulator: F28 cause repaired (gas back); the boiler stays locked out until a reset")
 
-    key = f"demo-{uuid.uuid4()}"
-    command = api.call(
-        "POST",
-        f"/boilers/{boiler.id}/commands",
-        ok=(200, 202),
-        json_body={"name": "restart", "reason": "demo: F28 gas supply restored, checked by phone"},
-        headers={"Idempotency-Key": key},
-    )
-    sent_at = narrator.elapsed()
+    command = restart(api, boiler.id, "demo: F28 gas supply restored, checked by phone")
     say(
         f"restart requested by {command.get('requested_by') or user}: "
         f"command {command['id']} is {command['state']}"
     )
-
-    seen = [str(command["state"])]
-
-    def outcome() -> dict[str, Any] | None:
-        now = api.call("GET", f"/commands/{command['id']}")
-        if now["state"] != seen[-1]:
-            seen.append(str(now["state"]))
-            say(f"  command {now['state']} (+{narrator.elapsed() - sent_at:.1f} s)")
-        return dict(now) if now["state"] in OUTCOMES else None
-
-    final = (
-        command
-        if command["state"] in OUTCOMES
-        else narrator.wait_for(outcome, "the command's outcome", timeouts.command, every=0.1)
-    )
+    final = follow_command(api, command, narrator, timeouts.command)
     succeeded = final["state"] == "succeeded"
-    say(
-        f"command {final['state'].upper()} after {narrator.elapsed() - sent_at:.1f} s"
-        + (f" ({final['result_reason']})" if final.get("result_reason") else "")
-        + _observed(final.get("observed"))
-    )
 
     left = False
     if succeeded:
-
-        def recovered() -> dict[str, Any] | None:
-            current = twin()
-            return current if status_label(current) not in (LOCKOUT, None) else None
-
-        current = narrator.wait_for(recovered, "the twin to leave lockout", timeouts.recovery)
+        leave_lockout(api, boiler.id, narrator, timeouts.recovery)
         left = True
-        say(f"twin of {boiler.id} out of lockout: {describe(current)}")
         sim.call("POST", "/demand", json_body={"ch": "auto"})
         say("simulator: heat demand back to the thermostat")
 
@@ -496,9 +559,14 @@ def _observed(observed: Any) -> str:
     )
 
 
-SCENARIOS: dict[Scenario, Callable[[DemoInfo, Narrator], bool]] = {
-    Scenario.LOCKOUT: lockout_scenario,
-}
+def player(scenario: Scenario) -> Callable[[DemoInfo, Narrator], bool]:
+    """The function that plays `scenario`."""
+    if scenario is Scenario.REPAIR:
+        # Imported here because cloud.demo_repair is built on this module.
+        from cloud.demo_repair import repair_scenario
+
+        return repair_scenario
+    return lockout_scenario
 
 
 def run_scenario(scenario: Scenario, directory: Path, out: TextIO | None = None) -> int:
@@ -511,7 +579,7 @@ def run_scenario(scenario: Scenario, directory: Path, out: TextIO | None = None)
         if _healthy(info) is None:
             raise DemoError(f"{NOT_RUNNING} (nothing answers at {info.health})")
         narrator.say(f"scenario {scenario.value}: demo in {directory}, API {info.api}")
-        ok = SCENARIOS[scenario](info, narrator)
+        ok = player(scenario)(info, narrator)
     except DemoError as exc:
         print(f"demo: {exc}", file=sys.stderr, flush=True)
         if isinstance(exc, Unreachable):

@@ -30,6 +30,11 @@ class Role(StrEnum):
     ENGINEER = "engineer"
     """Service engineer: boilers they are invited to or contracted on (service platform)."""
 
+    @property
+    def article(self) -> str:
+        """The role with its indefinite article, for messages: "an owner", "a tenant"."""
+        return f"an {self.value}" if self.value[0] in "aeiou" else f"a {self.value}"
+
 
 STAFF = frozenset({Role.ADMIN, Role.SUPPORT})
 """Roles that see the whole fleet."""

@@ -28,6 +28,18 @@ class ThreadKind:
     """Registry changes: registered, key rotated, revoked, attributes changed."""
 
 
+BOILER_KINDS = [
+    ThreadKind.ALARM,
+    ThreadKind.CONNECTIVITY,
+    ThreadKind.BIRTH,
+    ThreadKind.GAP,
+    ThreadKind.COMMAND,
+    ThreadKind.COMMAND_STATE,
+    ThreadKind.DEVICE,
+]
+"""The boiler's own events (what engineers see of a thread); the rest are service jobs'."""
+
+
 def record(
     session: Session,
     *,

@@ -110,7 +110,7 @@ def restart_refusal(
 ) -> str | None:
     """Why `caller` (an engineer) may not restart `device` now; None if they may."""
     if caller.role is not Role.ENGINEER:
-        return f"a {caller.role} may not restart this boiler"
+        return f"{caller.role.article} may not restart this boiler"
     jobs = session.scalars(
         select(Job)
         .where(Job.device_id == device.id, Job.engineer_id == caller.user_id)

@@ -67,9 +67,7 @@ _CLOSED = frozenset(
 )
 INVITED_STATES = frozenset({JobState.CROWDSOURCING, JobState.SHORTLISTED})
 """States in which invited engineers still take part (and see the boiler)."""
-CONTRACTED_STATES = frozenset(
-    {JobState.CONTRACTED, JobState.COMPLETED, JobState.FAILED_VERIFICATION}
-)
+CONTRACTED_STATES = frozenset({JobState.CONTRACTED, JobState.COMPLETED})
 """States in which the contracted engineer sees the boiler."""
 
 

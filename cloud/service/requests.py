@@ -125,8 +125,10 @@ def check_input(config: PlatformConfig, data: RequestInput) -> None:
 
 
 def ownership_failure(session: Session, caller: Caller, device_id: str, now: int) -> None:
-    """Record a failed validation step (a) in the boiler's thread, if the boiler exists."""
-    if session.get(Device, device_id) is None:
+    """Record a failed validation step (a) in the boiler's thread, if the boiler exists and
+    the caller really is neither its owner nor its tenant (a revoked boiler is just gone)."""
+    device = session.get(Device, device_id)
+    if device is None or caller.user_id in (device.owner_id, device.tenant_id):
         return
     thread.record(
         session,
@@ -139,6 +141,27 @@ def ownership_failure(session: Session, caller: Caller, device_id: str, now: int
     )
 
 
+def _same_request(job: Job, data: RequestInput) -> bool:
+    """Whether a retried request (same Idempotency-Key) asks for what `job` was raised with."""
+    stated = (
+        data.device_id,
+        data.service_type,
+        data.problem,
+        data.description.strip(),
+        data.principle.value,
+        data.min_performance,
+    )
+    stored = (
+        job.device_id,
+        job.service_type,
+        job.problem,
+        job.description,
+        job.principle,
+        job.min_performance,
+    )
+    return stated == stored and (not data.preferred_ms or data.preferred_ms == job.preferred_ms)
+
+
 def create(
     session: Session, config: PlatformConfig, caller: Caller, data: RequestInput, now: int
 ) -> tuple[Job, bool]:
@@ -148,7 +171,9 @@ def create(
     tenant gets `NotFound`, as for any boiler they may not see.
     """
     if caller.role not in REQUESTERS:
-        raise Forbidden(f"a {caller.role} may not raise a service request", role=caller.role.value)
+        raise Forbidden(
+            f"{caller.role.article} may not raise a service request", role=caller.role.value
+        )
     check_input(config, data)
     if data.idempotency_key is not None:
         existing = session.scalars(
@@ -157,7 +182,7 @@ def create(
             )
         ).first()
         if existing is not None:
-            if existing.device_id != data.device_id or existing.problem != data.problem:
+            if not _same_request(existing, data):
                 raise Conflict("this Idempotency-Key was used for another request")
             return existing, False
     device = session.get(Device, data.device_id)
@@ -446,13 +471,16 @@ def cancel(session: Session, caller: Caller, job: Job, reason: str, now: int) ->
     if not (caller.is_staff or caller.user_id in (job.requested_by, job.owner_id)):
         raise Forbidden("only the requester, the owner or support may cancel this job")
     if not JobState(job.state).cancellable:
-        raise Conflict(f"a {job.state} job can no longer be cancelled", state=job.state)
-    for invitation in session.scalars(
+        raise Conflict(f"the job is {job.state} and can no longer be cancelled", state=job.state)
+    waiting = session.scalars(
         select(Invitation).where(
-            Invitation.job_id == job.id, Invitation.state == InvitationState.OPEN.value
+            Invitation.job_id == job.id,
+            Invitation.state.in_([InvitationState.OPEN.value, InvitationState.ACCEPTED.value]),
         )
-    ):
-        invitation.state = InvitationState.WITHDRAWN.value
+    ).all()
+    for invitation in waiting:
+        if invitation.state == InvitationState.OPEN:
+            invitation.state = InvitationState.WITHDRAWN.value
     record(
         session, job, JobEvent.CANCELLATION, caller.actor, now, {"reason": reason, "was": job.state}
     )
@@ -460,7 +488,8 @@ def cancel(session: Session, caller: Caller, job: Job, reason: str, now: int) ->
     job.closed_reason = reason
     notify(
         session,
-        [job.requested_by, job.owner_id, job.tenant_id, job.engineer_id],
+        [job.requested_by, job.owner_id, job.tenant_id, job.engineer_id]
+        + [i.engineer_id for i in waiting],
         NotificationKind.CANCELLED,
         "Service job cancelled",
         reason,

@@ -11,8 +11,8 @@ from httpx import Response
 from cloud.domain import Role
 from cloud.models import Alarm
 from cloud.registry import Location
-from cloud.service.engineers import EngineerSpec, upsert_engineer
 from cloud.service.crowd import EARTH_RADIUS_KM
+from cloud.service.engineers import EngineerSpec, upsert_engineer
 from protocols.reference import BoilerStatus, FaultCode
 from tests.cloud.api_helpers import CHEAP, PASSWORD, T0, World, problem
 
@@ -130,15 +130,26 @@ class Portal:
 
     def get(self, user_id: str, path: str, **params: Any) -> Response:
         """GET /api/v1`path` as `user_id`."""
-        return self.world.client.get(f"/api/v1{path}", params=params, headers=self.auth(user_id))
+        response: Response = self.world.client.get(
+            f"/api/v1{path}", params=params, headers=self.auth(user_id)
+        )
+        return response
 
     def post(
         self, user_id: str, path: str, body: dict[str, Any] | None = None, **headers: str
     ) -> Response:
         """POST /api/v1`path` as `user_id`, with a JSON body."""
-        return self.world.client.post(
+        response: Response = self.world.client.post(
             f"/api/v1{path}", json=body or {}, headers=self.auth(user_id) | headers
         )
+        return response
+
+    def put(self, user_id: str, path: str, body: dict[str, Any]) -> Response:
+        """PUT /api/v1`path` as `user_id`, with a JSON body."""
+        response: Response = self.world.client.put(
+            f"/api/v1{path}", json=body, headers=self.auth(user_id)
+        )
+        return response
 
     def refused(self, response: Response, status: int) -> str:
         """The problem detail (the reason) of a refused request with `status`."""
@@ -234,6 +245,15 @@ class Portal:
         assert response.status_code == 200, response.text
         events: list[dict[str, Any]] = response.json()["events"]
         return events
+
+    def event(self, job_id: str, kind: str) -> dict[str, Any]:
+        """The job's last thread event of `kind`."""
+        return [e for e in self.thread(job_id) if e["kind"] == kind][-1]
+
+    def invited(self, job_id: str) -> list[str]:
+        """Who was invited to the job, by id, as the owner sees it."""
+        items = self.get("olivia", f"/jobs/{job_id}/invitations").json()["items"]
+        return sorted(i["engineer_id"] for i in items)
 
     def profile(self, engineer_id: str) -> dict[str, Any]:
         """The engineer's profile, as they see it."""

@@ -13,7 +13,13 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cloud import thread
-from cloud.access import require_role, visible_device, visible_devices
+from cloud.access import (
+    redact_people,
+    require_role,
+    sees_people,
+    visible_device,
+    visible_devices,
+)
 from cloud.api.deps import API_PREFIX, ApiContext, CallerDep, ContextDep, SessionDep
 from cloud.api.params import match, none_match, parse_duration, parse_list, parse_points, parse_time
 from cloud.api.problems import PROBLEM_RESPONSES
@@ -80,6 +86,12 @@ def list_boilers(
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.execute(query.order_by(Device.id).limit(limit).offset(offset))
     items = [boiler_summary(device, twin, now, ctx.settings) for device, twin in rows]
+    if caller.role is Role.ENGINEER:
+        devices = {device.id: device for device, _ in rows}
+        items = [
+            item if sees_people(session, caller, devices[item["id"]]) else redact_people(item)
+            for item in items
+        ]
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
@@ -99,7 +111,10 @@ def get_boiler(
     headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
     if none_match(if_none_match, tag):
         return Response(status_code=304, headers=headers)
-    return JSONResponse(twin_json(session, device, ctx.clock(), ctx.settings), headers=headers)
+    body = twin_json(session, device, ctx.clock(), ctx.settings)
+    if not sees_people(session, caller, device):
+        body = redact_people(body)
+    return JSONResponse(body, headers=headers)
 
 
 PATCH_ROLES = STAFF
@@ -258,7 +273,10 @@ def boiler_thread(
     """The boiler's digital thread, oldest first. ``next`` (and a ``Link: rel="next"``
     header) continues it; null at the end."""
     device = visible_device(session, caller, device_id)
-    page = thread.page(session, device.id, after=after, limit=limit, kinds=parse_list(kind))
+    kinds = parse_list(kind)
+    if caller.role is Role.ENGINEER:  # the boiler's own events; jobs have their own thread
+        kinds = [k for k in kinds or thread.BOILER_KINDS if k in thread.BOILER_KINDS] or ["-"]
+    page = thread.page(session, device.id, after=after, limit=limit, kinds=kinds)
     headers = {}
     if page.next_after is not None:
         url = request.url.include_query_params(after=page.next_after)
