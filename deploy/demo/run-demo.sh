@@ -6,15 +6,19 @@
 #     -> a local Mosquitto (production config and ACL, loopback listener on a free port)
 #     -> `boilertwin cloud serve` (SQLite; API + ingest + command dispatcher + sweeper)
 #
-# Devices, keys, broker logins and users are provisioned with the same `boilertwin cloud ...`
-# commands an operator uses; boiler 1 gets an owner and a tenant through the REST API. When all
-# is up, $DEMO_DIR/demo.json says where everything is and who may log in; that is what
-# `boilertwin demo --scenario lockout` reads. Each run starts from a clean slate in $DEMO_DIR.
-# Ctrl-C (or DEMO_SECONDS) stops everything in order; the logs stay.
+# Devices, keys, broker logins, users and the engineers (deploy/demo/engineers.csv, imported as
+# a contractor list) are provisioned with the same `boilertwin cloud ...` commands an operator
+# uses; boiler 1 gets an owner and a tenant through the REST API. Every demo engineer gets a
+# login: an invited engineer answers only by logging in, so `boilertwin demo --scenario repair`
+# can play each invited engineer's answer and the round closes at the last one. When all is
+# up, $DEMO_DIR/demo.json says where everything is and who may log in; that is what
+# `boilertwin demo --scenario lockout|repair` reads. Each run starts from a clean slate in
+# $DEMO_DIR. Ctrl-C (or DEMO_SECONDS) stops everything in order; the logs stay.
 #
 # Environment: DEMO_DIR (run/demo), BOILERTWIN and PYTHON (the venv's), MOSQUITTO,
-# DEMO_SECONDS to stop by itself after that many seconds, and fixed ports instead of free ones:
-# DEMO_BROKER_PORT, DEMO_API_PORT, DEMO_CONTROL_PORT (boiler 1's; the others follow it).
+# DEMO_SECONDS to stop by itself after that many seconds, DEMO_ENGINEERS (another contractor
+# list, same CSV format), and fixed ports instead of free ones: DEMO_BROKER_PORT,
+# DEMO_API_PORT, DEMO_CONTROL_PORT (boiler 1's; the others follow it).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -27,7 +31,8 @@ PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 MOSQUITTO="${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}"
 BOILERS=3
 CLOUD_KID=cloud-demo-1
-USERS=(admin:admin support:support olivia:owner tom:tenant)  # id:role
+USERS=(admin:admin support:support olivia:owner tom:tenant)  # id:role; engineers join below
+ENGINEERS_CSV="${DEMO_ENGINEERS:-$ROOT/deploy/demo/engineers.csv}"
 
 die() { echo "demo: $*" >&2; exit 1; }
 [ -x "$BOILERTWIN" ] || die "$BOILERTWIN not found: run 'make demo' (it creates .venv)"
@@ -53,6 +58,7 @@ cleanup() {
     trap - EXIT INT TERM
     local i
     # Newest first: agents say offline while the broker and the cloud are still there to hear it.
+    [ -z "${provisioning:-}" ] || stop "$provisioning"
     for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop "${pids[i]}"; done
     rm -f "$DIR/demo.json"
     echo "demo: stopped (logs in $DIR)"
@@ -139,6 +145,13 @@ command_kid = "$CLOUD_KID"
 command_ttl_s = 120.0
 api_host = "127.0.0.1"
 api_port = $API_PORT
+# The service platform at demo speed (the defaults are production's, see deploy/cloud.toml):
+# verified after 10 s of normal running instead of 30 min; unanswered invitations expire after
+# 5 min instead of 4 h (every demo engineer can log in and answer, so this is a backstop for
+# playing by hand); half the eligible engineers invited, as 10% of a handful is one.
+verify_normal_s = 10.0
+response_window_s = 300.0
+invite_fraction = 0.5
 EOF
 
 # -- gateways: a key each, registered with the cloud, a broker login, the cloud key pinned -------
@@ -203,6 +216,28 @@ for entry in "${USERS[@]}"; do
         --password-file "$DIR/users/$user.password" >/dev/null
 done
 
+# Engineers: the contractor list, imported as an operator would, then a login for each. In the
+# background (each command is ~2 s of start-up) while the broker, cloud and agents come up;
+# waited for before demo.json is written.
+engineers=()
+while IFS=, read -r engineer _ || [ -n "${engineer:-}" ]; do
+    engineer="${engineer%$'\r'}"
+    [ -n "$engineer" ] || continue
+    secret "$DIR/users/$engineer.password"
+    engineers+=("$engineer")
+    USERS+=("$engineer:engineer")
+done < <(tail -n +2 "$ENGINEERS_CSV")
+provision_engineers() {
+    "$BOILERTWIN" cloud engineers import --config "$DIR/cloud.toml" "$ENGINEERS_CSV" >/dev/null \
+        || return 1
+    for engineer in "${engineers[@]}"; do
+        "$BOILERTWIN" cloud users password --config "$DIR/cloud.toml" "$engineer" \
+            --password-file "$DIR/users/$engineer.password" >/dev/null || return 1
+    done
+}
+provision_engineers 9>&- &
+provisioning=$!
+
 # -- broker: the production config and ACL, rendered for this folder by cloud/mosquitto.py -------
 cp deploy/mosquitto/acl "$DIR/acl"
 "$PYTHON" - "$DIR" "$BROKER_PORT" <<'EOF'
@@ -235,7 +270,9 @@ for ((n = 1; n <= BOILERS; n++)); do
         "$BOILERTWIN" edge run --config "$DIR/boiler-$n/edge.toml"
 done
 
-# -- owner and tenant of boiler 1 (through the API), then demo.json: the demo is ready ------------
+# -- engineers, owner and tenant of boiler 1 (through the API), then demo.json: the demo is ready
+wait "$provisioning" || die "cannot import the engineers in $ENGINEERS_CSV"
+provisioning=""
 API="http://127.0.0.1:$API_PORT/api/v1"
 "$PYTHON" - "$DIR" "$API" "$BROKER_PORT" "${USERS[*]}" "${control_ports[@]}" <<'EOF'
 import sys
@@ -271,7 +308,7 @@ EOF
 logins=""
 for entry in "${USERS[@]}"; do
     user="${entry%%:*}"
-    logins+="$(printf '\n    %-8s %-8s password %s' "$user" "${entry#*:}" "$(cat "$DIR/users/$user.password")")"
+    logins+="$(printf '\n    %-9s %-8s password %s' "$user" "${entry#*:}" "$(cat "$DIR/users/$user.password")")"
 done
 boilers=""
 for ((n = 1; n <= BOILERS; n++)); do
@@ -286,9 +323,11 @@ boilertwin demo: the whole stack on this machine; files and logs in $DIR
   Mosquitto     mqtt://127.0.0.1:$BROKER_PORT, production auth + ACL (log: mosquitto.log)
   boilers       simulated on ptys (time x60), each with its own edge agent
                 (edge.toml, sim.log, agent.log):$boilers
-  logins        (olivia owns boiler-demo-1, tom is its tenant):$logins
+  logins        (olivia owns boiler-demo-1, tom is its tenant; the engineers are from
+                $ENGINEERS_CSV):$logins
 Try it, from another terminal:
   $BOILERTWIN demo --scenario lockout --dir $DIR
+  $BOILERTWIN demo --scenario repair --dir $DIR
   curl -s -d username=support -d password=$(cat "$DIR/users/support.password") $API/auth/token
 Ctrl-C stops everything.
 EOF
