@@ -41,7 +41,7 @@ test: $(STAMP) system-packages
 # The whole stack on this machine: 3 simulated boilers on ptys, an edge agent each, a local
 # Mosquitto (production config, loopback), the cloud (SQLite) with its API; prints the API URL
 # and demo logins, runs until Ctrl-C (DEMO_SECONDS=N stops it by itself). Then, in another
-# terminal: .venv/bin/boilertwin demo --scenario lockout. See deploy/demo/run-demo.sh.
+# terminal: .venv/bin/boilertwin demo --scenario lockout (or repair). See deploy/demo/run-demo.sh.
 demo: $(STAMP) system-packages
 	DEMO_DIR=$(RUN_DIR)/demo BOILERTWIN=$(BIN)/boilertwin PYTHON=$(BIN)/python \
 	  bash deploy/demo/run-demo.sh
