@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from cloud import thread
 from cloud.models import Alarm, Device, ThreadEvent
 from cloud.service.notify import NotificationKind, end_user, notify
+from cloud.twin import fault_text
 from protocols.messages import DetailValue, Event, EventKind
 from protocols.reference import FaultCode
 
@@ -97,10 +98,7 @@ def _tell_end_user(session: Session, alarm: Alarm, now: int) -> None:
     if device is None:
         return
     what = "is locked out and needs a reset" if alarm.kind == "lockout" else "reports a fault"
-    try:
-        text = FaultCode(alarm.code).text if alarm.code else ""
-    except ValueError:
-        text = ""
+    text = (fault_text(alarm.code) or "") if alarm.code else ""
     notify(
         session,
         [end_user(device), device.owner_id],

@@ -39,7 +39,7 @@ from cloud.errors import CommandRefused, Conflict, Forbidden, InvalidInput, NotF
 from cloud.keys import CommandKey
 from cloud.models import Command, Device, Twin
 from cloud.settings import CloudSettings
-from cloud.twin import connectivity
+from cloud.twin import connectivity, status_label
 from protocols.cose import seal
 from protocols.errors import EncodeError
 from protocols.messages import Ack, AckState, CommandName, RejectReason, Scalar
@@ -258,7 +258,7 @@ class CommandService:
             )
         assert twin is not None  # online implies a twin
         if twin.status != BoilerStatus.LOCKOUT:
-            shown = BoilerStatus(twin.status).label if twin.status in _STATUSES else twin.status
+            shown = status_label(twin.status) or twin.status
             raise CommandRefused(
                 f"boiler {device_id} is not in lockout (status {shown})",
                 RejectReason.NOT_IN_LOCKOUT,
@@ -285,9 +285,6 @@ class CommandService:
                 RejectReason.RATE_LIMITED,
                 device_id=device_id,
             )
-
-
-_STATUSES = frozenset(int(s) for s in BoilerStatus)
 
 
 def _record_state(

@@ -83,7 +83,8 @@ def fault_name(code: int | None) -> str | None:
     return f"F{code}"
 
 
-def _fault_text(code: int | None) -> str | None:
+def fault_text(code: int | None) -> str | None:
+    """Plain-words text of a fault code; None for none or an unknown code."""
     if code is None or code not in FaultCode._value2member_map_:
         return None
     return FaultCode(code).text
@@ -185,7 +186,7 @@ def _value_json(value: TwinValue) -> dict[str, Any]:
             reading["label"] = status_label(code)
         else:
             reading["name"] = fault_name(code)
-            reading["text"] = _fault_text(code)
+            reading["text"] = fault_text(code)
     return reading
 
 
@@ -204,7 +205,7 @@ def _alarm_json(alarm: Alarm, now_ms: int) -> dict[str, Any]:
         "kind": alarm.kind,
         "code": alarm.code,
         "name": alarm.name or fault_name(alarm.code),
-        "text": _fault_text(alarm.code),
+        "text": fault_text(alarm.code),
         "start": alarm.start_ms,
         "end": alarm.end_ms,
         "open": alarm.end_ms is None,

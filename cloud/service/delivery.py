@@ -34,7 +34,7 @@ from cloud.service.crowd import updated_means
 from cloud.service.domain import CompletionReport, JobEvent, JobState
 from cloud.service.notify import NotificationKind, notify
 from cloud.service.requests import move, observe, record
-from cloud.twin import connectivity
+from cloud.twin import connectivity, status_label
 from protocols.reference import BoilerStatus
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def _normal(twin: Twin | None, state: Connectivity) -> bool:
 def _evidence(twin: Twin | None, state: Connectivity) -> dict[str, Any]:
     if twin is None:
         return {"connectivity": state.value}
-    label = BoilerStatus(twin.status).label if twin.status in _STATUSES else twin.status
+    label = status_label(twin.status) or twin.status
     return {
         "connectivity": state.value,
         "status": label,
@@ -159,9 +159,6 @@ def _evidence(twin: Twin | None, state: Connectivity) -> dict[str, Any]:
         "last_seen": twin.last_seen_ms,
         "twin_version": twin.version,
     }
-
-
-_STATUSES = frozenset(int(s) for s in BoilerStatus)
 
 
 def sweep_verification(session: Session, config: PlatformConfig, now: int) -> list[tuple[str, str]]:
