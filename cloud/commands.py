@@ -35,7 +35,15 @@ from cloud import thread
 from cloud.access import can_see
 from cloud.db import transaction
 from cloud.domain import Caller, Clock, CommandState, Connectivity, Role, wall_ms
-from cloud.errors import CommandRefused, Conflict, Forbidden, InvalidInput, NotFound, RateLimited
+from cloud.errors import (
+    CloudError,
+    CommandRefused,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+)
 from cloud.keys import CommandKey
 from cloud.models import Command, Device, Twin
 from cloud.settings import CloudSettings
@@ -173,14 +181,9 @@ class CommandService:
             )
         if request.args:
             raise InvalidInput("restart takes no arguments", args=dict(request.args))
-        self._check_restart_allowed(session, caller, device, request, now)
-        if device.revoked:
-            raise CommandRefused(f"boiler {device_id} is revoked", "revoked", device_id=device_id)
-        twin = session.scalars(
-            select(Twin).where(Twin.device_id == device_id).with_for_update()
-        ).first()
-        self._check_twin(twin, device_id, now)
-        self._check_rate(session, device_id, now)
+        if caller.role in RESTART_ROLES and len(request.reason.strip()) < MIN_REASON:
+            raise InvalidInput("support must record a reason for a restart", field="reason")
+        twin = self._check_restart(session, caller, device, now, lock=True)
         message = CommandMessage(
             id=str(uuid.uuid4()),
             dev=device_id,
@@ -234,12 +237,33 @@ class CommandService:
         _record_state(session, row, None, CommandState.CREATED, now, now, caller.actor, {})
         return row
 
+    def restart_refusal(self, session: Session, caller: Caller, device: Device) -> str | None:
+        """Why `caller` could not restart `device` now (None: they could), without creating
+        anything: the same checks `create` makes, for a page to enable or explain its button.
+        A reason the caller has yet to type is not checked."""
+        try:
+            self._check_restart(session, caller, device, self.clock(), lock=False)
+        except CloudError as refused:
+            return refused.detail
+        return None
+
+    def _check_restart(
+        self, session: Session, caller: Caller, device: Device, now: int, *, lock: bool
+    ) -> Twin | None:
+        """Every rule a restart must pass but the reason; the twin it was judged on."""
+        self._check_restart_allowed(session, caller, device, now)
+        if device.revoked:
+            raise CommandRefused(f"boiler {device.id} is revoked", "revoked", device_id=device.id)
+        query = select(Twin).where(Twin.device_id == device.id)
+        twin = session.scalars(query.with_for_update() if lock else query).first()
+        self._check_twin(twin, device.id, now)
+        self._check_rate(session, device.id, now)
+        return twin
+
     def _check_restart_allowed(
-        self, session: Session, caller: Caller, device: Device, request: CommandRequest, now: int
+        self, session: Session, caller: Caller, device: Device, now: int
     ) -> None:
         if caller.role in RESTART_ROLES:
-            if len(request.reason.strip()) < MIN_REASON:
-                raise InvalidInput("support must record a reason for a restart", field="reason")
             return
         refusals = [rule(session, caller, device, now) for rule in self.restart_rules]
         if None in refusals:

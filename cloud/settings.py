@@ -9,6 +9,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cloud.errors import ConfigError
 
@@ -57,6 +58,14 @@ class CloudSettings:
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     token_ttl_s: float = 12 * 3600.0
+    portal_live_poll_s: float = 1.0
+    """How often a portal page's live stream (SSE) looks for a change in what it shows."""
+    portal_live_max_s: float = 600.0
+    """A live stream ends after this long; the browser reconnects at once (bounds each one)."""
+    portal_secure_cookie: bool = False
+    """Mark the portal's session cookie ``Secure`` (set it when serving over HTTPS)."""
+    portal_timezone: str = "Europe/London"
+    """IANA zone the portal shows times in."""
 
     # --- Service platform (README "Service platform"; the paper's eqs. 2-17) ---
     service_rules_file: Path | None = None
@@ -141,6 +150,10 @@ def load_settings(path: Path | None = None, **overrides: Any) -> CloudSettings:
 
 
 def _check(s: CloudSettings) -> None:
+    try:
+        ZoneInfo(s.portal_timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError("portal_timezone", f"unknown time zone {s.portal_timezone!r}") from None
     if not s.db_url.startswith(("sqlite", "postgresql")):
         raise ConfigError("db_url", f"must be sqlite:///... or postgresql://..., got {s.db_url!r}")
     if not 0 < s.broker_port < 65536:
@@ -161,6 +174,8 @@ def _check(s: CloudSettings) -> None:
         "verify_timeout_s",
         "evaluation_ttl_s",
         "road_factor",
+        "portal_live_poll_s",
+        "portal_live_max_s",
     )
     for name in positive:
         if getattr(s, name) <= 0:

@@ -22,6 +22,7 @@ from cloud.api.routes import auth, boilers, fleet, jobs, people
 from cloud.api.routes import commands as command_routes
 from cloud.commands import CommandService
 from cloud.domain import Clock, wall_ms
+from cloud.portal.app import install_portal
 from cloud.service.config import PlatformConfig
 from cloud.service.platform import ServicePlatform
 from cloud.settings import CloudSettings
@@ -65,6 +66,8 @@ def create_app(
     routers = (auth, boilers, command_routes, fleet, jobs, people)
     for router in (module.router for module in routers):
         app.include_router(router)
+
+    install_portal(app)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> Response:

@@ -1,0 +1,7 @@
+"""The portal's pages, one module per area; `PAGE_MODULES` is what `install_portal` mounts."""
+
+from __future__ import annotations
+
+from cloud.portal.pages import auth, boilers, commands, notifications
+
+PAGE_MODULES = (auth, boilers, commands, notifications)

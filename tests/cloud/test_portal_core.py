@@ -1,0 +1,192 @@
+"""The portal's core, in-process on SQLite and PostgreSQL: log-in and log-out with the API's
+users, form tokens, role checks on the boiler page exactly as the API makes them, the
+restart button's reason, and error pages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cloud.domain import Role
+from cloud.portal.session import SESSION_COOKIE
+from cloud.service.notify import notify
+from tests.cloud.api_helpers import T0, World, world_for
+from tests.cloud.portal_helpers import Visitor, page_text
+from tests.cloud.service_helpers import DEV, engineer, lockout_boiler
+
+
+@pytest.fixture
+def world(db_url: str, tmp_path: Path) -> Iterator[World]:
+    """Olivia owns and Tom rents the boiler, online and locked out on F28; support Sue."""
+    with world_for(db_url, tmp_path) as world:
+        lockout_boiler(world)
+        world.value(DEV, "flow_temp", 41.5, T0)
+        world.user("sue", Role.SUPPORT)
+        world.user("ann", Role.TENANT)
+        world.user("otto", Role.OWNER)
+        world.boiler("boiler-0002", owner="otto", tenant="ann")
+        yield world
+
+
+def test_login_sends_each_role_to_its_main_page(world: World) -> None:
+    engineer(world, "eve")
+    for user_id, main in (("tom", "/tenant"), ("olivia", "/owner"), ("sue", "/fleet")):
+        visitor = Visitor(world, None)
+        response = visitor.client.post(
+            "/login", data={"username": user_id, "password": "correct horse battery"},
+            follow_redirects=False,
+        )
+        assert response.status_code == 303
+        assert response.headers["location"] == main
+        cookie = response.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+
+
+def test_wrong_password_shows_the_form_again_with_a_message(world: World) -> None:
+    visitor = Visitor(world, None)
+    response = visitor.client.post("/login", data={"username": "tom", "password": "nope"})
+    assert response.status_code == 401
+    assert "do not match" in page_text(response.text)
+    assert SESSION_COOKIE not in visitor.client.cookies
+
+
+def test_pages_need_a_session_and_come_back_after_login(world: World) -> None:
+    visitor = Visitor(world, None)
+    response = visitor.client.get(f"/boilers/{DEV}", follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/login?next=/boilers/{DEV}"
+    after = visitor.client.post(
+        "/login",
+        data={"username": "tom", "password": "correct horse battery", "next": f"/boilers/{DEV}"},
+        follow_redirects=False,
+    )
+    assert after.headers["location"] == f"/boilers/{DEV}"
+
+
+def test_login_never_redirects_off_site(world: World) -> None:
+    visitor = Visitor(world, None)
+    for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
+        response = visitor.client.post(
+            "/login",
+            data={"username": "tom", "password": "correct horse battery", "next": target},
+            follow_redirects=False,
+        )
+        assert response.headers["location"] == "/tenant", target
+
+
+def test_logout_revokes_the_session_token(world: World) -> None:
+    tom = Visitor(world, "tom")
+    token = tom.client.cookies[SESSION_COOKIE]
+    location, message = tom.submit("/logout")
+    assert location == "/login" and "logged out" in message
+    api = world.client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert api.status_code == 401, "the portal session is an API token; log-out revokes it"
+
+
+def test_a_form_without_its_token_is_refused(world: World) -> None:
+    tom = Visitor(world, "tom")
+    response = tom.client.post("/logout", data={"csrf": "forged"}, follow_redirects=False)
+    assert response.status_code == 403
+    assert "expired" in page_text(response.text)
+    cross = tom.client.post(
+        "/logout", data={"csrf": tom.csrf}, headers={"Origin": "https://evil.example"}
+    )
+    assert cross.status_code == 403 and "cross-site" in page_text(cross.text)
+
+
+def test_tenant_sees_their_boiler_now_in_plain_words(world: World) -> None:
+    text = Visitor(world, "tom").text(f"/boilers/{DEV}")
+    assert "The boiler has locked out and is not heating" in text
+    assert "Fault F28" in text
+    assert "Locked out: needs an engineer's reset" in text
+    assert "41.5 °C" in text and "1.50 bar" in text
+    assert "Request a service" in text
+
+
+def test_a_tenant_cannot_open_another_tenants_boiler_page(world: World) -> None:
+    ann = Visitor(world, "ann")
+    text = ann.text(f"/boilers/{DEV}", status=404)
+    assert "no boiler" in text.lower()
+    api = world.client.get(f"/api/v1/boilers/{DEV}", headers=world.login("ann"))
+    assert api.status_code == 404, "the page and the API agree"
+    assert ann.get(f"/boilers/{DEV}/live").status_code == 404
+    assert Visitor(world, "otto").get(f"/boilers/{DEV}").status_code == 404
+
+
+def test_every_role_sees_exactly_the_boilers_the_api_shows_them(world: World) -> None:
+    engineer(world, "eve")
+    for user_id in ("tom", "ann", "olivia", "otto", "sue", "eve"):
+        visitor = Visitor(world, user_id)
+        for device_id in (DEV, "boiler-0002"):
+            api = world.client.get(f"/api/v1/boilers/{device_id}", headers=world.login(user_id))
+            assert visitor.get(f"/boilers/{device_id}").status_code == api.status_code, (
+                user_id,
+                device_id,
+            )
+
+
+def test_support_restart_button_is_enabled_in_lockout(world: World) -> None:
+    response = Visitor(world, "sue").get(f"/boilers/{DEV}")
+    assert 'id="restart-button"' in response.text
+    assert 'id="restart-why"' not in response.text
+
+
+def test_restart_button_says_why_when_the_boiler_is_not_locked_out(world: World) -> None:
+    world.twin(DEV, status=4, fault_code=0)
+    response = Visitor(world, "sue").get(f"/boilers/{DEV}")
+    button = response.text.split('id="restart-button"', 1)[1].split(">", 1)[0]
+    assert "disabled" in button
+    assert "is not in lockout (status running)" in page_text(response.text)
+
+
+def test_support_restart_from_the_page_creates_one_command(world: World) -> None:
+    sue = Visitor(world, "sue")
+    fields = {"reason": "Customer confirmed the gas supply is back", "key": "k-1"}
+    location, message = sue.submit(f"/boilers/{DEV}/restart", **fields)
+    assert location.startswith(f"/boilers/{DEV}?command=")
+    assert "Restart requested" in message
+    again, said = sue.submit(f"/boilers/{DEV}/restart", **fields)
+    assert again == location and "already requested" in said
+    commands = world.client.get(
+        f"/api/v1/boilers/{DEV}/commands", headers=world.login("sue")
+    ).json()["items"]
+    assert len(commands) == 1 and commands[0]["requested_by"] == "sue"
+    text = sue.text(location)
+    assert "Restart requested" in text and "created" in text
+
+
+def test_a_refused_restart_comes_back_with_the_reason(world: World) -> None:
+    location, message = Visitor(world, "sue").submit(f"/boilers/{DEV}/restart", reason="x")
+    assert location == f"/boilers/{DEV}"
+    assert "support must record a reason" in message
+
+
+def test_unknown_pages_are_html_and_the_api_stays_json(world: World) -> None:
+    tom = Visitor(world, "tom")
+    response = tom.get("/no/such/page")
+    assert response.status_code == 404 and "text/html" in response.headers["content-type"]
+    api = tom.get("/api/v1/no/such/thing")
+    assert api.headers["content-type"].startswith("application/problem+json")
+
+
+def test_notifications_link_to_what_they_are_about(world: World) -> None:
+    with world.db() as session:
+        notify(
+            session,
+            ["tom"],
+            "boiler_alarm",
+            "Your boiler needs attention",
+            "F28",
+            now_ms=T0,
+            device_id=DEV,
+        )
+    tom = Visitor(world, "tom")
+    assert "Your boiler needs attention" in tom.text("/notifications")
+    rows = world.client.get("/api/v1/notifications", headers=world.login("tom")).json()["items"]
+    location, _ = tom.submit(f"/notifications/{rows[0]['id']}/open")
+    assert location == f"/boilers/{DEV}"
+    assert world.client.get(
+        "/api/v1/notifications?unread=true", headers=world.login("tom")
+    ).json()["items"] == []
