@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
-from cloud.portal.pages import auth, boilers, commands, notifications
+from cloud.portal.pages import (
+    auth,
+    boilers,
+    commands,
+    engineer,
+    jobs,
+    notifications,
+    owner,
+    staff,
+    tenant,
+)
 
-PAGE_MODULES = (auth, boilers, commands, notifications)
+PAGE_MODULES = (auth, boilers, commands, notifications, tenant, owner, jobs, engineer, staff)
