@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-# Debian packages the suite talks to for real: the broker, and an independent (libmodbus) Modbus master.
-SYSTEM_PACKAGES := mosquitto mbpoll
+# Debian packages the suite talks to for real: the broker, an independent (libmodbus) Modbus
+# master, and the browser the portal tests drive (Playwright never downloads one).
+SYSTEM_PACKAGES := mosquitto mbpoll chromium
 RUN_DIR := run
 
 .PHONY: test demo bench venv system-packages lint typecheck clean

@@ -281,6 +281,7 @@ from cloud.demo import DemoError, prepare
 directory, api, broker = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 users, controls = [entry.split(":") for entry in sys.argv[4].split()], sys.argv[5:]
 record = {
+    "portal": api.removesuffix("/api/v1") + "/",
     "api": api,
     "docs": api.removesuffix("/api/v1") + "/docs",
     "broker": f"mqtt://127.0.0.1:{broker}",
@@ -318,6 +319,8 @@ done
 cat <<EOF
 
 boilertwin demo: the whole stack on this machine; files and logs in $DIR
+  web portal    http://127.0.0.1:$API_PORT/  <- open this in a browser and log in as anyone below
+                (tenant: tom; landlord: olivia; engineers; the manufacturer's support desk)
   cloud API     $API (log: cloud.log)
                 OpenAPI: http://127.0.0.1:$API_PORT/docs and /openapi.json
   Mosquitto     mqtt://127.0.0.1:$BROKER_PORT, production auth + ACL (log: mosquitto.log)

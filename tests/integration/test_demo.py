@@ -14,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import require_tool
@@ -74,6 +75,24 @@ def play(boilertwin: Path, scenario: str, run_dir: Path, timeout: float) -> str:
 
 
 @pytest.mark.timeout(300)
+MAIN_PAGES = {"tenant": "/tenant", "owner": "/owner", "engineer": "/engineer"}
+MAIN_PAGES |= {"support": "/fleet", "admin": "/fleet"}
+
+
+def portal_main_page(portal: str, user: dict[str, str]) -> str:
+    """Log in to the portal's form as `user`; the main page it opens (after checking it
+    answers 200 with the user's name on it)."""
+    with httpx.Client(base_url=portal, timeout=10) as browser:
+        form = {"username": user["id"], "password": user["password"], "next": "/"}
+        logged_in = browser.post("/login", data=form)
+        assert logged_in.status_code == 303, logged_in.text
+        target = logged_in.headers["location"]
+        main = browser.get(target)
+        assert main.status_code == 200, main.text
+        assert user["id"] in main.text
+        return target
+
+
 def test_demo_plays_its_scenarios_and_cleans_up(tmp_path: Path) -> None:
     require_tool("mosquitto")
     boilertwin = Path(sys.executable).parent / "boilertwin"
@@ -109,6 +128,8 @@ def test_demo_plays_its_scenarios_and_cleans_up(tmp_path: Path) -> None:
 
         engineers = {u["id"] for u in info["users"] if u["role"] == "engineer"}
         assert len(engineers) >= 6, info["users"]  # deploy/demo/engineers.csv, each can log in
+        for user in info["users"]:  # the portal opens for every listed login, on their page
+            assert portal_main_page(info["portal"], user) == MAIN_PAGES[user["role"]], user
 
         told = play(boilertwin, "lockout", run_dir, timeout=90)
         assert "twin shows LOCKOUT" in told, told
@@ -141,6 +162,7 @@ def test_demo_plays_its_scenarios_and_cleans_up(tmp_path: Path) -> None:
     output = out_path.read_text()
     assert demo.returncode == 130, output + logs(run_dir)
     assert info["api"] in output and "/docs" in output  # the banner: the API and its OpenAPI
+    assert f"web portal    {info['portal']}" in output
     for user in info["users"]:
         assert user["password"] in output  # and the logins
     assert "demo: stopped" in output

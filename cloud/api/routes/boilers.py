@@ -9,41 +9,26 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from cloud import thread
-from cloud.access import (
-    redact_people,
-    require_role,
-    sees_people,
-    visible_device,
-    visible_devices,
-)
+from cloud.access import redact_people, require_role, sees_people, visible_device
 from cloud.api.deps import API_PREFIX, ApiContext, CallerDep, ContextDep, SessionDep
 from cloud.api.params import match, none_match, parse_duration, parse_list, parse_points, parse_time
 from cloud.api.problems import PROBLEM_RESPONSES
 from cloud.api.schemas import BoilerPatch
 from cloud.domain import STAFF, Connectivity, Role
 from cloud.errors import InvalidInput, PreconditionFailed, PreconditionRequired
+from cloud.fleet_views import boiler_rows
 from cloud.models import Device, Twin, User
-from cloud.twin import (
-    boiler_summary,
-    connectivity,
-    connectivity_clause,
-    etag,
-    stale_ms,
-    timeseries,
-    twin_json,
-)
-from protocols.reference import BoilerStatus
+from cloud.twin import connectivity, etag, stale_ms, timeseries, twin_json
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix=f"{API_PREFIX}/boilers", tags=["boilers"], responses=PROBLEM_RESPONSES)
 
 DAY_MS = 86_400_000
-_STATUS_BY_LABEL = {status.label: status for status in BoilerStatus}
 
 
 @router.get("")
@@ -60,38 +45,9 @@ def list_boilers(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     """The boilers the caller may see, by id, with optional filters; ``total`` ignores paging."""
-    now = ctx.clock()
-    query = select(Device, Twin).outerjoin(Twin, Twin.device_id == Device.id)
-    query = query.where(visible_devices(caller))
-    if connectivity is not None:
-        query = query.where(connectivity_clause(connectivity, now, stale_ms(ctx.settings)))
-    if status is not None:
-        if status not in _STATUS_BY_LABEL:
-            raise InvalidInput(
-                f"unknown status {status!r}; known: {', '.join(_STATUS_BY_LABEL)}", field="status"
-            )
-        query = query.where(Twin.status == int(_STATUS_BY_LABEL[status]))
-    if q:
-        pattern = (
-            "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        )
-        query = query.where(
-            or_(
-                *(
-                    func.lower(column).like(pattern, escape="\\")
-                    for column in (Device.id, Device.serial, Device.model, Device.address)
-                )
-            )
-        )
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.execute(query.order_by(Device.id).limit(limit).offset(offset))
-    items = [boiler_summary(device, twin, now, ctx.settings) for device, twin in rows]
-    if caller.role is Role.ENGINEER:
-        devices = {device.id: device for device, _ in rows}
-        items = [
-            item if sees_people(session, caller, devices[item["id"]]) else redact_people(item)
-            for item in items
-        ]
+    items, total = boiler_rows(
+        session, caller, ctx.settings, ctx.clock(), connectivity, status, q, limit, offset
+    )
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 

@@ -1,0 +1,1 @@
+"""Browser tests: the portal in Debian's Chromium, driven by Playwright, on a live stack."""
