@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 5.0
 """How often ingest counters are flushed and unexplained gaps looked for."""
+SHUTDOWN_GRACE_S = 5.0
+"""On SIGTERM, requests still running after this are cut: a portal page's live stream never
+ends by itself, and must not hold the shutdown for its whole `portal_live_max_s`."""
 
 
 async def housekeeping(
@@ -106,7 +109,12 @@ async def serve_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:
     platform = ServicePlatform(sessions, PlatformConfig.from_settings(settings), clock)
     app = create_app(settings, sessions, commands, clock=clock, platform=platform)
     config = uvicorn.Config(
-        app, host=settings.api_host, port=settings.api_port, log_config=None, lifespan="on"
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
     server = uvicorn.Server(config)
     log.info(

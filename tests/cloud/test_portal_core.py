@@ -4,11 +4,14 @@ restart button's reason, and error pages."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import cloud.portal
 from cloud.domain import Role
 from cloud.portal.session import SESSION_COOKIE
 from cloud.service.notify import notify
@@ -190,3 +193,18 @@ def test_notifications_link_to_what_they_are_about(world: World) -> None:
     assert world.client.get(
         "/api/v1/notifications?unread=true", headers=world.login("tom")
     ).json()["items"] == []
+
+
+def test_vendored_javascript_is_served_as_pinned(world: World) -> None:
+    vendor = Path(cloud.portal.__file__).parent / "static" / "vendor"
+    table = (vendor / "VENDOR.md").read_text()
+    pinned = dict(re.findall(r"\| `([^`]+\.js)` .*\| ([0-9a-f]{64}) \|", table))
+    assert set(pinned) == {p.name for p in vendor.glob("*.js")}
+    base = (Path(cloud.portal.__file__).parent / "templates" / "base.html").read_text()
+    anonymous = Visitor(world, None)
+    for name, digest in pinned.items():
+        assert (vendor / name.replace(".min.js", ".LICENSE")).exists(), name
+        assert f"/static/vendor/{name}" in base, name
+        served = anonymous.get(f"/static/vendor/{name}")
+        assert served.status_code == 200
+        assert hashlib.sha256(served.content).hexdigest() == digest, name
