@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 5.0
 """How often ingest counters are flushed and unexplained gaps looked for."""
-SHUTDOWN_GRACE_S = 5.0
+SHUTDOWN_GRACE_S = 5
 """On SIGTERM, requests still running after this are cut: a portal page's live stream never
 ends by itself, and must not hold the shutdown for its whole `portal_live_max_s`."""
 

@@ -46,7 +46,7 @@ class Visitor:
 
     def get(self, path: str, **params: Any) -> httpx.Response:
         """GET a page (redirects followed)."""
-        return self.client.get(path, params=params)
+        return self.client.get(path, params=params or None)
 
     def text(self, path: str, status: int = 200, **params: Any) -> str:
         """A page's visible text, after checking its status."""
