@@ -6,7 +6,7 @@ Nothing here imports FastAPI; callers check roles (`ingest_figures` is for staff
 
 from __future__ import annotations
 
-from typing import Any, Unpack
+from typing import Any
 
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
@@ -67,7 +67,7 @@ def boiler_query(
     return query
 
 
-def count_of(session: Session, query: Select[Unpack[tuple[Any, ...]]]) -> int:
+def count_of(session: Session, query: Select[*tuple[Any, ...]]) -> int:
     """How many rows `query` selects."""
     return int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
 

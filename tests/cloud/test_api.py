@@ -432,11 +432,11 @@ def test_metrics_count_requests_by_route_template(
 
 
 def test_unexpected_errors_are_a_bare_500_problem(world: World) -> None:
-    @world.app.get("/boom")
+    @world.app.get("/api/v1/boom")
     def boom() -> None:
         raise RuntimeError("secret internals at /etc/boilertwin")
 
-    body = problem(world.client.get("/boom"), 500)
+    body = problem(world.client.get("/api/v1/boom"), 500)
     assert "secret" not in str(body)
     assert body["type"] == "about:blank"
 

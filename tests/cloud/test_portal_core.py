@@ -208,3 +208,15 @@ def test_vendored_javascript_is_served_as_pinned(world: World) -> None:
         served = anonymous.get(f"/static/vendor/{name}")
         assert served.status_code == 200
         assert hashlib.sha256(served.content).hexdigest() == digest, name
+
+
+def test_an_unexpected_error_on_a_page_is_a_plain_500_page(world: World) -> None:
+    @world.app.get("/boom-page")
+    def boom() -> None:
+        raise RuntimeError("secret internals at /etc/boilertwin")
+
+    response = Visitor(world, "tom").get("/boom-page")
+    assert response.status_code == 500
+    assert "text/html" in response.headers["content-type"]
+    assert "secret" not in response.text
+    assert "Something went wrong" in page_text(response.text)

@@ -9,6 +9,7 @@ job the engineer was invited to; anyone else gets "not found", as from the API.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -23,7 +24,7 @@ from cloud.domain import Caller, Connectivity
 from cloud.errors import Forbidden, InvalidInput, NotFound
 from cloud.fleet_views import STATUS_BY_LABEL, boiler_query, boiler_rows, count_of, ingest_figures
 from cloud.models import Job, User
-from cloud.portal.render import page
+from cloud.portal.render import number, page
 from cloud.portal.session import Visitor, VisitorDep
 from cloud.service.engineers import engineer_json, list_engineers, load_engineer
 
@@ -49,6 +50,7 @@ GAP_WORDS = {
 SORTS = {"name": "Name", "ar": "Acceptance rate (AR)", "cs": "Satisfaction (CS)"}
 SORTS["sq"] = "Service quality (SQ)"
 """Engineer directory orders: the best figures first; names alphabetically."""
+NONE = "\N{EM DASH}"
 HOME_DIGITS = 3
 """Home shown to about 100 m (staff and the engineer only)."""
 
@@ -183,7 +185,18 @@ def matches(profile: dict[str, Any], q: str) -> bool:
     return any(needle in str(text).lower() for text in haystack)
 
 
-def sort_key(sort: str) -> Any:
+def figures_text(profile: dict[str, Any]) -> dict[str, str]:
+    """AR, CS and SQ as shown: the API's figures formatted; a dash with no history yet."""
+    history, figures = profile["history"], profile["figures"]
+    rated = history["evaluated"] > 0  # CS and SQ are 0 without ratings; that is not a score
+    return {
+        "ar": number(figures["ar_pct"], 1) + "%" if history["invitations"] else NONE,
+        "cs": number(figures["cs"], 2) if rated else NONE,
+        "sq": number(figures["sq"], 2) if rated else NONE,
+    }
+
+
+def sort_key(sort: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
     """The directory order for `sort`: figures best first (ties by id), names A-Z."""
     if sort == "name":
         return lambda p: ((p["display_name"] or p["id"]).lower(), p["id"])
@@ -207,7 +220,7 @@ def engineers_page(
         "engineers.html",
         visitor,
         session,
-        engineers=sorted(profiles, key=sort_key(sort)),
+        engineers=[(p, figures_text(p)) for p in sorted(profiles, key=sort_key(sort))],
         q=q,
         sort=sort,
         sorts=SORTS,
@@ -239,8 +252,8 @@ def engineer_page(
         visitor,
         session,
         profile=profile,
+        shown=figures_text(profile),
         home={k: round(v, HOME_DIGITS) for k, v in home.items()} if home else None,
         jobs=recent_jobs(session, engineer_id) if close else None,
         staff=caller.is_staff,
     )
-
