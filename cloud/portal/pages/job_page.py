@@ -203,8 +203,7 @@ def job_page_values(
         "charts": [],
         "may_complete": contracted and state is JobState.CONTRACTED,
         "end_user": me == job_end_user(job),
-        "evaluation_open": job.evaluation_token_hash is not None
-        and state is JobState.VERIFIED,
+        "evaluation_open": job.evaluation_token_hash is not None and state is JobState.VERIFIED,
         "events": [],
     }
     if sees_boiler and device is not None:

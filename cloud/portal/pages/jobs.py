@@ -155,7 +155,7 @@ def respond(
 ) -> Response:
     """An invited engineer answers: available or not, and if so a quote and where from."""
 
-    def answer() -> str:
+    def answer() -> str | tuple[str, str]:
         fields: dict[str, Any] = {"available": available, "note": note.strip()}
         if quote.strip():
             fields["quote"] = quote.strip()
@@ -172,7 +172,8 @@ def respond(
         ctx.platform.respond(visitor.caller, job_id, reply)
         if body.available:
             return "Thank you: your answer and quote were sent to the owner's shortlist."
-        return "Thank you: you said you are not available for this job."
+        # A declined invitation closes the job to the engineer (API rule): back to their page.
+        return "/engineer", "Thank you: you said you are not available for this job."
 
     return act(_back(job_id), answer)
 
@@ -251,4 +252,3 @@ def evaluate(
         return "Thank you for rating the service."
 
     return act(_back(job_id) + "#evaluate", rate)
-
