@@ -74,7 +74,6 @@ def play(boilertwin: Path, scenario: str, run_dir: Path, timeout: float) -> str:
     return told
 
 
-@pytest.mark.timeout(300)
 MAIN_PAGES = {"tenant": "/tenant", "owner": "/owner", "engineer": "/engineer"}
 MAIN_PAGES |= {"support": "/fleet", "admin": "/fleet"}
 
@@ -93,6 +92,7 @@ def portal_main_page(portal: str, user: dict[str, str]) -> str:
         return target
 
 
+@pytest.mark.timeout(300)
 def test_demo_plays_its_scenarios_and_cleans_up(tmp_path: Path) -> None:
     require_tool("mosquitto")
     boilertwin = Path(sys.executable).parent / "boilertwin"
