@@ -41,6 +41,19 @@ LIVE = 30_000
 """Milliseconds to wait for something that arrives through the live stack."""
 
 
+COMMAND_STEPS = ["created", "sent", "delivered", "executing", "succeeded"]
+WATCH_COMMAND = """() => {
+    const box = document.querySelector('#command');
+    window.__states = [document.querySelector('#command-state').dataset.state];
+    window.__notReloaded = true;
+    new MutationObserver(() => {
+        const state = document.querySelector('#command-state')?.dataset.state;
+        if (state && state !== window.__states.at(-1)) window.__states.push(state);
+    }).observe(box, {subtree: true, childList: true, attributes: true});
+}"""
+"""Records every state the command panel shows, as the live stream swaps it in."""
+
+
 class Person:
     """One person's browser (own cookies), logged in to the portal."""
 
@@ -193,9 +206,13 @@ async def test_the_repair_story_in_the_browser(portal_rig: Rig, browser: Browser
     # The restart, and its progress through every state, live on the same page.
     await restart.click()
     command = eve.page.locator("#command-state")
-    await expect(command).to_have_attribute("data-state", "created")
-    await eve.page.evaluate("window.__notReloaded = true")
+    await expect(command).to_be_visible()
+    await eve.page.evaluate(WATCH_COMMAND)
     await expect(command).to_have_attribute("data-state", "succeeded", timeout=LIVE)
+    seen: list[str] = await eve.page.evaluate("window.__states")
+    assert seen[-1] == "succeeded", seen
+    order = [COMMAND_STEPS.index(state) for state in seen]
+    assert order == sorted(order), f"states shown out of order: {seen}"
     assert await eve.page.evaluate("window.__notReloaded") is True
     steps = eve.page.locator("#command-state ol.steps li.done")
     await expect(steps).to_have_count(5)
@@ -230,7 +247,7 @@ async def test_the_repair_story_in_the_browser(portal_rig: Rig, browser: Browser
         await person.page.goto(f"/engineers/{BEST}")
         await expect(person.page.locator("#profile-cs")).to_contain_text(f"{cs:.2f}")
         await expect(person.page.locator("#profile-sq")).to_contain_text(f"{sq:.2f}")
-        await expect(person.page.locator("#profile-ar")).to_contain_text(f"{ar * 100:.0f}%")
+        await expect(person.page.locator("#profile-ar")).to_contain_text(f"{ar * 100:.1f}%")
     await screenshot(sue.page, "support-engineer-profile")
     await sue.page.goto(f"/boilers/{DEV}")
     await expect(sue.page.locator("#thread")).to_contain_text("Service rated")
