@@ -38,21 +38,27 @@ DETAIL_KEYS = (
     "from",
     "to",
     "outcome",
+    "because",
     "step",
-    "approve",
     "status",
+    "engineer",
     "engineer_id",
     "available",
     "quote",
     "principle",
-    "invited",
+    "complexity",
+    "urgency",
+    "cost",
+    "considered",
     "cause",
+    "actions",
     "result",
     "reason",
     "why",
     "note",
     "cs",
     "sq",
+    "comment",
 )
 """Scalar fields worth showing, in this order; the rest stays in the API's thread."""
 MAX_DETAIL = 240
@@ -66,20 +72,50 @@ class Described:
     detail: str
 
 
+def _invited(data: dict[str, Any]) -> str:
+    """Who a crowdsourcing round invited, from its assessments."""
+    rows = data.get("invited")
+    if not isinstance(rows, list):
+        return ""
+    names = [
+        str(row.get("engineer_id"))
+        for row in rows
+        if isinstance(row, dict) and row.get("invited", True)
+    ]
+    return "invited " + ", ".join(names) if names else "nobody invited"
+
+
+def _shortlist(data: dict[str, Any]) -> str:
+    """The shortlisted engineers, best first."""
+    rows = data.get("candidates")
+    if not isinstance(rows, list):
+        return ""
+    return "best first: " + ", ".join(
+        str(row.get("engineer_id")) for row in rows if isinstance(row, dict)
+    )
+
+
+SUMMARIES = {"crowdsourcing": _invited, "shortlist": _shortlist}
+"""Kinds whose essence is in a list, not in scalar fields."""
+
+
 def describe(event: ThreadEvent) -> Described:
     """`event` in words: its kind's title and its notable fields."""
     title = TITLES.get(event.kind, event.kind.replace("_", " ").capitalize())
     data: dict[str, Any] = event.data or {}
     parts = []
+    summary = SUMMARIES.get(event.kind)
+    if summary is not None and (said := summary(data)):
+        parts.append(said)
+    if event.kind == "authorization" and "approved" in data:
+        parts.append("approved" if data["approved"] else "declined")
     for key in DETAIL_KEYS:
         value = data.get(key)
-        if value is None or isinstance(value, dict | list):
+        if value is None or value == "" or isinstance(value, dict | list):
             continue
         if isinstance(value, bool):
             value = "yes" if value else "no"
         parts.append(f"{key.replace('_', ' ')}: {value}")
-    if isinstance(data.get("invited"), list):
-        parts.append("invited: " + ", ".join(str(v) for v in data["invited"]))
     detail = "; ".join(parts)
     if len(detail) > MAX_DETAIL:
         detail = detail[: MAX_DETAIL - 1] + "\N{HORIZONTAL ELLIPSIS}"
