@@ -7,7 +7,9 @@ from datetime import date, datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud.domain import Role
+from cloud.errors import InvalidInput
 from cloud.service.crowd import Principle
+from cloud.service.domain import RequestInput
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -98,6 +100,22 @@ class JobCreate(BaseModel):
     """How the shortlist is ranked: low_carbon (eq. 14), low_cost (eq. 13) or cheapest."""
     min_performance: float = Field(default=0.0, ge=0.0, le=1.0)
     """The requester's accepted performance threshold W (constraint 4)."""
+
+    def request_input(self, idempotency_key: str | None) -> RequestInput:
+        """The service platform's input for this request; the time must carry a zone."""
+        preferred = self.preferred_time
+        if preferred is not None and preferred.tzinfo is None:
+            raise InvalidInput("preferred_time needs a time zone (e.g. Z)", field="preferred_time")
+        return RequestInput(
+            device_id=self.device_id,
+            service_type=self.service_type,
+            problem=self.problem,
+            description=self.description,
+            preferred_ms=int(preferred.timestamp() * 1000) if preferred else 0,
+            principle=self.principle,
+            min_performance=self.min_performance,
+            idempotency_key=idempotency_key,
+        )
 
 
 class AuthorizationBody(BaseModel):

@@ -20,8 +20,11 @@ from sqlalchemy.orm import Session
 
 from cloud.domain import Caller, Role
 from cloud.errors import NotFound
-from cloud.models import Invitation, Job
+from cloud.models import Command, Invitation, Job, ThreadEvent, User
+from cloud.service.config import PlatformConfig
+from cloud.service.crowd import Principle
 from cloud.service.domain import INVITED_STATES, InvitationState
+from cloud.service.market import ranked
 
 _ENGAGED = (InvitationState.OPEN.value, InvitationState.ACCEPTED.value)
 
@@ -109,3 +112,55 @@ def invitation_json(row: Invitation) -> dict[str, Any]:
         "location": {"lat": row.lat, "lon": row.lon} if row.lat is not None else None,
         "note": row.note,
     }
+
+
+def shortlist_json(
+    session: Session, config: PlatformConfig, job: Job, principle: Principle
+) -> dict[str, Any]:
+    """The top available engineers ranked by `principle` (0% best), each with distance,
+    travel time, CO2, quote, name and the figures they were invited on."""
+    candidates = ranked(session, config, job, principle)
+    figures = {
+        i.engineer_id: i.figures
+        for i in session.scalars(select(Invitation).where(Invitation.job_id == job.id))
+    }
+    names = {
+        u.id: u.display_name
+        for u in session.scalars(
+            select(User).where(User.id.in_([c.engineer_id for c in candidates]))
+        )
+    }
+    items = [
+        c.as_json()
+        | {"display_name": names.get(c.engineer_id, ""), "figures": figures.get(c.engineer_id, {})}
+        for c in candidates
+    ]
+    return {
+        "job_id": job.id,
+        "state": job.state,
+        "principle": principle.value,
+        "candidates": items,
+        "assumptions": config.travel.assumptions(),
+    }
+
+
+def job_thread_events(session: Session, job: Job, limit: int) -> list[ThreadEvent]:
+    """The job's proof, oldest first: its own events, and the contracted engineer's
+    restarts after the completion report with their acks."""
+    subjects = [job.id]
+    if job.engineer_id and job.completed_ms is not None:
+        subjects += session.scalars(
+            select(Command.id).where(
+                Command.device_id == job.device_id,
+                Command.requested_by == job.engineer_id,
+                Command.created_ms >= job.completed_ms,
+            )
+        ).all()
+    return list(
+        session.scalars(
+            select(ThreadEvent)
+            .where(ThreadEvent.device_id == job.device_id, ThreadEvent.subject.in_(subjects))
+            .order_by(ThreadEvent.id)
+            .limit(limit)
+        )
+    )

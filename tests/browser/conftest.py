@@ -10,7 +10,6 @@ in-process portal tests). Screenshots go to ``test-artifacts/screenshots/`` for 
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,19 +18,8 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from cloud.db import make_engine, upgrade
-from cloud.domain import Role
 from tests.broker import Broker
-from tests.cloud.stack import Stack
-from tests.cloud.test_service_stack import (
-    DEV,
-    HISTORY,
-    HOMES,
-    OWNER,
-    SETTINGS,
-    SUPPORT,
-    TENANT,
-    Rig,
-)
+from tests.cloud.test_service_stack import SETTINGS, Rig, open_rig
 from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,21 +71,6 @@ async def portal_rig(
     engine = make_engine(url)
     upgrade(engine)
     engine.dispose()
-    sim = await start_sim()
     settings = SETTINGS | {"portal_live_poll_s": 0.3} | getattr(request, "param", {})
-    stack = Stack(tmp_path / "cloud", broker, url, **settings)
-    stack.user(OWNER, Role.OWNER)
-    stack.user(TENANT, Role.TENANT)
-    stack.user(SUPPORT, Role.SUPPORT)
-    for engineer_id, history in HISTORY.items():
-        stack.engineer(engineer_id, at=HOMES[engineer_id], **history)
-    gateway = stack.gateway(tmp_path / "gateway", sim.pty, DEV)
-    await stack.start()
-    try:
-        yield Rig(stack, gateway, sim)
-    finally:
-        if gateway.process is not None:
-            gateway.process.send_signal(signal.SIGCONT)
-            await gateway.signal(signal.SIGTERM)
-        await gateway.cancel()
-        await stack.close()
+    async with open_rig(tmp_path, broker, url, start_sim, settings) as rig:
+        yield rig

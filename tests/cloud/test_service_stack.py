@@ -9,6 +9,7 @@ simulator's own reset counter proves that the engineer's restart reached the boi
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import signal
 from collections.abc import AsyncIterator
@@ -85,17 +86,12 @@ class Rig:
         self.stack, self.gateway, self.sim = stack, gateway, sim
 
 
-@pytest.fixture
-async def rig(
-    tmp_path: Path,
-    broker: Broker,
-    db_url: str,
-    start_sim: Any,
-    request: pytest.FixtureRequest,
+@contextlib.asynccontextmanager
+async def open_rig(
+    tmp_path: Path, broker: Broker, db_url: str, start_sim: Any, settings: dict[str, Any]
 ) -> AsyncIterator[Rig]:
     """Owner, tenant, support, three engineers and the boiler, with the cloud running."""
     sim = await start_sim()
-    settings = SETTINGS | getattr(request, "param", {})
     stack = Stack(tmp_path / "cloud", broker, db_url, **settings)
     stack.user(OWNER, Role.OWNER)
     stack.user(TENANT, Role.TENANT)
@@ -112,6 +108,20 @@ async def rig(
             await gateway.signal(signal.SIGTERM)
         await gateway.cancel()
         await stack.close()
+
+
+@pytest.fixture
+async def rig(
+    tmp_path: Path,
+    broker: Broker,
+    db_url: str,
+    start_sim: Any,
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Rig]:
+    """`open_rig` with the test's settings (`SETTINGS`, overridden by a parameter)."""
+    settings = SETTINGS | getattr(request, "param", {})
+    async with open_rig(tmp_path, broker, db_url, start_sim, settings) as opened:
+        yield opened
 
 
 async def resets(sim: Any) -> int:

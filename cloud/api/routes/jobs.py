@@ -22,12 +22,18 @@ from cloud.api.schemas import (
     SelectBody,
 )
 from cloud.domain import Caller, Role
-from cloud.errors import Forbidden, InvalidInput
-from cloud.models import Command, Invitation, Job, ThreadEvent, User
+from cloud.errors import Forbidden
+from cloud.models import Invitation, Job
 from cloud.service.crowd import Principle
-from cloud.service.domain import CompletionReport, JobState, RequestInput, ResponseInput
-from cloud.service.market import ranked
-from cloud.service.views import invitation_json, job_json, visible_job, visible_jobs
+from cloud.service.domain import CompletionReport, JobState, ResponseInput
+from cloud.service.views import (
+    invitation_json,
+    job_json,
+    job_thread_events,
+    shortlist_json,
+    visible_job,
+    visible_jobs,
+)
 from cloud.thread import event_json
 
 router = APIRouter(prefix=API_PREFIX, tags=["service"], responses=PROBLEM_RESPONSES)
@@ -60,19 +66,7 @@ def create_job(
 ) -> Response:
     """Raise a service request for a boiler (its owner or tenant). A tenant's request waits
     for the owner's authorisation; an owner's is validated and crowdsourced at once."""
-    preferred = body.preferred_time
-    if preferred is not None and preferred.tzinfo is None:
-        raise InvalidInput("preferred_time needs a time zone (e.g. Z)", field="preferred_time")
-    data = RequestInput(
-        device_id=body.device_id,
-        service_type=body.service_type,
-        problem=body.problem,
-        description=body.description,
-        preferred_ms=int(preferred.timestamp() * 1000) if preferred else 0,
-        principle=body.principle,
-        min_performance=body.min_performance,
-        idempotency_key=idempotency_key,
-    )
+    data = body.request_input(idempotency_key)
     job, created = ctx.platform.create_request(caller, data)
     return JSONResponse(
         job_json(job, caller),
@@ -164,29 +158,7 @@ def shortlist(
     if caller.role is Role.ENGINEER:
         raise Forbidden("engineers do not see the shortlist")
     chosen = principle or Principle(job.principle)
-    candidates = ranked(session, ctx.platform.config, job, chosen)
-    figures = {
-        i.engineer_id: i.figures
-        for i in session.scalars(select(Invitation).where(Invitation.job_id == job.id))
-    }
-    names = {
-        u.id: u.display_name
-        for u in session.scalars(
-            select(User).where(User.id.in_([c.engineer_id for c in candidates]))
-        )
-    }
-    items = [
-        c.as_json()
-        | {"display_name": names.get(c.engineer_id, ""), "figures": figures.get(c.engineer_id, {})}
-        for c in candidates
-    ]
-    return {
-        "job_id": job.id,
-        "state": job.state,
-        "principle": chosen.value,
-        "candidates": items,
-        "assumptions": ctx.platform.config.travel.assumptions(),
-    }
+    return shortlist_json(session, ctx.platform.config, job, chosen)
 
 
 @router.post("/jobs/{job_id}/select")
@@ -233,21 +205,7 @@ def job_thread(
     job = visible_job(session, caller, job_id)
     if caller.role is Role.ENGINEER and caller.user_id != job.engineer_id:
         raise Forbidden("only the contracted engineer sees a job's thread")
-    subjects = [job.id]
-    if job.engineer_id and job.completed_ms is not None:
-        subjects += session.scalars(
-            select(Command.id).where(
-                Command.device_id == job.device_id,
-                Command.requested_by == job.engineer_id,
-                Command.created_ms >= job.completed_ms,
-            )
-        ).all()
-    rows = session.scalars(
-        select(ThreadEvent)
-        .where(ThreadEvent.device_id == job.device_id, ThreadEvent.subject.in_(subjects))
-        .order_by(ThreadEvent.id)
-        .limit(limit)
-    )
+    rows = job_thread_events(session, job, limit)
     return {"job_id": job.id, "events": [event_json(e) for e in rows]}
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from cloud.access import can_see
 from cloud.api.deps import ApiContext
 from cloud.domain import Caller, Role
-from cloud.models import Command, Device, Invitation, Job, Notification, ThreadEvent, User
+from cloud.models import Device, Invitation, Job, Notification, ThreadEvent
 from cloud.portal.charts import chart_svg, lines_from
 from cloud.portal.pages.boilers import CHARTS, now_panel
 from cloud.portal.pages.commands import command_on_page, new_key
@@ -24,10 +24,9 @@ from cloud.portal.timeline import describe
 from cloud.service.crowd import Principle
 from cloud.service.delivery import job_end_user
 from cloud.service.domain import InvitationState, JobState
-from cloud.service.market import ranked
 from cloud.service.notify import NotificationKind
 from cloud.service.requests import decider
-from cloud.service.views import job_json
+from cloud.service.views import job_json, job_thread_events, shortlist_json
 from cloud.twin import timeseries
 
 CHART_SPAN_MS = 6 * 3_600_000
@@ -75,48 +74,12 @@ def shortlist_view(
 ) -> dict[str, Any]:
     """The shortlist exactly as ``GET /jobs/{id}/shortlist`` answers it."""
     chosen = principle or Principle(job.principle)
-    candidates = ranked(session, ctx.platform.config, job, chosen)
-    figures = {
-        i.engineer_id: i.figures
-        for i in session.scalars(select(Invitation).where(Invitation.job_id == job.id))
-    }
-    names = {
-        u.id: u.display_name
-        for u in session.scalars(
-            select(User).where(User.id.in_([c.engineer_id for c in candidates]))
-        )
-    }
-    items = [
-        c.as_json()
-        | {"display_name": names.get(c.engineer_id, ""), "figures": figures.get(c.engineer_id, {})}
-        for c in candidates
-    ]
-    return {
-        "principle": chosen.value,
-        "candidates": items,
-        "assumptions": ctx.platform.config.travel.assumptions(),
-    }
+    return shortlist_json(session, ctx.platform.config, job, chosen)
 
 
 def thread_events(session: Session, job: Job) -> list[ThreadEvent]:
     """The job's thread, oldest first: the API's ``job_thread`` query."""
-    subjects = [job.id]
-    if job.engineer_id and job.completed_ms is not None:
-        subjects += session.scalars(
-            select(Command.id).where(
-                Command.device_id == job.device_id,
-                Command.requested_by == job.engineer_id,
-                Command.created_ms >= job.completed_ms,
-            )
-        ).all()
-    return list(
-        session.scalars(
-            select(ThreadEvent)
-            .where(ThreadEvent.device_id == job.device_id, ThreadEvent.subject.in_(subjects))
-            .order_by(ThreadEvent.id)
-            .limit(THREAD_LIMIT)
-        )
-    )
+    return job_thread_events(session, job, THREAD_LIMIT)
 
 
 def engineer_charts(

@@ -164,20 +164,11 @@ def request_input(ctx: ApiContext, fields: dict[str, Any], key: str | None) -> R
     if key is not None and len(key) > MAX_KEY:
         raise InvalidInput(f"the form key is longer than {MAX_KEY} characters", field="key")
     body = parse(JobCreate, fields)
-    preferred = body.preferred_time
-    if preferred is not None and preferred.tzinfo is None:
+    if body.preferred_time is not None and body.preferred_time.tzinfo is None:
         # A datetime-local field has no zone: it is the portal's local time.
-        preferred = preferred.replace(tzinfo=ZoneInfo(ctx.settings.portal_timezone))
-    return RequestInput(
-        device_id=body.device_id,
-        service_type=body.service_type,
-        problem=body.problem,
-        description=body.description,
-        preferred_ms=int(preferred.timestamp() * 1000) if preferred else 0,
-        principle=body.principle,
-        min_performance=body.min_performance,
-        idempotency_key=key,
-    )
+        local = body.preferred_time.replace(tzinfo=ZoneInfo(ctx.settings.portal_timezone))
+        body = body.model_copy(update={"preferred_time": local})
+    return body.request_input(key)
 
 
 def what_next(ctx: ApiContext, job: Job, created: bool) -> str:
