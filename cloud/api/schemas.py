@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cloud.domain import Role
 from cloud.errors import InvalidInput
 from cloud.service.crowd import Principle
-from cloud.service.domain import RequestInput
+from cloud.service.domain import RequestInput, ResponseInput
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -146,6 +146,16 @@ class ResponseBody(BaseModel):
     location: Location | None = None
     """Where the engineer is now (the low-carbon ranking measures from here)."""
     note: str = Field(default="", max_length=2000)
+
+    def response_input(self) -> ResponseInput:
+        """The service platform's form of this answer."""
+        return ResponseInput(
+            available=self.available,
+            quote=self.quote,
+            lat=self.location.lat if self.location else None,
+            lon=self.location.lon if self.location else None,
+            note=self.note,
+        )
 
 
 class SelectBody(BaseModel):

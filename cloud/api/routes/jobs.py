@@ -25,7 +25,7 @@ from cloud.domain import Caller, Role
 from cloud.errors import Forbidden
 from cloud.models import Invitation, Job
 from cloud.service.crowd import Principle
-from cloud.service.domain import CompletionReport, JobState, ResponseInput
+from cloud.service.domain import CompletionReport, JobState
 from cloud.service.views import (
     invitation_json,
     job_json,
@@ -134,14 +134,7 @@ def job_invitations(job_id: str, caller: CallerDep, session: SessionDep) -> dict
 @router.post("/jobs/{job_id}/response")
 def respond(job_id: str, body: ResponseBody, caller: CallerDep, ctx: ContextDep) -> dict[str, Any]:
     """An invited engineer answers before the deadline: availability, quote, location."""
-    answer = ResponseInput(
-        available=body.available,
-        quote=body.quote,
-        lat=body.location.lat if body.location else None,
-        lon=body.location.lon if body.location else None,
-        note=body.note,
-    )
-    return invitation_json(ctx.platform.respond(caller, job_id, answer))
+    return invitation_json(ctx.platform.respond(caller, job_id, body.response_input()))
 
 
 @router.get("/jobs/{job_id}/shortlist")

@@ -31,7 +31,7 @@ from cloud.portal.pages.job_page import evaluation_token, job_page_values
 from cloud.portal.render import JOB_STATE_WORDS, page, words
 from cloud.portal.session import PosterDep, VisitorDep
 from cloud.service.crowd import Principle
-from cloud.service.domain import CompletionReport, ResponseInput
+from cloud.service.domain import CompletionReport
 from cloud.service.views import visible_job, visible_jobs
 
 router = APIRouter(include_in_schema=False)
@@ -162,14 +162,7 @@ def respond(
         if lat.strip() or lon.strip():
             fields["location"] = {"lat": lat.strip(), "lon": lon.strip()}
         body = parse(ResponseBody, fields)
-        reply = ResponseInput(
-            available=body.available,
-            quote=body.quote,
-            lat=body.location.lat if body.location else None,
-            lon=body.location.lon if body.location else None,
-            note=body.note,
-        )
-        ctx.platform.respond(visitor.caller, job_id, reply)
+        ctx.platform.respond(visitor.caller, job_id, body.response_input())
         if body.available:
             return "Thank you: your answer and quote were sent to the owner's shortlist."
         # A declined invitation closes the job to the engineer (API rule): back to their page.
