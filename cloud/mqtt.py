@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from cloud.backoff import Backoff
 from cloud.ingest import Ingest, IngestUnavailable
 from cloud.settings import CloudSettings
 from protocols.topics import QOS, TopicKind, shared_subscription, subscription
@@ -49,20 +48,11 @@ RECEIVE_MAXIMUM = 100
 """Unacknowledged QoS 1 messages the broker may have in flight to us (MQTT 5): with acks sent
 only after each commit, this bounds what a worker holds in memory."""
 
+DEFAULT_BACKOFF = Backoff()
+"""Reconnect after 0.5 s, doubling up to 30 s, with full jitter."""
+
 Extra = Callable[[aiomqtt.Client], Awaitable[None]]
 """A job that uses the connection while it lasts (e.g. the command dispatcher)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Capped full-jitter backoff: attempt n waits uniform(0, min(max_s, min_s * 2**n))."""
-
-    min_s: float = 0.5
-    max_s: float = 30.0
-
-    def delay(self, failures: int) -> float:
-        """Seconds to wait before reconnect attempt number `failures` (1-based)."""
-        return random.uniform(0, min(self.max_s, self.min_s * 2 ** min(failures - 1, 30)))
 
 
 def subscriptions(group: str) -> list[tuple[str, int]]:
@@ -170,7 +160,7 @@ async def run_mqtt(
     extra: Sequence[Extra] = (),
     *,
     subscribe: bool = True,
-    backoff: Backoff = Backoff(),
+    backoff: Backoff = DEFAULT_BACKOFF,
 ) -> None:
     """Keep the session up forever: ingest (if `subscribe`) and every `extra` job share it.
 

@@ -19,12 +19,13 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from cloud.backoff import Backoff
 from cloud.db import make_engine, session_factory, transaction
 from cloud.domain import wall_ms
 from cloud.gaps import detect_gaps
 from cloud.ingest import Ingest, IngestUnavailable, Outcome
 from cloud.models import Gap, Sample, Twin, Uplink
-from cloud.mqtt import Backoff, run_mqtt
+from cloud.mqtt import run_mqtt
 from cloud.settings import CloudSettings
 from protocols.cose import MAX_ENVELOPE_BYTES, generate_private_key, seal
 from protocols.messages import TelemetryBatch
