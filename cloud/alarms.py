@@ -30,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud import thread
+from cloud.limits import code as fault_code
 from cloud.models import Alarm, Device, ThreadEvent
 from cloud.service.notify import NotificationKind, end_user, notify
 from cloud.twin import fault_text
@@ -52,10 +53,6 @@ def plain(value: DetailValue) -> Any:
     if isinstance(value, tuple):
         return [plain(v) for v in value]
     return value
-
-
-def _as_int(value: object) -> int | None:
-    return value if type(value) is int else None
 
 
 def apply_event(session: Session, event: Event, now: int) -> None:
@@ -123,7 +120,7 @@ def _open_alarm(session: Session, event: Event, kind: str) -> Alarm | None:
     """Open an episode at this event, robust to the episode's events arriving out of order
     (two workers, redelivery): a re-report of an open episode opens nothing; a close that
     arrived before its open ends the new episode at once. Returns a new episode."""
-    code = _as_int(event.detail.get(FAULT_POINT))
+    code = fault_code(event.detail.get(FAULT_POINT))
     name = event.detail.get("fault")
     name = name[:NAME_MAX] if isinstance(name, str) else None
     same = Alarm.device_id == event.dev, Alarm.kind == kind

@@ -13,11 +13,12 @@ from typing import Annotated
 import typer
 from sqlalchemy.orm import Session
 
-from cloud import auth, registry
+from cloud import auth, quarantine, registry
 from cloud.auth import create_user
 from cloud.db import make_engine, session_factory, transaction, upgrade
 from cloud.domain import Role, wall_ms
 from cloud.errors import CloudError, InvalidInput
+from cloud.ingest import Ingest
 from cloud.keys import keygen as make_command_key
 from cloud.models import Engineer, User
 from cloud.service import engineers
@@ -32,6 +33,10 @@ engineers_app = typer.Typer(
 app.add_typer(devices_app, name="devices")
 app.add_typer(users_app, name="users")
 app.add_typer(engineers_app, name="engineers")
+quarantine_app = typer.Typer(
+    help="Input set aside because handling it failed: list, release.", no_args_is_help=True
+)
+app.add_typer(quarantine_app, name="quarantine")
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="cloud.toml (flat keys as CloudSettings).")
@@ -421,6 +426,72 @@ def engineers_list(
         )
     if not profiles and not as_json:
         typer.echo("no engineers")
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    include_released: Annotated[
+        bool, typer.Option("--all", help="Also entries released already.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """What is held: messages ingest failed on, devices the gap detector failed on."""
+    settings = _settings(config, db_url=db)
+    with _session(settings) as session:
+        rows = quarantine.listing(session, include_released=include_released)
+    for row in rows:
+        record = {
+            "id": row.id,
+            "stage": row.stage,
+            "device_id": row.device_id,
+            "topic": row.topic,
+            "payload_bytes": len(row.payload) if row.payload is not None else None,
+            "error": row.error,
+            "created": row.created_ms,
+            "released": row.released_ms,
+            "outcome": row.outcome,
+        }
+        if as_json:
+            typer.echo(json.dumps(record))
+        else:
+            done = f" released: {row.outcome}" if row.released_ms is not None else ""
+            typer.echo(f"#{row.id:<6} {row.stage:<7} {row.device_id or '-':<24} {row.error}{done}")
+    if not rows and not as_json:
+        typer.echo("nothing is quarantined")
+
+
+@quarantine_app.command("release")
+def quarantine_release(
+    id: Annotated[int, typer.Argument(help="The entry's number (from `quarantine list`).")],
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Deal with a held entry once its cause is fixed: a message is replayed through ingest
+    (exactly once: ingest is idempotent), a device goes back to gap detection."""
+    settings = _settings(config, db_url=db)
+    engine = make_engine(settings.db_url)
+    try:
+        upgrade(engine)
+        sessions = session_factory(engine)
+        with transaction(sessions) as session:
+            row = quarantine.get(session, id)
+            stage, topic, payload = row.stage, row.topic, row.payload
+        outcome = "released"
+        if stage == quarantine.Stage.INGEST and topic is not None and payload is not None:
+            result = Ingest(sessions, wall_ms, settings).handle(topic, payload)
+            outcome = f"replayed: {result.outcome}/{result.reason}"
+        with transaction(sessions) as session:
+            quarantine.mark_released(
+                session, quarantine.get(session, id), now_ms=wall_ms(), outcome=outcome
+            )
+    except CloudError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        engine.dispose()
+    typer.echo(f"#{id} {outcome}")
 
 
 def _broker(text: str | None) -> dict[str, object]:

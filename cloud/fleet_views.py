@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from cloud.access import redact_people, sees_people, visible_devices
 from cloud.domain import Caller, Connectivity, Role
 from cloud.errors import InvalidInput
-from cloud.models import Device, Gap, IngestCounter, Twin
+from cloud.models import Device, Gap, IngestCounter, Quarantine, Twin
+from cloud.quarantine import Stage
 from cloud.settings import CloudSettings
 from cloud.twin import boiler_summary, connectivity_clause, stale_ms
 from protocols.reference import BoilerStatus
@@ -125,7 +126,21 @@ def ingest_figures(session: Session) -> dict[str, Any]:
             "lost_accounted": int(twins[3]),
         },
         "gaps": gap_groups(session),
+        "quarantined": quarantined(session),
     }
+
+
+def quarantined(session: Session) -> dict[str, int]:
+    """Unreleased quarantine holds by stage (`cloud.quarantine`), every stage present."""
+    held = {stage.value: 0 for stage in Stage}
+    rows = session.execute(
+        select(Quarantine.stage, func.count())
+        .where(Quarantine.released_ms.is_(None))
+        .group_by(Quarantine.stage)
+    )
+    for stage, count in rows:
+        held[stage] = int(count)
+    return held
 
 
 def gap_groups(session: Session) -> dict[str, dict[str, int]]:

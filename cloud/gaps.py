@@ -19,13 +19,19 @@ Invariants, per device (all kept under the twin's row lock, `lock_twin`):
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
-from cloud import thread
+from cloud import quarantine, thread
+from cloud.db import transaction
 from cloud.models import Gap, Twin, Uplink
+from cloud.quarantine import Stage
+
+log = logging.getLogger(__name__)
 
 ACCOUNTED = "accounted"
 UNEXPLAINED = "unexplained"
@@ -264,26 +270,46 @@ def _detect_device(session: Session, twin: Twin, now_ms: int, grace_ms: int) -> 
 
 
 def detect_gaps(
-    session: Session, now_ms: int, grace_ms: int, *, max_devices: int = MAX_DEVICES
+    sessions: sessionmaker[Session],
+    now_ms: int,
+    grace_ms: int,
+    *,
+    max_devices: int = MAX_DEVICES,
 ) -> list[Gap]:
     """Declare unexplained gaps (reason ``missing``) older than `grace_ms`; returns them.
 
     Looks at up to `max_devices` devices whose ``max_seq`` is past ``contiguous_seq`` (a
-    random sample when there are more, so none starves), locking their twins in id order, and
-    advances ``contiguous_seq`` over what it declared. Runs in the caller's transaction; safe
-    to run in every worker at once (the twin lock serialises them per device).
+    random sample when there are more, so none starves), each in its own short transaction
+    with its twin locked, and advances ``contiguous_seq`` over what it declared. Safe to run
+    in every worker at once (the twin lock serialises them per device).
+
+    One device's failure is contained: anything but a database outage rolls back that device
+    only, quarantines it (`cloud.quarantine`, stage ``gaps``: skipped from then on, across
+    restarts, until released) and the sweep goes on with the others. A database outage
+    (`OperationalError`, `InterfaceError`) is raised: it is nobody's data.
     """
-    candidates = sorted(
-        session.scalars(
-            select(Twin.device_id)
-            .where(Twin.max_seq > Twin.contiguous_seq)
-            .order_by(func.random())
-            .limit(max_devices)
+    with sessions() as session:
+        candidates = sorted(
+            session.scalars(
+                select(Twin.device_id)
+                .where(
+                    Twin.max_seq > Twin.contiguous_seq,
+                    Twin.device_id.not_in(quarantine.held_devices(Stage.GAPS)),
+                )
+                .order_by(func.random())
+                .limit(max_devices)
+            )
         )
-    )
     created: list[Gap] = []
     for device_id in candidates:
-        twin = lock_twin(session, device_id)
-        if twin is not None:
-            created.extend(_detect_device(session, twin, now_ms, grace_ms))
+        try:
+            with transaction(sessions) as session:
+                twin = lock_twin(session, device_id)
+                if twin is not None:
+                    created.extend(_detect_device(session, twin, now_ms, grace_ms))
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as exc:  # one device's data must not stop the others' accounting
+            log.exception("%s: gap detection failed", device_id)
+            quarantine.hold(sessions, Stage.GAPS, exc, now_ms=now_ms, device_id=device_id)
     return created

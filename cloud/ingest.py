@@ -25,26 +25,28 @@ Seq accounting (``Twin.max_seq``, ``contiguous_seq``, gaps) is described in `clo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, TypeVar, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import CursorResult, Table, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from cloud import alarms, thread
+from cloud import alarms, quarantine, thread
 from cloud.commands import apply_ack
 from cloud.domain import Clock
 from cloud.errors import CloudError
 from cloud.gaps import ACCOUNTED, advance_contiguous, lock_twin, resolve_gaps
+from cloud.limits import MAX_INT, code, storable
 from cloud.metrics import INGEST_LATENCY, INGEST_MESSAGES
 from cloud.models import (
     Device,
@@ -56,6 +58,7 @@ from cloud.models import (
     TwinValue,
     Uplink,
 )
+from cloud.quarantine import Stage
 from cloud.settings import CloudSettings
 from protocols.cose import MAX_ENVELOPE_BYTES, open_uplink, public_key_from_raw
 from protocols.errors import (
@@ -180,9 +183,10 @@ class Ingest:
             outcome = self._handle(topic, payload, retained)
         except IngestUnavailable:
             raise
-        except Exception:
+        except Exception as exc:  # a bug must cost this message, never the worker
             log.exception("%s: internal error handling a message", topic)
-            outcome = Outcome("rejected", "internal_error")
+            self._quarantine(topic, payload, exc)
+            outcome = Outcome("rejected", "internal_error", _device_of(topic))
         INGEST_LATENCY.observe(time.perf_counter() - started)
         self._count(outcome)
         return outcome
@@ -210,8 +214,9 @@ class Ingest:
             return opened
         problem = _unfit(opened)
         if problem is not None:
-            log.debug("%s: seq %d does not fit: %s", device_id, opened.seq, problem)
-            return Outcome("rejected", "malformed", device_id, opened.seq)
+            reason, detail = problem
+            log.debug("%s: seq %d does not fit: %s", device_id, opened.seq, detail)
+            return Outcome("rejected", reason, device_id, opened.seq)
         return self._store(opened, kind)
 
     def _open(
@@ -378,6 +383,21 @@ class Ingest:
         log.debug("%s: ack for %s: %s", message.dev, message.command_id, result)
         return ("ack" if result == "applied" else f"ack_{result}"), []
 
+    def _quarantine(self, topic: str, payload: bytes, error: Exception) -> None:
+        """Keep a message whose handling failed; if even that fails it must come again."""
+        try:
+            quarantine.hold(
+                self.sessions,
+                Stage.INGEST,
+                error,
+                now_ms=self.clock(),
+                device_id=_device_of(topic),
+                topic=topic,
+                payload=payload,
+            )
+        except SQLAlchemyError as exc:
+            raise IngestUnavailable(f"cannot quarantine a failed message: {exc!r}") from exc
+
     # -- transactions, counters --------------------------------------------------------------
 
     def _retrying(self, work: Callable[[Session], _T]) -> _T:
@@ -460,18 +480,51 @@ class Ingest:
 # -- effects (inside the message's transaction, twin locked) ----------------------------------
 
 
-def _unfit(message: UplinkMessage) -> str | None:
-    """Why a verified message cannot be stored as it is (None if it can)."""
+def _device_of(topic: str) -> str | None:
+    try:
+        return parse_topic(topic)[0]
+    except MalformedMessage:
+        return None
+
+
+def _unfit(message: UplinkMessage) -> tuple[str, str] | None:
+    """Why a verified message cannot be stored as it is: (counted reason, detail), or None.
+
+    Legal on the wire but not storable (`cloud.limits`): a seq, epoch or timestamp past
+    2**53 - 1 is ``out_of_range``; text holding a NUL character (PostgreSQL cannot store
+    it) is ``malformed``, as are over-long point names and bad gap details.
+    """
+    header = (("seq", message.seq), ("epoch", message.epoch), ("ts", message.ts))
+    for name, value in header:
+        if not storable(value):
+            return "out_of_range", f"{name} {value} is past {MAX_INT}"
     if isinstance(message, TelemetryBatch):
         for reading in message.readings:
             if len(reading.point) > POINT_MAX:
-                return f"point name longer than {POINT_MAX}: {reading.point[:POINT_MAX]}..."
+                return "malformed", f"point name longer than {POINT_MAX}: {reading.point[:20]}..."
+            if not storable(reading.ts):
+                return "out_of_range", f"reading ts {reading.ts} is past {MAX_INT}"
     if isinstance(message, Event) and message.kind is EventKind.GAP:
         try:
             parse_gap(message)
         except MalformedMessage as exc:
-            return str(exc)
+            return "malformed", str(exc)
+    if _has_nul(message):
+        return "malformed", "text holds a NUL character"
     return None
+
+
+def _has_nul(value: object) -> bool:
+    """Whether any text anywhere in `value` (a message, reading, mapping...) holds U+0000."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, tuple):
+        return any(_has_nul(item) for item in value)
+    if dataclasses.is_dataclass(value):
+        return any(_has_nul(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return False
 
 
 def _twin(session: Session, device_id: str) -> Twin:
@@ -597,13 +650,13 @@ def _mirror_status(session: Session, twin: Twin) -> None:
     # lookup otherwise keeps the common batch cheap.
     if status is not None:
         old_status = twin.status
-        twin.status = int(status.num) if status.num is not None else None
+        twin.status = code(status.num)
         changed = old_status is None or old_status != twin.status
         if changed and twin.status is not None and twin.status != BoilerStatus.LOCKOUT:
             alarms.close_open(session, twin.device_id, "lockout", status.ts_ms, status.seq)
     if fault is not None:
         old_fault = twin.fault_code
-        twin.fault_code = int(fault.num) if fault.num is not None else None
+        twin.fault_code = code(fault.num)
         changed = old_fault is None or old_fault != twin.fault_code
         if changed and twin.fault_code == 0:
             alarms.close_open(session, twin.device_id, "fault", fault.ts_ms, fault.seq)

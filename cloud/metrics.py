@@ -6,7 +6,7 @@ in one registry is an error, so they are created once, on import.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 INGEST_MESSAGES = Counter(
     "boilertwin_ingest_messages",
@@ -19,4 +19,24 @@ INGEST_LATENCY = Histogram(
     "boilertwin_ingest_handle_seconds",
     "Time to handle one MQTT message (verify, store, apply), in seconds.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+)
+
+QUARANTINED = Counter(
+    "boilertwin_quarantined",
+    "Inputs set aside because handling them failed, by stage (ingest: a message; gaps: a device).",
+    ["stage"],
+)
+"""Exposed as ``boilertwin_quarantined_total{stage}``."""
+
+LOOP_FAILURES = Counter(
+    "boilertwin_loop_failures",
+    "Background loops that failed (or ended) and were restarted by the supervisor, by loop.",
+    ["loop"],
+)
+"""Exposed as ``boilertwin_loop_failures_total{loop}``."""
+
+LOOP_UP = Gauge(
+    "boilertwin_loop_up",
+    "1 while a supervised background loop runs, 0 while it waits to be restarted.",
+    ["loop"],
 )

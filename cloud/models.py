@@ -282,6 +282,29 @@ class IngestCounter(Base):
     count: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class Quarantine(Base):
+    """Input that made the cloud fail, set aside so it cannot fail it again (`cloud.quarantine`).
+
+    ``ingest``: one message (topic and payload kept whole, to replay once fixed). ``gaps``: a
+    device whose seq accounting failed; the gap detector skips it until it is released.
+    """
+
+    __tablename__ = "quarantine"
+    __table_args__ = (Index("ix_quarantine_stage_device", "stage", "device_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    stage: Mapped[str] = mapped_column(String(16))
+    device_id: Mapped[str | None] = mapped_column(String(63))
+    topic: Mapped[str | None] = mapped_column(String(200))
+    payload: Mapped[bytes | None] = mapped_column(LargeBinary)
+    error: Mapped[str] = mapped_column(String(500))
+    """The exception's type and message (never a traceback: that goes to the log)."""
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    released_ms: Mapped[int | None] = mapped_column(BigInteger)
+    outcome: Mapped[str | None] = mapped_column(String(64))
+    """What releasing it did (e.g. the replayed message's ingest outcome)."""
+
+
 # --- Service platform: user, service (job) twins, crowdsourcing, notifications ---------------
 
 

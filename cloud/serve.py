@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import uvicorn
 from sqlalchemy.exc import DBAPIError
@@ -20,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.api.app import create_app
 from cloud.commands import CommandService
-from cloud.db import make_engine, session_factory, transaction, upgrade
+from cloud.db import make_engine, session_factory, upgrade
 from cloud.dispatch import Dispatcher, Sweeper
 from cloud.domain import Clock, wall_ms
 from cloud.gaps import detect_gaps
@@ -30,11 +29,10 @@ from cloud.mqtt import run_mqtt
 from cloud.service.config import PlatformConfig
 from cloud.service.platform import ServicePlatform
 from cloud.settings import CloudSettings
+from cloud.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
-HOUSEKEEPING_S = 5.0
-"""How often ingest counters are flushed and unexplained gaps looked for."""
 SHUTDOWN_GRACE_S = 5
 """On SIGTERM, requests still running after this are cut: a portal page's live stream never
 ends by itself, and must not hold the shutdown for its whole `portal_live_max_s`."""
@@ -43,15 +41,18 @@ ends by itself, and must not hold the shutdown for its whole `portal_live_max_s`
 async def housekeeping(
     ingest: Ingest, sessions: sessionmaker[Session], settings: CloudSettings, clock: Clock
 ) -> None:
-    """Flush ingest counters and detect unexplained seq gaps, forever."""
+    """Flush ingest counters and detect unexplained seq gaps, forever.
+
+    A database outage skips a round; anything else ends the loop for the supervisor to
+    restart (one device's data never gets this far: `detect_gaps` quarantines it).
+    """
 
     def once() -> None:
         ingest.flush_counters()
-        with transaction(sessions) as session:
-            detect_gaps(session, clock(), int(settings.gap_grace_s * 1000))
+        detect_gaps(sessions, clock(), int(settings.gap_grace_s * 1000))
 
     while True:
-        await asyncio.sleep(HOUSEKEEPING_S)
+        await asyncio.sleep(settings.housekeeping_interval_s)
         try:
             await asyncio.to_thread(once)
         except DBAPIError as exc:
@@ -83,11 +84,18 @@ async def _until_signalled() -> None:
 
 
 async def _run(
-    main: Callable[[], Awaitable[None]], background: list[Coroutine[Any, Any, None]]
+    main: Callable[[], Awaitable[None]],
+    supervisor: Supervisor,
+    loops: dict[str, Callable[[], Awaitable[None]]],
 ) -> None:
-    """Run `background` tasks until `main` returns (or one of them fails), then cancel them."""
+    """Run every loop under `supervisor` until `main` returns, then cancel them.
+
+    A loop that fails is restarted by the supervisor; it never ends `main` (the API)."""
     async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(coro) for coro in background]
+        tasks = [
+            group.create_task(supervisor.supervise(name, loop), name=name)
+            for name, loop in loops.items()
+        ]
         await main()
         for task in tasks:
             task.cancel()
@@ -107,7 +115,10 @@ async def serve_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:
     commands = CommandService(sessions, key, settings, clock, wake=dispatcher.wake)
     ingest = Ingest(sessions, clock, settings)
     platform = ServicePlatform(sessions, PlatformConfig.from_settings(settings), clock)
-    app = create_app(settings, sessions, commands, clock=clock, platform=platform)
+    supervisor = Supervisor(clock)
+    app = create_app(
+        settings, sessions, commands, clock=clock, platform=platform, supervisor=supervisor
+    )
     config = uvicorn.Config(
         app,
         host=settings.api_host,
@@ -125,14 +136,16 @@ async def serve_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:
         settings.broker_host,
         settings.broker_port,
     )
+    sweeper = Sweeper(sessions, settings, clock)
     await _run(
         server.serve,
-        [
-            run_mqtt(settings, ingest, extra=[dispatcher.run]),
-            Sweeper(sessions, settings, clock).run(),
-            housekeeping(ingest, sessions, settings, clock),
-            service_sweeper(platform, settings.sweep_interval_s),
-        ],
+        supervisor,
+        {
+            "mqtt": lambda: run_mqtt(settings, ingest, extra=[dispatcher.run]),
+            "command-sweeper": sweeper.run,
+            "housekeeping": lambda: housekeeping(ingest, sessions, settings, clock),
+            "service-sweeper": lambda: service_sweeper(platform, settings.sweep_interval_s),
+        },
     )
 
 
@@ -143,7 +156,11 @@ async def ingest_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:
     log.info("ingest worker %s on group %s", settings.mqtt_client_id, settings.ingest_group)
     await _run(
         _until_signalled,
-        [run_mqtt(settings, ingest), housekeeping(ingest, sessions, settings, clock)],
+        Supervisor(clock),
+        {
+            "mqtt": lambda: run_mqtt(settings, ingest),
+            "housekeeping": lambda: housekeeping(ingest, sessions, settings, clock),
+        },
     )
     ingest.flush_counters()
 

@@ -54,6 +54,8 @@ class CloudSettings:
     gap_grace_s: float = 60.0
     """A missing seq still missing this long after a later one arrived is an unexplained gap."""
     sweep_interval_s: float = 1.0
+    housekeeping_interval_s: float = 5.0
+    """How often ingest counters are flushed and unexplained gaps looked for."""
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -176,6 +178,8 @@ def _check(s: CloudSettings) -> None:
         "road_factor",
         "portal_live_poll_s",
         "portal_live_max_s",
+        "sweep_interval_s",
+        "housekeeping_interval_s",
     )
     for name in positive:
         if getattr(s, name) <= 0:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.api.deps import ApiContext
 from cloud.api.metrics import RequestMetrics
-from cloud.api.problems import install_problem_handlers, problem_response
+from cloud.api.problems import PROBLEM_RESPONSES, install_problem_handlers, problem_response
 from cloud.api.routes import auth, boilers, fleet, jobs, people
 from cloud.api.routes import commands as command_routes
 from cloud.commands import CommandService
@@ -26,6 +26,7 @@ from cloud.portal.app import install_portal
 from cloud.service.config import PlatformConfig
 from cloud.service.platform import ServicePlatform
 from cloud.settings import CloudSettings
+from cloud.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,13 @@ def create_app(
     commands: CommandService,
     clock: Clock = wall_ms,
     platform: ServicePlatform | None = None,
+    supervisor: Supervisor | None = None,
 ) -> FastAPI:
     """The REST API over `sessions`, creating commands through `commands`, timed by `clock`.
 
     Without a `platform`, one is built from `settings`; either way its engineer restart rule
-    is added to `commands`.
+    is added to `commands`. `supervisor` (the process's background loops) is reported by
+    ``/healthz``.
     """
     if platform is None:
         platform = ServicePlatform(sessions, PlatformConfig.from_settings(settings), clock)
@@ -69,16 +72,24 @@ def create_app(
 
     install_portal(app)
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get("/healthz", tags=["ops"], responses={503: PROBLEM_RESPONSES[503]})
     def healthz() -> Response:
-        """200 when the database answers, 503 otherwise."""
+        """200 when the database answers (``status`` is ``degraded`` while a background loop
+        waits to be restarted after a failure; ``loops`` says which and why), 503 otherwise."""
         try:
             with sessions() as session:
                 session.execute(text("SELECT 1"))
         except SQLAlchemyError as exc:
             log.warning("health check: database unreachable: %s", type(exc).__name__)
             return problem_response(503, "Service unavailable", "the database is unreachable")
-        return JSONResponse({"status": "ok"})
+        loops = supervisor.states() if supervisor is not None else []
+        healthy = supervisor is None or supervisor.healthy
+        return JSONResponse(
+            {
+                "status": "ok" if healthy else "degraded",
+                "loops": {state.name: state.as_json() for state in loops},
+            }
+        )
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
     def metrics() -> Response:

@@ -55,9 +55,13 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {PROBLEM_JSON: {"schema": Problem.model_json_schema()}},
         "description": HTTPStatus(code).phrase,
     }
-    for code in (401, 403, 404, 422)
+    for code in (401, 403, 404, 409, 412, 422, 428, 429, 503)
 }
-"""Error answers every authenticated route may give, for the OpenAPI document."""
+"""Problem answers by status, for the OpenAPI document."""
+AUTHENTICATED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: PROBLEM_RESPONSES[code] for code in (401, 403, 404, 422)
+}
+"""Error answers every authenticated route may give."""
 
 
 def problem_response(

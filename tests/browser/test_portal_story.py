@@ -148,9 +148,7 @@ async def test_the_repair_story_in_the_browser(portal_rig: Rig, browser: Browser
     await screenshot(olivia.page, "owner-main")
     await olivia.page.click(f"#review-{job_id}")
     await olivia.page.click("#approve-button")
-    await expect(olivia.page.locator("#job-state")).to_have_attribute(
-        "data-state", "crowdsourcing"
-    )
+    await expect(olivia.page.locator("#job-state")).to_have_attribute("data-state", "crowdsourcing")
 
     # The two best engineers by W find the invitation on their page and answer it.
     for engineer_id in (BEST, SECOND):

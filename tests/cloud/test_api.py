@@ -406,7 +406,7 @@ def test_patch_rules(world: World, fleet: dict[str, dict[str, str]]) -> None:
 def test_healthz(world: World, tmp_path: Path) -> None:
     response = world.client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert response.json() == {"status": "ok", "loops": {}}
     broken = create_engine(f"sqlite:///{tmp_path}/no/such/dir/x.db")
     app = create_app(world.settings, session_factory(broken), world.commands, clock=world.clock)
     with TestClient(app) as client:

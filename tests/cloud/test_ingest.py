@@ -5,12 +5,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import select
 
 from cloud.db import make_engine, session_factory, transaction
 from cloud.gaps import detect_gaps
@@ -28,68 +25,25 @@ from cloud.models import (
 )
 from cloud.settings import CloudSettings
 from protocols.cose import MAX_ENVELOPE_BYTES, generate_private_key, seal
-from protocols.messages import Ack, AckState, EventKind, TelemetryBatch, UplinkMessage
+from protocols.messages import Ack, AckState, EventKind, TelemetryBatch
 from protocols.reference import BoilerStatus
 from tests.cloud.helpers import (
     T0,
     FakeClock,
-    TestDevice,
     add_key,
-    register,
     revoke,
     state_topic,
     topic_of,
 )
+from tests.cloud.ingest_world import DEV, OTHER, World, open_world
 
-DEV, OTHER = "boiler-0001", "boiler-0002"
 GRACE_MS = 60_000
-
-
-@dataclass
-class World:
-    sessions: sessionmaker[Session]
-    clock: FakeClock
-    ingest: Ingest
-    dev: TestDevice
-    other: TestDevice
-    queries: list[str]
-
-    def send(self, message: UplinkMessage, *, key: Any = None, topic: str | None = None) -> Outcome:
-        device = self.dev if message.dev == DEV else self.other
-        return self.ingest.handle(topic or topic_of(message), device.seal(message, key))
-
-    def twin(self, device_id: str = DEV) -> Twin | None:
-        with self.sessions() as session:
-            return session.get(Twin, device_id)
-
-    def count(self, model: Any, device_id: str = DEV) -> int:
-        with self.sessions() as session:
-            return (
-                session.scalar(
-                    select(func.count()).select_from(model).where(model.device_id == device_id)
-                )
-                or 0
-            )
-
-    def snapshot(self, device_id: str = DEV) -> dict[str, Any]:
-        twin = self.twin(device_id)
-        columns = {c.key: getattr(twin, c.key) for c in Twin.__table__.columns} if twin else None
-        tables = (Uplink, Sample, TwinValue, Alarm, Gap, ThreadEvent)
-        return {"twin": columns, **{m.__name__: self.count(m, device_id) for m in tables}}
 
 
 @pytest.fixture
 def world(db_url: str) -> Iterator[World]:
-    engine = make_engine(db_url)
-    sessions = session_factory(engine)
-    clock = FakeClock()
-    queries: list[str] = []
-    event.listen(engine, "before_cursor_execute", lambda *a: queries.append(a[2]))
-    ingest = Ingest(sessions, clock, CloudSettings(db_url=db_url), sleep=lambda _: None)
-    dev = register(sessions, DEV)
-    other = register(sessions, OTHER)
-    yield World(sessions, clock, ingest, dev, other, queries)
-    engine.dispose()
+    with open_world(db_url) as w:
+        yield w
 
 
 def test_accepted_telemetry_updates_the_twin(world: World) -> None:
@@ -370,8 +324,7 @@ def test_malformed_gap_event_is_rejected(world: World) -> None:
 
 
 def detect_in_tx(world: World, now_ms: int) -> list[tuple[int, int]]:
-    with transaction(world.sessions) as session:
-        return [(g.first_seq, g.last_seq) for g in detect_gaps(session, now_ms, GRACE_MS)]
+    return [(g.first_seq, g.last_seq) for g in detect_gaps(world.sessions, now_ms, GRACE_MS)]
 
 
 def test_unexplained_gap_detected_after_grace_and_resolved_when_late_seqs_come(

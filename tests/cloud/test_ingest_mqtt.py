@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.backoff import Backoff
-from cloud.db import make_engine, session_factory, transaction
+from cloud.db import make_engine, session_factory
 from cloud.domain import wall_ms
 from cloud.gaps import detect_gaps
 from cloud.ingest import Ingest, IngestUnavailable, Outcome
@@ -341,8 +341,7 @@ async def test_two_workers_store_every_seq_once_while_agents_and_workers_restart
                 .having(func.count() > 1)
             ).all()
         assert rows == [], "no reading stored twice"
-    with transaction(cloud.sessions) as session:
-        assert detect_gaps(session, wall_ms() + 3_600_000, 0) == []
+    assert detect_gaps(cloud.sessions, wall_ms() + 3_600_000, 0) == []
     assert {o.outcome for _, o in cloud.outcomes()} <= {"accepted", "duplicate"}
     for worker in (a, b):
         assert any(o.outcome == "accepted" and o.reason != "state" for _, o in worker.outcomes)

@@ -38,7 +38,8 @@ def test_login_sends_each_role_to_its_main_page(world: World) -> None:
     for user_id, main in (("tom", "/tenant"), ("olivia", "/owner"), ("sue", "/fleet")):
         visitor = Visitor(world, None)
         response = visitor.client.post(
-            "/login", data={"username": user_id, "password": "correct horse battery"},
+            "/login",
+            data={"username": user_id, "password": "correct horse battery"},
             follow_redirects=False,
         )
         assert response.status_code == 303
@@ -190,9 +191,12 @@ def test_notifications_link_to_what_they_are_about(world: World) -> None:
     rows = world.client.get("/api/v1/notifications", headers=world.login("tom")).json()["items"]
     location, _ = tom.submit(f"/notifications/{rows[0]['id']}/open")
     assert location == f"/boilers/{DEV}"
-    assert world.client.get(
-        "/api/v1/notifications?unread=true", headers=world.login("tom")
-    ).json()["items"] == []
+    assert (
+        world.client.get("/api/v1/notifications?unread=true", headers=world.login("tom")).json()[
+            "items"
+        ]
+        == []
+    )
 
 
 def test_vendored_javascript_is_served_as_pinned(world: World) -> None:

@@ -10,7 +10,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from cloud.access import require_role
 from cloud.api.deps import API_PREFIX, CallerDep, ContextDep, SessionDep, TokenDep
-from cloud.api.problems import PROBLEM_RESPONSES, Unauthorized
+from cloud.api.problems import AUTHENTICATED_RESPONSES, PROBLEM_RESPONSES, Unauthorized
 from cloud.api.schemas import TokenOut, UserCreate, UserOut
 from cloud.auth import authenticate, create_user, issue_token, revoke_token
 from cloud.domain import Role
@@ -19,7 +19,7 @@ from cloud.models import User
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix=API_PREFIX, tags=["auth"], responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix=API_PREFIX, tags=["auth"], responses=AUTHENTICATED_RESPONSES)
 
 ADMINS = frozenset({Role.ADMIN})
 

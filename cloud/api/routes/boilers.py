@@ -16,7 +16,7 @@ from cloud import thread
 from cloud.access import redact_people, require_role, sees_people, visible_device
 from cloud.api.deps import API_PREFIX, ApiContext, CallerDep, ContextDep, SessionDep
 from cloud.api.params import match, none_match, parse_duration, parse_list, parse_points, parse_time
-from cloud.api.problems import PROBLEM_RESPONSES
+from cloud.api.problems import AUTHENTICATED_RESPONSES, PROBLEM_RESPONSES
 from cloud.api.schemas import BoilerPatch
 from cloud.domain import STAFF, Connectivity, Role
 from cloud.errors import InvalidInput, PreconditionFailed, PreconditionRequired
@@ -26,7 +26,9 @@ from cloud.twin import connectivity, etag, stale_ms, timeseries, twin_json
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix=f"{API_PREFIX}/boilers", tags=["boilers"], responses=PROBLEM_RESPONSES)
+router = APIRouter(
+    prefix=f"{API_PREFIX}/boilers", tags=["boilers"], responses=AUTHENTICATED_RESPONSES
+)
 
 DAY_MS = 86_400_000
 

@@ -16,13 +16,13 @@ from sqlalchemy import select
 
 from cloud.access import can_see, visible_device
 from cloud.api.deps import API_PREFIX, CallerDep, ContextDep, SessionDep
-from cloud.api.problems import PROBLEM_RESPONSES
+from cloud.api.problems import AUTHENTICATED_RESPONSES, PROBLEM_RESPONSES
 from cloud.api.schemas import CommandBody
 from cloud.commands import command_json, validate_request
 from cloud.errors import NotFound
 from cloud.models import Command, Device
 
-router = APIRouter(prefix=API_PREFIX, tags=["commands"], responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix=API_PREFIX, tags=["commands"], responses=AUTHENTICATED_RESPONSES)
 
 _CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Idempotent replay: the command created earlier with this key"},

@@ -8,11 +8,11 @@ from fastapi import APIRouter
 
 from cloud.access import require_role
 from cloud.api.deps import API_PREFIX, CallerDep, SessionDep
-from cloud.api.problems import PROBLEM_RESPONSES
+from cloud.api.problems import AUTHENTICATED_RESPONSES
 from cloud.domain import STAFF
 from cloud.fleet_views import ingest_figures
 
-router = APIRouter(prefix=API_PREFIX, tags=["fleet"], responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix=API_PREFIX, tags=["fleet"], responses=AUTHENTICATED_RESPONSES)
 
 
 @router.get("/ingest/stats")

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from cloud.api.deps import API_PREFIX, CallerDep, ContextDep, SessionDep
-from cloud.api.problems import PROBLEM_RESPONSES
+from cloud.api.problems import AUTHENTICATED_RESPONSES
 from cloud.api.schemas import (
     AuthorizationBody,
     CompletionBody,
@@ -36,7 +36,7 @@ from cloud.service.views import (
 )
 from cloud.thread import event_json
 
-router = APIRouter(prefix=API_PREFIX, tags=["service"], responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix=API_PREFIX, tags=["service"], responses=AUTHENTICATED_RESPONSES)
 
 
 def job_location(job_id: str) -> str:

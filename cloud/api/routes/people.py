@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select, update
 
 from cloud.api.deps import API_PREFIX, CallerDep, ContextDep, SessionDep
-from cloud.api.problems import PROBLEM_RESPONSES
+from cloud.api.problems import AUTHENTICATED_RESPONSES
 from cloud.api.schemas import EngineerAvailability
 from cloud.db import transaction
 from cloud.domain import Caller, Role
@@ -22,7 +22,7 @@ from cloud.service.engineers import engineer_json, list_engineers, load_engineer
 from cloud.service.notify import notification_json
 from cloud.service.views import visible_jobs
 
-router = APIRouter(prefix=API_PREFIX, tags=["people"], responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix=API_PREFIX, tags=["people"], responses=AUTHENTICATED_RESPONSES)
 
 
 def _may_see_engineer(session: SessionDep, caller: Caller, engineer_id: str) -> bool:
