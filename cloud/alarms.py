@@ -55,8 +55,13 @@ def plain(value: DetailValue) -> Any:
     return value
 
 
-def apply_event(session: Session, event: Event, now: int) -> None:
-    """Record a (non-gap) device event in the thread and open or close its episode."""
+def apply_event(
+    session: Session, event: Event, now: int, evidence: Mapping[str, Any] | None = None
+) -> None:
+    """Record a (non-gap) device event in the thread and open or close its episode.
+
+    `evidence` (the device's own time when the cloud re-timed the event) joins the thread
+    event's data."""
     thread.record(
         session,
         device_id=event.dev,
@@ -64,7 +69,12 @@ def apply_event(session: Session, event: Event, now: int) -> None:
         ts_ms=event.ts,
         recorded_ms=now,
         actor=f"device:{event.dev}",
-        data={"event": event.kind.value, "seq": event.seq, "detail": plain(event.detail)},
+        data={
+            "event": event.kind.value,
+            "seq": event.seq,
+            "detail": plain(event.detail),
+            **(evidence or {}),
+        },
     )
     opened = None
     if event.kind is EventKind.LOCKOUT:

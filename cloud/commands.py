@@ -335,7 +335,9 @@ def _record_state(
     )
 
 
-def apply_ack(session: Session, ack: Ack, now_ms: int) -> str:
+def apply_ack(
+    session: Session, ack: Ack, now_ms: int, evidence: Mapping[str, Any] | None = None
+) -> str:
     """Advance a command on a verified ack, in the ingest transaction; returns the outcome.
 
     Outcomes: ``applied``, ``unknown_command``, ``wrong_device``, ``duplicate_ack``,
@@ -360,7 +362,7 @@ def apply_ack(session: Session, ack: Ack, now_ms: int) -> str:
         new = CommandState.EXPIRED  # the device confirms the verdict
     elif not old.verdict and new.rank <= old.rank:
         return "stale_ack"
-    data: dict[str, Any] = {"seq": ack.seq, "epoch": ack.epoch}
+    data: dict[str, Any] = {"seq": ack.seq, "epoch": ack.epoch, **(evidence or {})}
     if ack.reason is not None:
         data["reason"] = ack.reason.value
         row.result_reason = ack.reason.value

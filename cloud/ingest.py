@@ -47,7 +47,7 @@ from cloud.domain import Clock
 from cloud.errors import CloudError
 from cloud.gaps import ACCOUNTED, advance_contiguous, lock_twin, resolve_gaps
 from cloud.limits import MAX_INT, code, storable
-from cloud.metrics import INGEST_LATENCY, INGEST_MESSAGES
+from cloud.metrics import INGEST_LATENCY, INGEST_MESSAGES, INGEST_RETIMED
 from cloud.models import (
     Device,
     DeviceKey,
@@ -60,6 +60,7 @@ from cloud.models import (
 )
 from cloud.quarantine import Stage
 from cloud.settings import CloudSettings
+from cloud.timing import Timing, order_time
 from protocols.cose import MAX_ENVELOPE_BYTES, open_uplink, public_key_from_raw
 from protocols.errors import (
     BadSignature,
@@ -159,6 +160,7 @@ class Ingest:
         self.sessions = sessions
         self.clock = clock
         self.settings = settings
+        self.max_ahead_ms = int(settings.max_clock_ahead_s * 1000)
         self.key_ttl_ms = key_ttl_ms
         self.retries = retries
         self._sleep = sleep
@@ -344,42 +346,50 @@ class Ingest:
             except IntegrityError:
                 raise _Duplicate from None
             twin = _twin(session, device_id)
-            reason, accounted = self._apply(session, twin, message, now)
+            timing = order_time(message, now, self.max_ahead_ms)
+            reason, accounted = self._apply(session, twin, timing, now)
             _sequence(session, twin, seq, accounted, now)
             twin.last_seen_ms = max(twin.last_seen_ms or 0, now)
             twin.received += 1
             twin.version += 1
+            retimed[:] = [timing.reason] if timing.reason else []
             return Outcome("accepted", reason, device_id, seq)
 
+        retimed: list[str] = []
         try:
-            return self._retrying(work)
+            outcome = self._retrying(work)
         except _Duplicate:
             with self._lock:
                 self._duplicates[device_id] += 1
             log.debug("%s: duplicate seq %d", device_id, seq)
             return Outcome("duplicate", kind.value, device_id, seq)
+        for why in retimed:
+            INGEST_RETIMED.labels(why).inc()
+            log.debug("%s: seq %d ordered by receipt time (%s)", device_id, seq, why)
+        return outcome
 
     def _apply(
-        self, session: Session, twin: Twin, message: UplinkMessage, now: int
+        self, session: Session, twin: Twin, timing: Timing, now: int
     ) -> tuple[str, list[tuple[int, int]]]:
         """Apply one message's effects; returns (reason, seq ranges newly accounted for)."""
+        message, evidence = timing.message, timing.evidence
         if isinstance(message, TelemetryBatch):
-            _telemetry(session, twin, message)
+            _telemetry(session, twin, message, timing.reading_ts)
             return "data", []
         if isinstance(message, Event):
             if message.kind is EventKind.GAP:
-                return "event", _gap(session, twin, message, now)
-            alarms.apply_event(session, message, now)
+                return "event", _gap(session, twin, message, now, evidence)
+            alarms.apply_event(session, message, now, evidence)
             return "event", []
         if isinstance(message, Birth):
-            _birth(session, twin, message, now)
+            _birth(session, twin, message, now, evidence)
             return "birth", []
         if isinstance(message, Health):
             if twin.health_ms is None or message.ts >= twin.health_ms:
                 twin.health = {"modem": dict(message.modem), "agent": dict(message.agent)}
                 twin.health_ms = message.ts
             return "health", []
-        result = apply_ack(session, message, now)
+        result = apply_ack(session, message, now, evidence)
         log.debug("%s: ack for %s: %s", message.dev, message.command_id, result)
         return ("ack" if result == "applied" else f"ack_{result}"), []
 
@@ -570,26 +580,32 @@ def _sequence(
         resolve_gaps(session, twin.device_id, first, last, now)
 
 
-def _telemetry(session: Session, twin: Twin, batch: TelemetryBatch) -> None:
+def _telemetry(
+    session: Session, twin: Twin, batch: TelemetryBatch, device_ts: tuple[int | None, ...]
+) -> None:
+    """Samples and latest values; `device_ts` holds each reading's own ts where the cloud
+    re-timed it (`cloud.timing`), kept beside the time it is ordered by."""
     if not batch.readings:
         return
     rows = []
-    latest: dict[str, Reading] = {}
-    for reading in batch.readings:
+    latest: dict[str, tuple[Reading, int | None]] = {}
+    for i, reading in enumerate(batch.readings):
         num, text = _num_text(reading.value)
+        own = device_ts[i] if device_ts else None
         rows.append(
             {
                 "device_id": batch.dev,
                 "point": reading.point,
                 "ts_ms": reading.ts,
+                "device_ts_ms": own,
                 "num": num,
                 "text": text,
                 "quality": reading.quality.value,
                 "seq": batch.seq,
             }
         )
-        if reading.point not in latest or reading.ts >= latest[reading.point].ts:
-            latest[reading.point] = reading
+        if reading.point not in latest or reading.ts >= latest[reading.point][0].ts:
+            latest[reading.point] = (reading, own)
     # Core executemany with one constant statement each: compiled once, cached thereafter
     # (a multi-row VALUES would be compiled anew for every batch size).
     session.execute(_SAMPLE_INSERT, rows)
@@ -598,12 +614,13 @@ def _telemetry(session: Session, twin: Twin, batch: TelemetryBatch) -> None:
             "device_id": batch.dev,
             "point": reading.point,
             "ts_ms": reading.ts,
+            "device_ts_ms": own,
             "num": _num_text(reading.value)[0],
             "text": _num_text(reading.value)[1],
             "quality": reading.quality.value,
             "seq": batch.seq,
         }
-        for reading in latest.values()
+        for reading, own in latest.values()
     ]
     session.execute(_twin_value_upsert(session.get_bind().dialect.name), values)
     if STATUS_POINT in latest or FAULT_POINT in latest:
@@ -623,7 +640,10 @@ def _twin_value_upsert(dialect: str) -> Any:
         table = TwinValue.__table__.c
         _UPSERTS[dialect] = statement.on_conflict_do_update(
             index_elements=["device_id", "point"],
-            set_={c: getattr(new, c) for c in ("ts_ms", "num", "text", "quality", "seq")},
+            set_={
+                c: getattr(new, c)
+                for c in ("ts_ms", "device_ts_ms", "num", "text", "quality", "seq")
+            },
             where=or_(new.ts_ms > table.ts_ms, and_(new.ts_ms == table.ts_ms, new.seq > table.seq)),
         )
     return _UPSERTS[dialect]
@@ -662,7 +682,7 @@ def _mirror_status(session: Session, twin: Twin) -> None:
             alarms.close_open(session, twin.device_id, "fault", fault.ts_ms, fault.seq)
 
 
-def _birth(session: Session, twin: Twin, birth: Birth, now: int) -> None:
+def _birth(session: Session, twin: Twin, birth: Birth, now: int, evidence: dict[str, Any]) -> None:
     if twin.epoch is None or (birth.epoch, birth.ts) >= (twin.epoch, twin.birth_ms or 0):
         twin.epoch = birth.epoch
         twin.birth_ms = birth.ts
@@ -684,11 +704,14 @@ def _birth(session: Session, twin: Twin, birth: Birth, now: int) -> None:
             "map_id": birth.map_id,
             "map_hash": birth.map_hash,
             "capabilities": list(birth.capabilities),
+            **evidence,
         },
     )
 
 
-def _gap(session: Session, twin: Twin, event: Event, now: int) -> list[tuple[int, int]]:
+def _gap(
+    session: Session, twin: Twin, event: Event, now: int, evidence: dict[str, Any]
+) -> list[tuple[int, int]]:
     """Accounted gaps from a device's ``gap`` event; returns the ranges newly recorded."""
     gap = parse_gap(event)  # checked by _unfit before the transaction
     upsert = _dialect_insert(session)
@@ -722,6 +745,7 @@ def _gap(session: Session, twin: Twin, event: Event, now: int) -> list[tuple[int
             "reason": gap.reason,
             "ranges": [list(r) for r in gap.ranges],
             "count": gap.count,
+            **evidence,
         },
     )
     log.warning("%s: device reports %d message(s) dropped (%s)", event.dev, gap.count, gap.reason)

@@ -15,6 +15,14 @@ INGEST_MESSAGES = Counter(
 )
 """Exposed as ``boilertwin_ingest_messages_total{outcome,reason}``."""
 
+INGEST_RETIMED = Counter(
+    "boilertwin_ingest_retimed",
+    "Accepted messages ordered by the cloud's receipt time instead of the device's clock, by "
+    "reason (clock_untrusted: sync false; clock_ahead: too far ahead of the cloud's clock).",
+    ["reason"],
+)
+"""Exposed as ``boilertwin_ingest_retimed_total{reason}`` (`cloud.timing`)."""
+
 INGEST_LATENCY = Histogram(
     "boilertwin_ingest_handle_seconds",
     "Time to handle one MQTT message (verify, store, apply), in seconds.",

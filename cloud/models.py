@@ -149,6 +149,9 @@ class TwinValue(Base):
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
     point: Mapped[str] = mapped_column(String(64), primary_key=True)
     ts_ms: Mapped[int] = mapped_column(BigInteger)
+    """When it was read, as the cloud orders it (`cloud.timing`)."""
+    device_ts_ms: Mapped[int | None] = mapped_column(BigInteger)
+    """The device's own timestamp when the cloud re-timed the reading (else None)."""
     num: Mapped[float | None] = mapped_column(Float)
     text: Mapped[str | None] = mapped_column(String(200))
     quality: Mapped[str] = mapped_column(String(16))
@@ -178,6 +181,9 @@ class Sample(Base):
     device_id: Mapped[str] = mapped_column(String(63))
     point: Mapped[str] = mapped_column(String(64))
     ts_ms: Mapped[int] = mapped_column(BigInteger)
+    """When it was read, as the cloud orders it (`cloud.timing`)."""
+    device_ts_ms: Mapped[int | None] = mapped_column(BigInteger)
+    """The device's own timestamp when the cloud re-timed the reading (else None)."""
     num: Mapped[float | None] = mapped_column(Float)
     text: Mapped[str | None] = mapped_column(String(200))
     quality: Mapped[str] = mapped_column(String(16))

@@ -52,6 +52,9 @@ class CloudSettings:
     stale_after_s: float = 1800.0
     """An 'online' boiler not heard from this long is shown ``stale`` (health: every 900 s)."""
     gap_grace_s: float = 60.0
+    max_clock_ahead_s: float = 300.0
+    """A message or reading stamped further ahead of the cloud's clock than this (or sent
+    with ``sync`` false) is ordered by its receipt time (`cloud.timing`)."""
     """A missing seq still missing this long after a later one arrived is an unexplained gap."""
     sweep_interval_s: float = 1.0
     housekeeping_interval_s: float = 5.0
@@ -160,7 +163,13 @@ def _check(s: CloudSettings) -> None:
         raise ConfigError("db_url", f"must be sqlite:///... or postgresql://..., got {s.db_url!r}")
     if not 0 < s.broker_port < 65536:
         raise ConfigError("broker_port", f"must be 1-65535, got {s.broker_port}")
-    for name in ("command_ttl_s", "result_timeout_s", "restart_window_s", "stale_after_s"):
+    for name in (
+        "command_ttl_s",
+        "result_timeout_s",
+        "restart_window_s",
+        "stale_after_s",
+        "max_clock_ahead_s",
+    ):
         if getattr(s, name) <= 0:
             raise ConfigError(name, "must be positive")
     if s.restart_limit < 1:

@@ -179,6 +179,8 @@ def _value_json(value: TwinValue) -> dict[str, Any]:
         "ts": value.ts_ms,
         "quality": value.quality,
     }
+    if value.device_ts_ms is not None:
+        reading["device_ts"] = value.device_ts_ms  # the device's clock was not trusted
     if value.point in (STATUS_POINT, FAULT_POINT) and value.num is not None:
         code = int(value.num)
         reading["value"] = code
@@ -496,7 +498,7 @@ def _raw(
     out: dict[str, list[dict[str, Any]]] = {}
     for name in names:
         rows = session.execute(
-            select(Sample.ts_ms, Sample.num, Sample.text, Sample.quality)
+            select(Sample.ts_ms, Sample.device_ts_ms, Sample.num, Sample.text, Sample.quality)
             .where(
                 Sample.device_id == device_id,
                 Sample.point == name,
@@ -512,6 +514,7 @@ def _raw(
                 "value": row.num if row.num is not None else row.text,
                 "quality": row.quality,
             }
+            | ({"device_ts": row.device_ts_ms} if row.device_ts_ms is not None else {})
             for row in rows
         ]
     return out
