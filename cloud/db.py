@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 from cloud.errors import ConfigError
 
@@ -59,8 +59,38 @@ def make_engine(url: str) -> Engine:
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions that keep loaded objects usable after commit."""
-    return sessionmaker(engine, expire_on_commit=False)
+    """Sessions that keep loaded objects usable after commit.
+
+    On SQLite, ``SELECT ... FOR UPDATE`` (which SQLite does not have) takes the database's
+    write lock first (`take_write_lock`), so every check-then-act rule written with
+    ``with_for_update()`` is serialised on both databases.
+    """
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    if engine.dialect.name == "sqlite":
+        event.listen(sessions, "do_orm_execute", _lock_before_for_update)
+    return sessions
+
+
+def take_write_lock(session: Session) -> None:
+    """Serialise this transaction with every other writer, as ``FOR UPDATE`` would.
+
+    PostgreSQL: nothing to do here (row locks are taken by ``SELECT ... FOR UPDATE``). SQLite:
+    ``BEGIN IMMEDIATE`` unless the transaction already writes. pysqlite opens a transaction
+    only before the first INSERT/UPDATE/DELETE, so reads before it are not protected at all;
+    with the write lock taken first, everything read afterwards stays true until commit
+    (waiting up to ``busy_timeout`` for the lock).
+    """
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        return
+    raw = connection.connection.dbapi_connection
+    if raw is not None and not raw.in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _lock_before_for_update(state: ORMExecuteState) -> None:
+    if getattr(state.statement, "_for_update_arg", None) is not None:
+        take_write_lock(state.session)
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -49,17 +49,9 @@ MAX_DEVICES = 200
 def lock_twin(session: Session, device_id: str) -> Twin | None:
     """The twin row, locked for the rest of the transaction (None if it does not exist).
 
-    PostgreSQL: ``SELECT ... FOR UPDATE``. SQLite ignores FOR UPDATE, and pysqlite only sends
-    BEGIN before the first write, so a no-op UPDATE comes first: it takes the database's write
-    lock (waiting up to busy_timeout) and the read after it cannot be stale.
+    PostgreSQL: ``SELECT ... FOR UPDATE``. SQLite has no row locks: the same statement takes
+    the database's write lock first (`cloud.db.take_write_lock`), so the read cannot be stale.
     """
-    if session.get_bind().dialect.name == "sqlite":
-        session.execute(
-            update(Twin)
-            .where(Twin.device_id == device_id)
-            .values(version=Twin.version)
-            .execution_options(synchronize_session=False)
-        )
     return session.scalars(
         select(Twin)
         .where(Twin.device_id == device_id)

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloud import thread
+from cloud.db import take_write_lock
 from cloud.models import Device, Reminder
 from cloud.service.domain import JobEvent
 from cloud.service.notify import NotificationKind, end_user, notify
@@ -61,6 +62,7 @@ def send_reminders(session: Session, now_ms: int, lead_days: int) -> list[tuple[
         key = due.isoformat()
         if session.get(Reminder, (device.id, key)) is not None:
             continue
+        take_write_lock(session)  # on SQLite a SAVEPOINT must sit inside a real transaction
         try:
             with session.begin_nested():
                 session.add(Reminder(device_id=device.id, due_date=key, sent_ms=now_ms))
