@@ -16,6 +16,10 @@ class CloudError(Exception):
         self.detail = detail
         self.context = context
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries (e.g. ``Retry-After``); none by default."""
+        return {}
+
 
 class ConfigError(CloudError):
     """A setting is missing or invalid; names the setting."""

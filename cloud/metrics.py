@@ -48,3 +48,10 @@ LOOP_UP = Gauge(
     "1 while a supervised background loop runs, 0 while it waits to be restarted.",
     ["loop"],
 )
+
+LOGINS = Counter(
+    "boilertwin_logins",
+    "Login attempts by channel (api, portal) and outcome (success, failure, throttled).",
+    ["channel", "outcome"],
+)
+"""Exposed as ``boilertwin_logins_total{channel,outcome}`` (`cloud.throttle`)."""

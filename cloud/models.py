@@ -76,6 +76,18 @@ class Token(Base):
     expires_ms: Mapped[int] = mapped_column(BigInteger)
 
 
+class LoginThrottle(Base):
+    """Failed logins per account and per client address (`cloud.throttle`)."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    """``account:<login name>`` or ``address:<client address>``."""
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failure_ms: Mapped[int] = mapped_column(BigInteger)
+    blocked_until_ms: Mapped[int] = mapped_column(BigInteger)
+
+
 class Device(Base):
     """A registered gateway/boiler: the product twin's attributes."""
 

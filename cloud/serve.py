@@ -126,6 +126,9 @@ async def serve_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:
         log_config=None,
         lifespan="on",
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        # Only a configured proxy may say who the client is (login throttling keys on it).
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
     )
     server = uvicorn.Server(config)
     log.info(

@@ -63,6 +63,17 @@ class CloudSettings:
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     token_ttl_s: float = 12 * 3600.0
+    login_account_free_failures: int = 5
+    login_account_max_delay_s: float = 60.0
+    """Per login name: free failed logins, then a delay doubling from 1 s up to this."""
+    login_address_free_failures: int = 20
+    login_address_max_delay_s: float = 900.0
+    """Per client address: free failed logins, then a delay doubling from 1 s up to this."""
+    login_forget_after_s: float = 900.0
+    """A count of failed logins is forgotten after this long without one (`cloud.throttle`)."""
+    forwarded_allow_ips: str = ""
+    """Proxies trusted to say the client's address (``X-Forwarded-For``), comma-separated, as
+    uvicorn takes them; empty trusts none, so the address is the connecting peer's."""
     portal_live_poll_s: float = 1.0
     """How often a portal page's live stream (SSE) looks for a change in what it shows."""
     portal_live_max_s: float = 600.0
@@ -205,5 +216,11 @@ def _check(s: CloudSettings) -> None:
     for name in ("newcomer_slots", "newcomer_invitations", "reminder_lead_days"):
         if getattr(s, name) < 0:
             raise ConfigError(name, "must not be negative")
+    for name in ("login_account_free_failures", "login_address_free_failures"):
+        if getattr(s, name) < 1:
+            raise ConfigError(name, "must be at least 1")
+    for name in ("login_account_max_delay_s", "login_address_max_delay_s", "login_forget_after_s"):
+        if getattr(s, name) < 1:
+            raise ConfigError(name, "must be at least 1 second")
     if s.shortlist_size < 1:
         raise ConfigError("shortlist_size", "must be at least 1")

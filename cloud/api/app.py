@@ -27,6 +27,7 @@ from cloud.service.config import PlatformConfig
 from cloud.service.platform import ServicePlatform
 from cloud.settings import CloudSettings
 from cloud.supervisor import Supervisor
+from cloud.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ def create_app(
         openapi_url="/openapi.json",
         max_body_size=MAX_BODY,
     )
-    app.state.context = ApiContext(settings, sessions, commands, clock, platform)
+    throttle = Throttle.from_settings(sessions, clock, settings)
+    app.state.context = ApiContext(settings, sessions, commands, clock, platform, throttle)
     install_problem_handlers(app)
     app.add_middleware(RequestMetrics)
     routers = (auth, boilers, command_routes, fleet, jobs, people)

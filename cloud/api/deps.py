@@ -16,6 +16,7 @@ from cloud.commands import CommandService
 from cloud.domain import Caller, Clock
 from cloud.service.platform import ServicePlatform
 from cloud.settings import CloudSettings
+from cloud.throttle import Throttle
 
 API_PREFIX = "/api/v1"
 """Every API route lives under this (routers carry it, so metrics see full templates)."""
@@ -31,6 +32,7 @@ class ApiContext:
     commands: CommandService
     clock: Clock
     platform: ServicePlatform
+    throttle: Throttle
 
 
 def context(request: Request) -> ApiContext:
@@ -62,3 +64,9 @@ def current_caller(token: TokenDep, session: SessionDep, ctx: ContextDep) -> Cal
 
 
 CallerDep = Annotated[Caller, Depends(current_caller)]
+
+
+def client_address(request: Request) -> str:
+    """The client's address: the connecting peer, or what a trusted proxy says
+    (``forwarded_allow_ips``; uvicorn applies it before the request gets here)."""
+    return request.client.host if request.client is not None else "unknown"

@@ -105,7 +105,12 @@ def _jsonable(value: Any) -> Any:
 async def _cloud_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CloudError)
     return problem_response(
-        exc.status, exc.title, exc.detail, type_=problem_type(exc), extensions=exc.context
+        exc.status,
+        exc.title,
+        exc.detail,
+        type_=problem_type(exc),
+        headers=exc.headers(),
+        extensions=exc.context,
     )
 
 

@@ -5,14 +5,21 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from cloud.access import require_role
-from cloud.api.deps import API_PREFIX, CallerDep, ContextDep, SessionDep, TokenDep
+from cloud.api.deps import (
+    API_PREFIX,
+    CallerDep,
+    ContextDep,
+    SessionDep,
+    TokenDep,
+    client_address,
+)
 from cloud.api.problems import AUTHENTICATED_RESPONSES, PROBLEM_RESPONSES, Unauthorized
 from cloud.api.schemas import TokenOut, UserCreate, UserOut
-from cloud.auth import authenticate, create_user, issue_token, revoke_token
+from cloud.auth import create_user, issue_token, revoke_token
 from cloud.domain import Role
 from cloud.errors import NotFound
 from cloud.models import User
@@ -24,15 +31,25 @@ router = APIRouter(prefix=API_PREFIX, tags=["auth"], responses=AUTHENTICATED_RES
 ADMINS = frozenset({Role.ADMIN})
 
 
-@router.post("/auth/token", response_model=TokenOut, responses={401: PROBLEM_RESPONSES[401]})
+@router.post(
+    "/auth/token",
+    response_model=TokenOut,
+    responses={
+        401: PROBLEM_RESPONSES[401],
+        429: PROBLEM_RESPONSES[429] | {"description": "Too many failed logins (Retry-After)"},
+    },
+)
 def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    request: Request,
     session: SessionDep,
     ctx: ContextDep,
     response: Response,
 ) -> TokenOut:
-    """Exchange a user name and password for a bearer token (401 problem if they are wrong)."""
-    user = authenticate(session, form.username, form.password)
+    """Exchange a user name and password for a bearer token (401 problem if they are wrong;
+    429 with ``Retry-After`` after too many failures for the account or the address)."""
+    address = client_address(request)
+    user = ctx.throttle.login(session, form.username, form.password, address, channel="api")
     if user is None:
         log.info("login failed for %r", form.username[:64])
         raise Unauthorized("wrong user name or password")

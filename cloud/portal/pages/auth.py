@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from cloud.api.deps import ContextDep, SessionDep
-from cloud.auth import authenticate, caller_for_token, issue_token, revoke_token
+from cloud.api.deps import ContextDep, SessionDep, client_address
+from cloud.auth import caller_for_token, issue_token, revoke_token
 from cloud.portal.forms import go
 from cloud.portal.render import MAIN_PAGES, page
 from cloud.portal.session import (
@@ -20,6 +20,7 @@ from cloud.portal.session import (
     safe_next,
     set_session,
 )
+from cloud.throttle import LoginThrottled
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,23 @@ def login(
     """Check the user name and password (as the API's token endpoint does) and start a
     session; the form again, with a message, if they are wrong."""
     check_origin(request)
-    user = authenticate(session, username.strip(), password)
+    address = client_address(request)
+    try:
+        user = ctx.throttle.login(session, username.strip(), password, address, channel="portal")
+    except LoginThrottled as throttled:
+        wait = throttled.retry_after_s
+        refused = page(
+            request,
+            "login.html",
+            None,
+            None,
+            429,
+            next=safe_next(next),
+            error=f"Too many failed attempts. Please wait {wait} seconds and try again.",
+            user=username.strip()[:200],
+        )
+        refused.headers.update(throttled.headers())
+        return refused
     if user is None:
         log.info("portal login failed for %r", username[:64])
         return page(
