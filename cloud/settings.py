@@ -71,6 +71,9 @@ class CloudSettings:
     """Per client address: free failed logins, then a delay doubling from 1 s up to this."""
     login_forget_after_s: float = 900.0
     """A count of failed logins is forgotten after this long without one (`cloud.throttle`)."""
+    metrics_token_file: Path | None = None
+    """File holding a secret that ``/metrics`` then requires, as a bearer token or as the
+    password of HTTP basic auth (any user name); None leaves ``/metrics`` open."""
     forwarded_allow_ips: str = ""
     """Proxies trusted to say the client's address (``X-Forwarded-For``), comma-separated, as
     uvicorn takes them; empty trusts none, so the address is the connecting peer's."""
@@ -78,8 +81,9 @@ class CloudSettings:
     """How often a portal page's live stream (SSE) looks for a change in what it shows."""
     portal_live_max_s: float = 600.0
     """A live stream ends after this long; the browser reconnects at once (bounds each one)."""
-    portal_secure_cookie: bool = False
-    """Mark the portal's session cookie ``Secure`` (set it when serving over HTTPS)."""
+    portal_secure_cookie: bool = True
+    """Mark the portal's session cookie ``Secure``: browsers send it over HTTPS only. Turn it
+    off only for a portal served over plain HTTP on loopback (the demo)."""
     portal_timezone: str = "Europe/London"
     """IANA zone the portal shows times in."""
 
@@ -125,6 +129,18 @@ class CloudSettings:
         """A copy with `changes` applied (None values are ignored)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
+    def metrics_token(self) -> str | None:
+        """The secret ``/metrics`` requires, read from its file (None: no authentication)."""
+        if self.metrics_token_file is None:
+            return None
+        try:
+            token = self.metrics_token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError("metrics_token_file", f"cannot read: {exc.strerror}") from exc
+        if len(token) < 16:
+            raise ConfigError("metrics_token_file", "the token must be at least 16 characters")
+        return token
+
     def mqtt_password(self) -> str | None:
         """The broker password, read from its file."""
         if self.mqtt_password_file is None:
@@ -135,7 +151,13 @@ class CloudSettings:
             raise ConfigError("mqtt_password_file", f"cannot read: {exc.strerror}") from exc
 
 
-_PATHS = {"mqtt_password_file", "mqtt_ca_file", "keys_dir", "service_rules_file"}
+_PATHS = {
+    "mqtt_password_file",
+    "mqtt_ca_file",
+    "keys_dir",
+    "service_rules_file",
+    "metrics_token_file",
+}
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> CloudSettings:

@@ -6,9 +6,13 @@ Prometheus registry, which is process-wide by design.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import logging
+from typing import Annotated
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Header
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -33,6 +37,21 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 """No request body here needs more; larger ones are refused with 413."""
+
+
+def scrape_allowed(authorization: str | None, token: str) -> bool:
+    """Whether an ``Authorization`` header carries `token` (bearer, or basic auth password)."""
+    scheme, _, credentials = (authorization or "").partition(" ")
+    offered = ""
+    if scheme.lower() == "bearer":
+        offered = credentials.strip()
+    elif scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        offered = decoded.partition(":")[2]
+    return bool(offered) and hmac.compare_digest(offered.encode(), token.encode())
 
 
 def create_app(
@@ -93,9 +112,24 @@ def create_app(
             }
         )
 
-    @app.get("/metrics", tags=["ops"], response_class=Response)
-    def metrics() -> Response:
-        """Prometheus metrics of this process (default registry)."""
+    metrics_token = settings.metrics_token()
+
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=Response,
+        responses={401: PROBLEM_RESPONSES[401]},
+    )
+    def metrics(authorization: Annotated[str | None, Header()] = None) -> Response:
+        """Prometheus metrics of this process (default registry). With ``metrics_token_file``
+        set, only for ``Authorization: Bearer <token>`` or basic auth with it as password."""
+        if metrics_token is not None and not scrape_allowed(authorization, metrics_token):
+            return problem_response(
+                401,
+                "Unauthorized",
+                "metrics need the scrape token",
+                headers={"WWW-Authenticate": 'Bearer, Basic realm="metrics"'},
+            )
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

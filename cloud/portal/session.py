@@ -90,12 +90,16 @@ PosterDep = Annotated[Visitor, Depends(posting_visitor)]
 
 
 def check_origin(request: Request) -> None:
-    """Refuse a POST that a page on another site sent (``Origin`` is sent by browsers)."""
+    """Refuse a POST that a page on another site sent (``Origin`` is sent by browsers).
+
+    ``Origin: null`` is refused too: browsers send it from sandboxed frames, ``data:`` and
+    ``file:`` pages and after cross-site redirects, none of which is this portal. A request
+    without ``Origin`` (not a browser, or a very old one) still needs the form token."""
     origin = request.headers.get("origin")
-    if origin is None or origin == "null":
+    if origin is None:
         return
     host = request.headers.get("host", "")
-    if urlsplit(origin).netloc != host:
+    if origin == "null" or urlsplit(origin).netloc != host:
         raise Forbidden("cross-site form posts are refused")
 
 

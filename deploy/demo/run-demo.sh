@@ -145,6 +145,8 @@ command_kid = "$CLOUD_KID"
 command_ttl_s = 120.0
 api_host = "127.0.0.1"
 api_port = $API_PORT
+# The demo's portal is plain HTTP on loopback: a Secure cookie would never come back.
+portal_secure_cookie = false
 # The service platform at demo speed (the defaults are production's, see deploy/cloud.toml):
 # verified after 10 s of normal running instead of 30 min; unanswered invitations expire after
 # 5 min instead of 4 h (every demo engineer can log in and answer, so this is a backstop for

@@ -174,6 +174,9 @@ def make_world(db_url: str, tmp_path: Path, **settings: Any) -> World:
     engine = make_engine(db_url)
     sessions = session_factory(engine)
     clock = Clock()
+    # The test client speaks plain HTTP, as `make demo` does: it would never send a Secure
+    # cookie back (tests of the secure default pass portal_secure_cookie=True).
+    settings.setdefault("portal_secure_cookie", False)
     cloud_settings = CloudSettings(db_url=db_url, **settings)
     key = keygen(tmp_path / "keys", "cloud-test")
     commands = CommandService(sessions, key, cloud_settings, clock)

@@ -72,12 +72,13 @@ class Stack:
             "keys_dir": str(directory / "keys"),
             "api_port": self.api_port,
             "sweep_interval_s": 0.2,
+            "portal_secure_cookie": False,  # plain HTTP on loopback, as in `make demo`
         }
         values.update(settings)
         self.config = directory / "cloud.toml"
         self.config.write_text(
             "".join(
-                f"{k} = {json.dumps(v) if isinstance(v, str) else v}\n" for k, v in values.items()
+                f"{k} = {json.dumps(v) if isinstance(v, str | bool) else v}\n" for k, v in values.items()
             )
         )
         self.engine = make_engine(db_url)
