@@ -182,7 +182,9 @@ class CommandService:
         if request.args:
             raise InvalidInput("restart takes no arguments", args=dict(request.args))
         if caller.role in RESTART_ROLES and len(request.reason.strip()) < MIN_REASON:
-            raise InvalidInput("support must record a reason for a restart", field="reason")
+            # A refusal of this caller's request as it stands, not of its form: the same body
+            # from the contracted engineer is fine.
+            raise Forbidden("support must record a reason for a restart", field="reason")
         twin = self._check_restart(session, caller, device, now, lock=True)
         message = CommandMessage(
             id=str(uuid.uuid4()),

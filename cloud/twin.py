@@ -447,24 +447,20 @@ def timeseries(
     (each bucket has ``ts`` = its start, ``avg``, ``min``, ``max``, ``count``; text readings
     are left out). Without it, raw readings are returned when no point has more than
     `max_points` of them in the range; otherwise a round step giving at most `max_points`
-    buckets is chosen. Raises `InvalidInput` for an empty range or a step that would give
-    more than `max_points` buckets.
+    buckets is chosen; a step that would give more than `max_points` buckets is widened the
+    same way. An empty or inverted range answers with no readings.
     """
-    if until_ms <= since_ms:
-        raise InvalidInput("until must be after since", since=since_ms, until=until_ms)
     if max_points < 1:
         raise InvalidInput("max_points must be at least 1", max_points=max_points)
+    if step_ms is not None and step_ms < 1:
+        raise InvalidInput("step must be a positive number of milliseconds", step=step_ms)
+    if until_ms <= since_ms:
+        return _series(since_ms, until_ms, step_ms, {})  # an empty range holds nothing
     names = list(points) if points else known_points(session, device_id)
     if step_ms is not None:
-        if step_ms < 1:
-            raise InvalidInput("step must be a positive number of milliseconds", step=step_ms)
         buckets = -(-(until_ms - since_ms) // step_ms)
         if buckets > max_points:
-            raise InvalidInput(
-                f"step {step_ms} ms gives {buckets} buckets, more than max_points={max_points}",
-                step=step_ms,
-                max_points=max_points,
-            )
+            step_ms = max(step_ms, auto_step(since_ms, until_ms, max_points))
     elif names:
         raw = _raw(session, device_id, names, since_ms, until_ms, max_points + 1)
         if all(len(rows) <= max_points for rows in raw.values()):

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.api.deps import ApiContext
 from cloud.api.metrics import RequestMetrics
+from cloud.api.openapi import install_openapi
 from cloud.api.problems import PROBLEM_RESPONSES, install_problem_handlers, problem_response
 from cloud.api.routes import auth, boilers, fleet, jobs, people
 from cloud.api.routes import commands as command_routes
@@ -92,6 +93,8 @@ def create_app(
         app.include_router(router)
 
     install_portal(app)
+    rules = platform.config.rules
+    install_openapi(app, {t: list(rules.problems(t)) for t in rules.service_types})
 
     @app.get("/healthz", tags=["ops"], responses={503: PROBLEM_RESPONSES[503]})
     def healthz() -> Response:

@@ -55,7 +55,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {PROBLEM_JSON: {"schema": Problem.model_json_schema()}},
         "description": HTTPStatus(code).phrase,
     }
-    for code in (401, 403, 404, 409, 412, 422, 428, 429, 503)
+    for code in (400, 401, 403, 404, 409, 412, 422, 428, 429, 503)
 }
 """Problem answers by status, for the OpenAPI document."""
 AUTHENTICATED_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -131,14 +131,35 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return problem_response(422, "Invalid request", detail, extensions={"errors": errors})
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     try:
         title = HTTPStatus(exc.status_code).phrase
     except ValueError:
         title = "Error"
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
-    return problem_response(exc.status_code, title, detail, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names only the first matching route's methods; name them all.
+        methods = allowed_methods(request)
+        if methods:
+            headers["Allow"] = ", ".join(methods)
+    return problem_response(exc.status_code, title, detail, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the OpenAPI document has for this request's path, sorted."""
+    document = request.app.openapi()
+    path = request.url.path
+    methods: set[str] = set()
+    for template, item in document.get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods |= {method.upper() for method in item if method in _METHODS}
+    return sorted(methods)
+
+
+_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -10,6 +10,7 @@ from cloud.domain import Role
 from cloud.errors import InvalidInput
 from cloud.service.crowd import Principle
 from cloud.service.domain import RequestInput, ResponseInput
+from protocols.messages import CommandName
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -47,8 +48,9 @@ class CommandBody(BaseModel):
 
     model_config = _STRICT
 
-    name: str = Field(min_length=1, max_length=32, examples=["restart"])
-    args: dict[str, Arg] = Field(default_factory=dict, max_length=16)
+    name: CommandName = Field(examples=["restart"])
+    args: dict[str, Arg] = Field(default_factory=dict, max_length=0)
+    """No command takes arguments yet (``restart`` never will)."""
     reason: str = Field(default="", max_length=1000, examples=["F28 repaired on site"])
 
 

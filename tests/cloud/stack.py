@@ -78,7 +78,8 @@ class Stack:
         self.config = directory / "cloud.toml"
         self.config.write_text(
             "".join(
-                f"{k} = {json.dumps(v) if isinstance(v, str | bool) else v}\n" for k, v in values.items()
+                f"{k} = {json.dumps(v) if isinstance(v, str | bool) else v}\n"
+                for k, v in values.items()
             )
         )
         self.engine = make_engine(db_url)

@@ -391,9 +391,9 @@ def test_patch_rules(world: World, fleet: dict[str, dict[str, str]]) -> None:
         world.client.patch(url, json={"model": "X"}, headers=fleet["tom"] | {"If-Match": tag}), 404
     )
     sue = fleet["sue"] | {"If-Match": tag}
-    wrong_role = problem(world.client.patch(url, json={"owner": "tina"}, headers=sue), 422)
+    wrong_role = problem(world.client.patch(url, json={"owner": "tina"}, headers=sue), 409)
     assert wrong_role["field"] == "owner"
-    problem(world.client.patch(url, json={"owner": "ghost"}, headers=sue), 422)
+    problem(world.client.patch(url, json={"owner": "ghost"}, headers=sue), 409)
     problem(world.client.patch(url, json={"colour": "red"}, headers=sue), 422)
     problem(world.client.patch(url, json={"location": {"lat": 91, "lon": 0}}, headers=sue), 422)
     problem(world.client.patch(url, json={"install_date": "yesterday"}, headers=sue), 422)

@@ -71,7 +71,8 @@ def test_refusals_are_problems(world: World, sue: dict[str, str]) -> None:
     problem(world.client.post(URL, json=RESTART, headers=world.login("tom")), 404)
     problem(world.client.post(URL, json={"name": "explode"}, headers=sue), 422)
     problem(world.client.post(URL, json=RESTART | {"colour": "red"}, headers=sue), 422)
-    problem(world.client.post(URL, json={"name": "restart", "reason": ""}, headers=sue), 422)
+    unexplained = world.client.post(URL, json={"name": "restart", "reason": ""}, headers=sue)
+    assert problem(unexplained, 403)["detail"] == "support must record a reason for a restart"
     long_key = {"Idempotency-Key": "k" * 201}
     problem(world.client.post(URL, json=RESTART, headers=sue | long_key), 422)
     assert world.client.post(URL, json=RESTART, headers=sue).status_code == 202

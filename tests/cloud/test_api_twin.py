@@ -231,18 +231,32 @@ def test_iso_times(world: World, olga: dict[str, str]) -> None:
     "query",
     [
         "points=Flow-Temp",
-        f"since={T0}&until={T0 - 1}",
         "since=2026-01-01T00:00:00",
         "since=yesterday",
+        "since=2026-02-30T00:00:00Z",
         "step=0",
-        "step=1s&max_points=100",
         "step=fortnight",
+        "step=1000d",
         "max_points=0",
     ],
 )
 def test_bad_telemetry_queries_are_422(world: World, olga: dict[str, str], query: str) -> None:
     response = world.client.get(f"/api/v1/boilers/{DEV}/telemetry?{query}", headers=olga)
     problem(response, 422)
+
+
+def test_well_formed_telemetry_queries_are_answered(world: World, olga: dict[str, str]) -> None:
+    """A well-formed query is never refused: an empty range holds nothing, a step too fine
+    for max_points is widened (the answer says which), points past 32 are named."""
+    empty = series(world, olga, f"since={T0}&until={T0 - 1}")
+    assert empty["points"] == {} and (empty["since"], empty["until"]) == (T0, T0 - 1)
+    widened = series(world, olga, f"since={T0}&until={T0 + HOUR}&step=1s&max_points=100")
+    assert widened["mode"] == "buckets" and widened["step"] == 60_000
+    names = ",".join(f"p{n}" for n in range(40))
+    many = series(world, olga, f"points={names}")
+    assert many["omitted_points"] == [f"p{n}" for n in range(32, 40)]
+    ancient = series(world, olga, "since=0000-01-01T00:00:00Z&until=1970-01-01T00:00:00.5Z")
+    assert (ancient["since"], ancient["until"]) == (-62_167_219_200_000, 500)
 
 
 def test_auto_step_is_round_and_bounded() -> None:

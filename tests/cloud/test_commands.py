@@ -12,7 +12,7 @@ from cloud.commands import CommandRequest, CommandService, apply_ack, command_js
 from cloud.db import make_engine, session_factory, transaction
 from cloud.dispatch import Sweeper
 from cloud.domain import Caller, CommandState, Role
-from cloud.errors import CommandRefused, Conflict, Forbidden, InvalidInput, NotFound, RateLimited
+from cloud.errors import CommandRefused, Conflict, Forbidden, NotFound, RateLimited
 from cloud.keys import keygen
 from cloud.models import Command, Device, ThreadEvent, Twin, User
 from cloud.registry import add_device
@@ -126,7 +126,7 @@ def test_roles_and_reason(world) -> None:  # type: ignore[no-untyped-def]
         service.create(Caller("eve", Role.ENGINEER), DEV, restart())
     with pytest.raises(NotFound):  # a tenant who is not this boiler's does not learn it exists
         service.create(Caller("tom", Role.TENANT), DEV, restart())
-    with pytest.raises(InvalidInput):
+    with pytest.raises(Forbidden, match="support must record a reason"):
         service.create(SUPPORT, DEV, restart(reason="  "))
     with pytest.raises(NotFound):
         service.create(SUPPORT, "boiler-9999", restart())

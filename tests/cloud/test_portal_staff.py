@@ -196,9 +196,9 @@ def test_an_unknown_filter_is_explained_with_the_apis_status(world: World) -> No
     status, problem = api(world, "sue", "/boilers", status="melting")
     response = sue.get("/fleet", status="melting")
     assert response.status_code == status == 422
+    assert "'standby'" in problem["detail"]
     text = element(response.text, "fleet-problem")
-    assert text == problem["detail"] and "unknown status 'melting'" in text
-    assert "known: standby" in text
+    assert "unknown status 'melting'" in text and "known: standby" in text
     assert rows(response.text, "fleet") == []
     assert tile(response.text, "all")[0] == 4, "the counts still show"
     bad = sue.get("/fleet", connectivity="maybe")

@@ -79,7 +79,12 @@ def me(caller: CallerDep, session: SessionDep) -> UserOut:
     return _user_out(user)
 
 
-@router.post("/users", response_model=UserOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/users",
+    response_model=UserOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={409: PROBLEM_RESPONSES[409] | {"description": "The user id is taken"}},
+)
 def add_user(body: UserCreate, caller: CallerDep, session: SessionDep, ctx: ContextDep) -> UserOut:
     """Create a user (admins only); 409 if the id is taken."""
     require_role(caller, ADMINS, "create users")

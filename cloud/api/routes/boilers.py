@@ -5,24 +5,40 @@ from __future__ import annotations
 
 import logging
 from datetime import date
+from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import Field
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from cloud import thread
 from cloud.access import redact_people, require_role, sees_people, visible_device
 from cloud.api.deps import API_PREFIX, ApiContext, CallerDep, ContextDep, SessionDep
-from cloud.api.params import match, none_match, parse_duration, parse_list, parse_points, parse_time
+from cloud.api.params import (
+    AFTER,
+    DURATION,
+    OFFSET,
+    POINTS,
+    Moment,
+    match,
+    moment_ms,
+    none_match,
+    parse_duration,
+    parse_list,
+    parse_points,
+)
 from cloud.api.problems import AUTHENTICATED_RESPONSES, PROBLEM_RESPONSES
 from cloud.api.schemas import BoilerPatch
 from cloud.domain import STAFF, Connectivity, Role
-from cloud.errors import InvalidInput, PreconditionFailed, PreconditionRequired
+from cloud.errors import Conflict, PreconditionFailed, PreconditionRequired
 from cloud.fleet_views import boiler_rows
 from cloud.models import Device, Twin, User
+from cloud.service.domain import JobEvent
 from cloud.twin import connectivity, etag, stale_ms, timeseries, twin_json
+from protocols.reference import BoilerStatus
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +47,18 @@ router = APIRouter(
 )
 
 DAY_MS = 86_400_000
+StatusLabel = StrEnum(  # type: ignore[misc]
+    "StatusLabel", {status.label: status.label for status in BoilerStatus}
+)
+"""The status filter's values: the labels of `BoilerStatus` (standby ... lockout)."""
+_KIND_NAMES = [
+    value
+    for source in (thread.ThreadKind, JobEvent)
+    for name, value in vars(source).items()
+    if name.isupper() and isinstance(value, str)
+]
+THREAD_KINDS = rf"^({'|'.join(_KIND_NAMES)})(,({'|'.join(_KIND_NAMES)}))*$"
+"""One or more thread event kinds (the core's and the service platform's), comma-separated."""
 
 
 @router.get("")
@@ -39,16 +67,17 @@ def list_boilers(
     session: SessionDep,
     ctx: ContextDep,
     connectivity: Connectivity | None = None,
-    status: Annotated[str | None, Query(description="status label, e.g. lockout")] = None,
+    status: Annotated[StatusLabel | None, Query(description="status label, e.g. lockout")] = None,
     q: Annotated[
         str | None, Query(max_length=100, description="search id/serial/model/address")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, OFFSET] = 0,
 ) -> dict[str, Any]:
     """The boilers the caller may see, by id, with optional filters; ``total`` ignores paging."""
+    label = status.value if status is not None else None
     items, total = boiler_rows(
-        session, caller, ctx.settings, ctx.clock(), connectivity, status, q, limit, offset
+        session, caller, ctx.settings, ctx.clock(), connectivity, label, q, limit, offset
     )
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
@@ -77,8 +106,12 @@ def get_boiler(
 
 PATCH_ROLES = STAFF
 _PATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: PROBLEM_RESPONSES[401] | {"description": text}
-    for code, text in ((412, "If-Match is stale"), (428, "If-Match is missing"))
+    code: PROBLEM_RESPONSES[code] | {"description": text}
+    for code, text in (
+        (409, "owner or tenant names no user with that role"),
+        (412, "If-Match is stale"),
+        (428, "If-Match is missing"),
+    )
 }
 
 
@@ -184,7 +217,8 @@ def _user_with_role(session: Session, user_id: str | None, role: Role, field: st
         return None
     user = session.get(User, user_id)
     if user is None or user.role != role.value:
-        raise InvalidInput(f"{field} must be an existing {role} user", field=field, user=user_id)
+        # Well formed, but it names no such user: a conflict with what is stored.
+        raise Conflict(f"{field} must be an existing {role} user", field=field, user=user_id)
     return user.id
 
 
@@ -194,28 +228,40 @@ def telemetry(
     caller: CallerDep,
     session: SessionDep,
     ctx: ContextDep,
-    points: Annotated[list[str] | None, Query(description="a,b or repeated; all if absent")] = None,
-    since: Annotated[str | None, Query(description="ms or ISO 8601; default until - 24 h")] = None,
-    until: Annotated[str | None, Query(description="ms or ISO 8601; default now")] = None,
-    step: Annotated[str | None, Query(description="bucket width: ms or 30s/15m/1h/1d")] = None,
+    points: Annotated[
+        list[Annotated[str, Field(pattern=POINTS)]] | None,
+        Query(description="point names, a,b or repeated; all if absent"),
+    ] = None,
+    since: Annotated[
+        Moment | None, Query(description="ms since the epoch or RFC 3339; default until - 24 h")
+    ] = None,
+    until: Annotated[
+        Moment | None, Query(description="ms since the epoch or RFC 3339; default now")
+    ] = None,
+    step: Annotated[
+        str | None, Query(pattern=DURATION, description="bucket width: ms or 30s/15m/1h/1d")
+    ] = None,
     max_points: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> dict[str, Any]:
     """Readings in ``[since, until)``: raw, or averaged per bucket (avg/min/max/count) when
-    ``step`` is given or there are more than ``max_points`` readings of a point."""
+    ``step`` is given or there are more than ``max_points`` readings of a point. A step
+    that would give more than ``max_points`` buckets is widened (``step`` in the answer says
+    which was used); an empty range has no readings. At most 32 points per query: any
+    further names are listed in ``omitted_points``."""
     device = visible_device(session, caller, device_id)
-    until_ms = parse_time(until, "until") or ctx.clock()
-    since_ms = parse_time(since, "since")
+    until_ms = moment_ms(until, "until")
+    if until_ms is None:
+        until_ms = ctx.clock()
+    since_ms = moment_ms(since, "since")
     if since_ms is None:
-        since_ms = until_ms - DAY_MS
-    return timeseries(
-        session,
-        device.id,
-        parse_points(points),
-        since_ms,
-        until_ms,
-        parse_duration(step, "step"),
-        max_points,
+        since_ms = max(0, until_ms - DAY_MS)
+    names, omitted = parse_points(points)
+    series = timeseries(
+        session, device.id, names, since_ms, until_ms, parse_duration(step, "step"), max_points
     )
+    if omitted:
+        series["omitted_points"] = omitted
+    return series
 
 
 @router.get("/{device_id}/thread")
@@ -224,9 +270,12 @@ def boiler_thread(
     request: Request,
     caller: CallerDep,
     session: SessionDep,
-    after: Annotated[int, Query(ge=0, description="continue after this event id")] = 0,
+    after: Annotated[int, AFTER] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    kind: Annotated[list[str] | None, Query(description="a,b or repeated")] = None,
+    kind: Annotated[
+        list[Annotated[str, Field(pattern=THREAD_KINDS)]] | None,
+        Query(description="event kinds, a,b or repeated; all if absent"),
+    ] = None,
 ) -> Response:
     """The boiler's digital thread, oldest first. ``next`` (and a ``Link: rel="next"``
     header) continues it; null at the end."""

@@ -25,7 +25,7 @@ from cloud.domain import Caller, Role
 from cloud.errors import Forbidden
 from cloud.models import Invitation, Job
 from cloud.service.crowd import Principle
-from cloud.service.domain import CompletionReport, JobState
+from cloud.service.domain import CompletionReport, InvitationState, JobState
 from cloud.service.views import (
     invitation_json,
     job_json,
@@ -206,7 +206,7 @@ def job_thread(
 def my_invitations(
     caller: CallerDep,
     session: SessionDep,
-    state: Annotated[str | None, Query(max_length=16)] = None,
+    state: Annotated[InvitationState | None, Query()] = None,
 ) -> dict[str, Any]:
     """The calling engineer's invitations (open ones first), each with its job."""
     if caller.role is not Role.ENGINEER:
@@ -214,7 +214,7 @@ def my_invitations(
     query = select(Invitation, Job).join(Job, Job.id == Invitation.job_id)
     query = query.where(Invitation.engineer_id == caller.user_id)
     if state is not None:
-        query = query.where(Invitation.state == state)
+        query = query.where(Invitation.state == state.value)
     found = session.execute(query.order_by(Invitation.invited_ms.desc()).limit(200)).all()
     rows = sorted(found, key=lambda r: r[0].state != "open")
     return {"items": [invitation_json(i) | {"job": job_json(j, caller)} for i, j in rows]}

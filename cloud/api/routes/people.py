@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select, update
 
 from cloud.api.deps import API_PREFIX, CallerDep, ContextDep, SessionDep
+from cloud.api.params import AFTER, ID_PATH
 from cloud.api.problems import AUTHENTICATED_RESPONSES
 from cloud.api.schemas import EngineerAvailability
 from cloud.db import transaction
@@ -78,7 +79,7 @@ def notifications(
     caller: CallerDep,
     session: SessionDep,
     unread: bool = False,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, AFTER] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     """The caller's notification feed, newest first (``after``: only ids above it)."""
@@ -92,7 +93,9 @@ def notifications(
 
 
 @router.post("/notifications/{notification_id}/read")
-def mark_read(notification_id: int, caller: CallerDep, ctx: ContextDep) -> dict[str, Any]:
+def mark_read(
+    notification_id: Annotated[int, ID_PATH], caller: CallerDep, ctx: ContextDep
+) -> dict[str, Any]:
     """Mark one of the caller's notifications read."""
     with transaction(ctx.sessions) as session:
         row = session.get(Notification, notification_id)
