@@ -13,14 +13,16 @@ from typing import Annotated
 import typer
 from sqlalchemy.orm import Session
 
-from cloud import auth, quarantine, registry
+from cloud import auth, broker_logins, quarantine, registry
 from cloud.auth import create_user
 from cloud.db import make_engine, session_factory, transaction, upgrade
 from cloud.domain import Role, wall_ms
+from cloud.dynsec import DynsecError
 from cloud.errors import CloudError, InvalidInput
 from cloud.ingest import Ingest
 from cloud.keys import keygen as make_command_key
 from cloud.models import Engineer, User
+from cloud.mosquitto import ADMIN_USER, CLOUD_USER
 from cloud.service import engineers
 from cloud.settings import CloudSettings, load_settings
 
@@ -33,6 +35,10 @@ engineers_app = typer.Typer(
 app.add_typer(devices_app, name="devices")
 app.add_typer(users_app, name="users")
 app.add_typer(engineers_app, name="engineers")
+broker_app = typer.Typer(
+    help="The broker's logins (Mosquitto's dynamic-security plugin).", no_args_is_help=True
+)
+app.add_typer(broker_app, name="broker")
 quarantine_app = typer.Typer(
     help="Input set aside because handling it failed: list, release.", no_args_is_help=True
 )
@@ -46,6 +52,20 @@ DbOption = Annotated[
     typer.Option("--db", help="Database URL: sqlite:///file or postgresql://user@host/db."),
 ]
 LogOption = Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")]
+DynsecOption = Annotated[
+    Path | None,
+    typer.Option(help="The broker's dynamic-security file, edited while Mosquitto is stopped."),
+]
+BrokerAdminOption = Annotated[
+    bool,
+    typer.Option(
+        "--broker-admin",
+        help="On the running broker, as broker_admin_username (broker_admin_password_file).",
+    ),
+]
+PasswordOutOption = Annotated[
+    Path | None, typer.Option(help="Write the new broker password here (0600) for the gateway.")
+]
 
 
 def _settings(config: Path | None, **overrides: object) -> CloudSettings:
@@ -116,17 +136,15 @@ def devices_add(
     install_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD")] = None,
     location: Annotated[str | None, typer.Option(help="lat,lon")] = None,
     address: Annotated[str | None, typer.Option()] = None,
-    broker_passwd: Annotated[
-        Path | None, typer.Option(help="Also add the device to this Mosquitto password file.")
-    ] = None,
-    password_out: Annotated[
-        Path | None, typer.Option(help="Write the new broker password here (0600) for the gateway.")
-    ] = None,
+    dynsec: DynsecOption = None,
+    broker_admin: BrokerAdminOption = False,
+    password_out: PasswordOutOption = None,
     config: ConfigOption = None,
     db: DbOption = None,
 ) -> None:
-    """Register a gateway and its key (optionally with its broker login)."""
+    """Register a gateway and its key (and its broker login, with --dynsec or --broker-admin)."""
     settings = _settings(config, db_url=db)
+    target = _target(dynsec, broker_admin)
     with _session(settings) as session:
         key = registry.read_public_key(public_key)
         where = registry.Location.parse(location) if location else None
@@ -142,40 +160,93 @@ def devices_add(
             address=address,
         )
     typer.echo(f"registered {id}")
-    if broker_passwd is not None:
-        _broker_login(id, broker_passwd, password_out)
+    if target.wanted:
+        _broker_login(settings, target, id, password_out)
 
 
-def _broker_login(device_id: str, passwd: Path, password_out: Path | None) -> None:
-    password = registry.set_broker_password(passwd, device_id)
+def _target(dynsec: Path | None, online: bool) -> broker_logins.BrokerTarget:
+    if dynsec is not None and online:
+        typer.echo("error: give --dynsec or --broker-admin, not both", err=True)
+        raise typer.Exit(2)
+    return broker_logins.BrokerTarget(dynsec, online)
+
+
+def _broker_login(
+    settings: CloudSettings,
+    target: broker_logins.BrokerTarget,
+    device_id: str,
+    password_out: Path | None,
+) -> None:
+    try:
+        password = broker_logins.issue(settings, target, device_id)
+    except (DynsecError, CloudError) as exc:
+        typer.echo(f"error: broker login for {device_id}: {exc}", err=True)
+        raise typer.Exit(1) from exc
     if password_out is not None:
         password_out.touch(mode=0o600)
         password_out.write_text(password + "\n")
         typer.echo(f"broker password for {device_id} written to {password_out}")
     else:
         typer.echo(f"broker password for {device_id}: {password}")
-    typer.echo(f"{passwd} updated: send Mosquitto SIGHUP to reload it")
+    typer.echo(
+        f"broker login of {device_id} (bound to client id {device_id}) in "
+        f"{target.describe(settings)}"
+    )
 
 
 @devices_app.command("broker")
 def devices_broker(
     id: Annotated[str, typer.Option("--id")],
-    passwd: Annotated[Path, typer.Option(help="Mosquitto password file to update.")],
-    password_out: Annotated[Path | None, typer.Option(help="Write the password here.")] = None,
-    acl: Annotated[
-        Path | None, typer.Option(help="Also append explicit ACL lines (brokers without patterns).")
-    ] = None,
+    dynsec: DynsecOption = None,
+    broker_admin: BrokerAdminOption = False,
+    password_out: PasswordOutOption = None,
+    config: ConfigOption = None,
 ) -> None:
-    """Give a device a (new) broker password, and explicit ACL entries if asked."""
+    """Give a device its broker login, or a new password for it (the old one stops working)."""
+    settings = _settings(config)
+    target = _target(dynsec, broker_admin)
+    if not target.wanted:
+        typer.echo("error: say where the login goes: --dynsec FILE or --broker-admin", err=True)
+        raise typer.Exit(2)
+    _broker_login(settings, target, id, password_out)
+
+
+@broker_app.command("init")
+def broker_init(
+    dynsec: Annotated[
+        Path, typer.Option(help="The plugin's file to create (plugin_opt_config_file).")
+    ],
+    admin_password_file: Annotated[
+        Path, typer.Option(help="Password of the admin login (the plugin's control topic).")
+    ],
+    cloud_password_file: Annotated[Path, typer.Option(help="Password of the cloud's login.")],
+    admin_user: Annotated[str, typer.Option(help="The admin login.")] = ADMIN_USER,
+    cloud_user: Annotated[str, typer.Option(help="The cloud's login.")] = CLOUD_USER,
+    force: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> None:
+    """Create the broker's dynamic-security file: deny by default, an admin and the cloud."""
+    admin_password = _read_password(admin_password_file)
+    cloud_password = _read_password(cloud_password_file)
+    for name, value in (("admin", admin_password), ("cloud", cloud_password)):
+        if len(value) < 12:
+            typer.echo(f"error: the {name} password must be at least 12 characters", err=True)
+            raise typer.Exit(2)
     try:
-        registry.check_device_id(id)
-    except CloudError as exc:
+        broker_logins.init_file(
+            dynsec,
+            admin_user=admin_user,
+            admin_password=admin_password,
+            cloud_user=cloud_user,
+            cloud_password=cloud_password,
+            force=force,
+        )
+    except DynsecError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    _broker_login(id, passwd, password_out)
-    if acl is not None:
-        added = registry.add_acl_entries(acl, id)
-        typer.echo(f"{acl}: {'ACL entries added' if added else 'already has ' + id}")
+    typer.echo(
+        f"{dynsec}: logins {admin_user} (admin) and {cloud_user} (cloud); add devices "
+        "with `cloud devices add ... --dynsec` (broker stopped) or --broker-admin"
+    )
 
 
 @devices_app.command("list")
@@ -217,19 +288,27 @@ def devices_list(
 @devices_app.command("revoke")
 def devices_revoke(
     id: Annotated[str, typer.Option("--id")],
-    broker_passwd: Annotated[
-        Path | None, typer.Option(help="Also remove the device from this password file.")
-    ] = None,
+    dynsec: DynsecOption = None,
+    broker_admin: BrokerAdminOption = False,
     config: ConfigOption = None,
     db: DbOption = None,
 ) -> None:
-    """Refuse every message from a device from now on."""
+    """Refuse every message from a device from now on (and remove its broker login, with
+    --dynsec or --broker-admin: a connected gateway is disconnected at once)."""
     settings = _settings(config, db_url=db)
+    target = _target(dynsec, broker_admin)
     with _session(settings) as session:
         registry.revoke_device(session, id, now_ms=wall_ms())
     typer.echo(f"revoked {id}")
-    if broker_passwd is not None and registry.remove_broker_user(broker_passwd, id):
-        typer.echo(f"{broker_passwd}: removed {id}; send Mosquitto SIGHUP to reload it")
+    if not target.wanted:
+        return
+    try:
+        removed = broker_logins.remove(settings, target, id)
+    except DynsecError as exc:
+        typer.echo(f"error: broker login of {id}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if removed:
+        typer.echo(f"broker login of {id} removed from {target.describe(settings)}")
 
 
 @devices_app.command("rotate")

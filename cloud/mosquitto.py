@@ -1,23 +1,42 @@
-"""Mosquitto files for boilertwin's broker: password hashes, and the shipped config rendered.
+"""Mosquitto for boilertwin's broker: the shipped config rendered for another place.
 
-`deploy/mosquitto/mosquitto.conf` and `acl` are the production configuration. Tests and
-`make demo` run a broker from the same files, rendered by `render_config` for a private folder:
-every general option (authentication, ACL, persistence, limits) is kept as shipped; only file
-paths, logging and listeners are rewritten. Passwords are hashed in Mosquitto's own ``$7$``
-format, byte-compatible with ``mosquitto_passwd``, so no external tool is needed.
+`deploy/mosquitto/mosquitto.conf` is the production configuration. Tests and `make demo` run a
+broker from the same file, rendered by `render_config` for a private folder: every general
+option (authentication through the dynamic-security plugin, persistence, limits) is kept as
+shipped; only file paths, logging and listeners are rewritten, and the plugin is looked up
+where this machine's Mosquitto package put it. Accounts live in the plugin's file
+(`cloud.dynsec`).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
+import glob
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
 CLOUD_USER = "cloud"
-"""Username of the cloud account in the shipped ACL file."""
+"""Username of the cloud account."""
+ADMIN_USER = "broker-admin"
+"""Username of the dynamic-security admin account (the control topic, nothing else)."""
+DYNSEC_FILE = "dynamic-security.json"
+"""The plugin's file name inside a rendered broker's folder."""
+PLUGIN_NAME = "mosquitto_dynamic_security.so"
+PLUGIN_GLOBS = (
+    "/usr/lib/*/mosquitto_dynamic_security.so",
+    "/usr/lib/mosquitto_dynamic_security.so",
+    "/usr/local/lib/mosquitto_dynamic_security.so",
+)
+"""Where Mosquitto packages install the plugin (Debian: /usr/lib/<arch triplet>/)."""
+
+
+def find_dynsec_plugin() -> Path | None:
+    """The dynamic-security plugin of this machine's Mosquitto, or None."""
+    for pattern in PLUGIN_GLOBS:
+        for found in sorted(glob.glob(pattern)):
+            return Path(found)
+    return None
+
 
 # Options whose value is a path on the production host or that only make sense there.
 DROPPED_OPTIONS = {"pid_file", "log_dest", "log_type", "include_dir", "user"}
@@ -48,22 +67,6 @@ LISTENER_OPTIONS = {
 TLS_FILE_OPTIONS = {"cafile", "capath", "certfile", "keyfile", "crlfile", "dhparamfile"}
 
 
-def password_hash(password: str, *, salt: bytes | None = None, iterations: int = 101) -> str:
-    """A `mosquitto_passwd`-compatible hash: `$7$<iterations>$<salt b64>$<pbkdf2-sha512 b64>`."""
-    salt = secrets.token_bytes(12) if salt is None else salt
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
-    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
-
-
-def render_acl(text: str, *, cloud_user: str = CLOUD_USER) -> str:
-    """The shipped ACL file with the cloud account renamed to `cloud_user`."""
-    lines = [
-        f"user {cloud_user}" if line.strip() == f"user {CLOUD_USER}" else line
-        for line in text.splitlines()
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def render_config(
     text: str,
     *,
@@ -72,14 +75,16 @@ def render_config(
     port: int,
     tls_port: int | None = None,
     tls_files: Mapping[str, Path] | None = None,
-    anonymous: bool = False,
+    plugin: Path | None = None,
 ) -> str:
     """The shipped `mosquitto.conf` rewritten for a broker living in `directory`.
 
-    General options are kept in order; paths point into `directory`; logging goes to stderr
-    at full detail; listeners become a plain one on `host:port` and, if `tls_port` is given,
-    the shipped TLS listener (its own options kept) on `host:tls_port` with `tls_files`
-    (keys `cafile`, `certfile`, `keyfile`) instead of the production certificate paths.
+    General options are kept in order; paths point into `directory` (the dynamic-security
+    file is `DYNSEC_FILE` there); the plugin is `plugin` or this machine's
+    (`find_dynsec_plugin`); logging goes to stderr at full detail; listeners become a plain
+    one on `host:port` and, if `tls_port` is given, the shipped TLS listener (its own
+    options kept) on `host:tls_port` with `tls_files` (keys `cafile`, `certfile`,
+    `keyfile`) instead of the production certificate paths.
     """
     general: list[str] = []
     tls_options: list[str] = []
@@ -94,14 +99,13 @@ def render_config(
             if key not in TLS_FILE_OPTIONS and key != "listener":
                 tls_options.append(line)
             continue
-        if key == "password_file":
-            if not anonymous:
-                general.append(f"password_file {directory / 'passwd'}")
-        elif key == "acl_file":
-            if not anonymous:
-                general.append(f"acl_file {directory / 'acl'}")
-        elif key == "allow_anonymous":
-            general.append(f"allow_anonymous {'true' if anonymous else 'false'}")
+        if key == "plugin" and value.endswith(PLUGIN_NAME):
+            found = plugin or find_dynsec_plugin()
+            if found is None:
+                raise FileNotFoundError(f"Mosquitto's {PLUGIN_NAME} is not installed")
+            general.append(f"plugin {found}")
+        elif key == "plugin_opt_config_file":
+            general.append(f"plugin_opt_config_file {directory / DYNSEC_FILE}")
         elif key == "persistence_location":
             general.append(f"persistence_location {directory}/")
         else:

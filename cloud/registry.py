@@ -1,12 +1,9 @@
-"""Device registry: register, list, revoke, rotate keys; Mosquitto entries for a device."""
+"""Device registry: register, list, revoke, rotate keys (broker logins: `cloud.dynsec`)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import re
-import secrets
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -16,17 +13,21 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud import thread
+from cloud.dynsec import CLOUD_CLIENT_PREFIX
 from cloud.errors import Conflict, InvalidInput, NotFound
 from cloud.models import Device, DeviceKey, Twin
-from cloud.mosquitto import CLOUD_USER, password_hash
+from cloud.mosquitto import ADMIN_USER, CLOUD_USER
 from protocols.cose import public_key_from_pem, public_key_to_raw
 from protocols.errors import ProtocolError
 from protocols.topics import is_device_id
 
 log = logging.getLogger(__name__)
 
-RESERVED_IDS = frozenset({CLOUD_USER})
+RESERVED_IDS = frozenset({CLOUD_USER, ADMIN_USER})
 """Broker user names that must never be issued to a device."""
+RESERVED_PREFIXES = (CLOUD_CLIENT_PREFIX, "bt-admin-")
+"""Client-id prefixes of the cloud's processes and admin tools: a device bound to such an
+id could take over their sessions."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +73,7 @@ def check_device_id(device_id: str) -> str:
         raise InvalidInput(
             f"device id {device_id!r} must match [a-z0-9][a-z0-9-]{{2,62}}", field="id"
         )
-    if device_id in RESERVED_IDS:
+    if device_id in RESERVED_IDS or device_id.startswith(RESERVED_PREFIXES):
         raise InvalidInput(f"device id {device_id!r} is reserved", field="id")
     return device_id
 
@@ -203,71 +204,3 @@ def list_devices(session: Session) -> list[tuple[Device, list[DeviceKey]]]:
     for key in session.scalars(select(DeviceKey).order_by(DeviceKey.id.desc())):
         keys.setdefault(key.device_id, []).append(key)
     return [(d, keys.get(d.id, [])) for d in devices]
-
-
-# -- Mosquitto ---------------------------------------------------------------------------------
-
-_PASSWD_LINE = re.compile(r"^([^:\s]+):")
-
-
-def set_broker_password(passwd_file: Path, user: str, password: str | None = None) -> str:
-    """Add or replace `user`'s line in a Mosquitto password file; returns the password.
-
-    A new random password is made when none is given. The file is written atomically with
-    mode 0600. Mosquitto reads it again on SIGHUP.
-    """
-    password = password or secrets.token_urlsafe(24)
-    lines = passwd_file.read_text().splitlines() if passwd_file.exists() else []
-    kept = [line for line in lines if (m := _PASSWD_LINE.match(line)) is None or m[1] != user]
-    kept.append(f"{user}:{password_hash(password)}")
-    _write_private(passwd_file, "\n".join(kept) + "\n")
-    return password
-
-
-def remove_broker_user(passwd_file: Path, user: str) -> bool:
-    """Delete `user` from a Mosquitto password file; False if it was not there."""
-    if not passwd_file.exists():
-        return False
-    lines = passwd_file.read_text().splitlines()
-    kept = [line for line in lines if (m := _PASSWD_LINE.match(line)) is None or m[1] != user]
-    if len(kept) == len(lines):
-        return False
-    _write_private(passwd_file, "".join(f"{line}\n" for line in kept))
-    return True
-
-
-def acl_entries(device_id: str) -> str:
-    """Explicit ACL lines for one device, for brokers whose ACL has no ``pattern`` rules.
-
-    The project's deploy/mosquitto/acl covers every device with ``%u`` patterns already.
-    """
-    check_device_id(device_id)
-    lines = [f"user {device_id}"]
-    lines += [f"topic write bt/v1/{device_id}/{kind}" for kind in _UPLINK_KINDS]
-    lines.append(f"topic read bt/v1/{device_id}/cmd")
-    return "\n".join(lines) + "\n"
-
-
-_UPLINK_KINDS = ("birth", "data", "event", "health", "ack", "state")
-
-
-def add_acl_entries(acl_file: Path, device_id: str) -> bool:
-    """Append `acl_entries` to `acl_file` unless that user block is there; False if it was."""
-    text = acl_file.read_text() if acl_file.exists() else ""
-    if re.search(rf"^user {re.escape(device_id)}$", text, re.MULTILINE):
-        return False
-    # `user` blocks run to the next `user` line, so ours goes at the end after a blank line.
-    acl_file.write_text(
-        text + ("\n" if text and not text.endswith("\n\n") else "") + acl_entries(device_id)
-    )
-    return True
-
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)

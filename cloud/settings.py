@@ -31,7 +31,12 @@ class CloudSettings:
     mqtt_ca_file: Path | None = None
     """CA for a TLS broker listener; None means plain MQTT (loopback only)."""
     mqtt_client_id: str = field(default_factory=lambda: f"bt-cloud-{socket.gethostname()}")
-    """Must be stable across restarts: the broker keeps this session's queued acks."""
+    """Must be stable across restarts: the broker keeps this session's queued acks. Starts
+    with ``bt-cloud-``, a prefix no device id may have (`cloud.dynsec`)."""
+    broker_admin_username: str = "broker-admin"
+    broker_admin_password_file: Path | None = None
+    """The broker's dynamic-security admin login, for `cloud devices add --broker-admin` and
+    the like (device logins on a running broker); None: not available."""
     mqtt_session_expiry_s: int = 7 * 24 * 3600
     ingest_group: str = "ingest"
     """Shared-subscription group. Make it unguessable on a shared broker (see deploy README)."""
@@ -131,28 +136,33 @@ class CloudSettings:
 
     def metrics_token(self) -> str | None:
         """The secret ``/metrics`` requires, read from its file (None: no authentication)."""
-        if self.metrics_token_file is None:
-            return None
-        try:
-            token = self.metrics_token_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError("metrics_token_file", f"cannot read: {exc.strerror}") from exc
-        if len(token) < 16:
+        token = _secret("metrics_token_file", self.metrics_token_file)
+        if token is not None and len(token) < 16:
             raise ConfigError("metrics_token_file", "the token must be at least 16 characters")
         return token
 
+    def broker_admin_password(self) -> str | None:
+        """The broker admin's password, read from its file."""
+        return _secret("broker_admin_password_file", self.broker_admin_password_file)
+
     def mqtt_password(self) -> str | None:
         """The broker password, read from its file."""
-        if self.mqtt_password_file is None:
-            return None
-        try:
-            return self.mqtt_password_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError("mqtt_password_file", f"cannot read: {exc.strerror}") from exc
+        return _secret("mqtt_password_file", self.mqtt_password_file)
+
+
+def _secret(key: str, path: Path | None) -> str | None:
+    """The secret in the file a setting names (None when the setting is unset)."""
+    if path is None:
+        return None
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read: {exc.strerror}") from exc
 
 
 _PATHS = {
     "mqtt_password_file",
+    "broker_admin_password_file",
     "mqtt_ca_file",
     "keys_dir",
     "service_rules_file",
@@ -207,6 +217,12 @@ def _check(s: CloudSettings) -> None:
             raise ConfigError(name, "must be positive")
     if s.restart_limit < 1:
         raise ConfigError("restart_limit", "must be at least 1")
+    if not s.mqtt_client_id.startswith("bt-cloud-") or len(s.mqtt_client_id) > 64:
+        raise ConfigError(
+            "mqtt_client_id",
+            f"must start with bt-cloud- (no device may) and be at most 64 characters, "
+            f"got {s.mqtt_client_id!r}",
+        )
     if not s.ingest_group or "/" in s.ingest_group or "+" in s.ingest_group:
         raise ConfigError("ingest_group", "must be a non-empty name without / or wildcards")
     positive = (

@@ -2,15 +2,14 @@
 
 `Broker` runs one `mosquitto` process on free loopback ports. Its configuration is the
 production `mosquitto.conf` rendered for a temporary directory: every general option
-(authentication, ACL, persistence, limits) is kept as shipped; only file paths, logging and
-listeners are rewritten. The tests therefore run against the ACL file production uses.
+(authentication through the dynamic-security plugin, persistence, limits) is kept as shipped;
+only file paths, logging and listeners are rewritten. Its logins are written by the
+project's own `cloud.dynsec` (device ids bound to their logins, deny by default), so the
+tests run against the accounts and roles production uses.
 
 Listeners: a plain MQTT listener on `port` (test-only, loopback) and, with `tls=True`, the
 production TLS listener on `tls_port` with a throw-away CA whose certificate is `ca_file`.
 Both ports are chosen once and kept, so `restart()` comes back where clients reconnect.
-
-Passwords are written in Mosquitto's own `$7$` format (PBKDF2-SHA512, 101 iterations, 12-byte
-salt), byte-compatible with `mosquitto_passwd`, so no external tool is needed to add users.
 """
 
 from __future__ import annotations
@@ -35,13 +34,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from cloud.mosquitto import CLOUD_USER, password_hash, render_acl, render_config
+from cloud import broker_admin
+from cloud.dynsec import DynsecFile
+from cloud.mosquitto import ADMIN_USER, CLOUD_USER, DYNSEC_FILE, render_config
+from cloud.settings import CloudSettings
 
 DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
 """Where the shipped `mosquitto.conf` and `acl` live."""
 
 CLOUD_PASSWORD = "cloud-password"
 """Password the fixtures give the cloud account."""
+ADMIN_PASSWORD = "broker-admin-password"
+"""Password of the dynamic-security admin login of every test broker."""
 
 DEVICE_IDS = ("boiler-0001", "boiler-0002", "boiler-0003")
 """Device accounts the fixtures create (username == device id)."""
@@ -167,7 +171,6 @@ class Broker:
         directory: Path,
         *,
         tls: bool = False,
-        anonymous: bool = False,
         cloud_user: str = CLOUD_USER,
         host: str = "127.0.0.1",
         executable: str | None = None,
@@ -177,18 +180,18 @@ class Broker:
         self.host = host
         self.port = free_port(host)
         self.tls_port: int | None = free_port(host) if tls else None
-        self.anonymous = anonymous
         self.cloud_user = cloud_user
         found = executable or find_mosquitto()
         if found is None:
             raise BrokerError("mosquitto is not installed", "")
         self.executable = found
-        self._users: dict[str, str] = {}
+        self._users: dict[str, str] = {ADMIN_USER: ADMIN_PASSWORD}
         self._process: asyncio.subprocess.Process | None = None
         self.log_file = directory / "mosquitto.log"
         self.config_file = directory / "mosquitto.conf"
-        self.password_file = directory / "passwd"
-        self.acl_file = directory / "acl"
+        self.dynsec_file = directory / DYNSEC_FILE
+        self.admin_password_file = directory / "broker-admin.password"
+        self.admin_password_file.write_text(ADMIN_PASSWORD)
         self.ca: CertificateAuthority | None = None
         self.ca_file: Path | None = None
         tls_files: dict[str, Path] | None = None
@@ -205,13 +208,9 @@ class Broker:
                 port=self.port,
                 tls_port=self.tls_port,
                 tls_files=tls_files,
-                anonymous=anonymous,
             )
         )
-        self.acl_file.write_text(
-            render_acl((DEPLOY_DIR / "acl").read_text(), cloud_user=cloud_user)
-        )
-        self._write_passwords()
+        DynsecFile.new(ADMIN_USER, ADMIN_PASSWORD).save(self.dynsec_file)
 
     @property
     def users(self) -> Mapping[str, str]:
@@ -224,23 +223,32 @@ class Broker:
         return self._process is not None and self._process.returncode is None
 
     def add_user(self, username: str, password: str) -> None:
-        """Add or replace an account; a running broker reloads its password file (SIGHUP).
-
-        The reload is asynchronous in the broker: a connection made within a few milliseconds
-        of this call may still see the old file.
-        """
-        if ":" in username:
-            raise ValueError(f"':' is not allowed in a Mosquitto username: {username!r}")
-        self._users[username] = password
-        self._write_passwords()
+        """Add or replace an account in the plugin's file: the cloud's (`cloud_user`) or a
+        device's (username = device id = its only client id). The broker must be stopped;
+        on a running one use `add_device_live`."""
         if self.running:
-            assert self._process is not None
-            self._process.send_signal(signal.SIGHUP)
+            raise BrokerError("the broker is running: use `await add_device_live(...)`", "")
+        document = DynsecFile.load(self.dynsec_file)
+        if username == self.cloud_user:
+            document.set_cloud(username, password)
+        else:
+            document.set_device(username, password)
+        document.save(self.dynsec_file)
+        self._users[username] = password
 
-    def _write_passwords(self) -> None:
-        lines = [f"{user}:{password_hash(password)}\n" for user, password in self._users.items()]
-        self.password_file.write_text("".join(lines))
-        self.password_file.chmod(0o600)
+    async def add_device_live(self, device_id: str, password: str) -> None:
+        """Create a device login on the running broker, through the plugin's control topic
+        as the admin login (what `boilertwin cloud devices add --broker-admin` does)."""
+        await broker_admin.add_device(self.admin_settings(), device_id, password)
+        self._users[device_id] = password
+
+    def admin_settings(self) -> CloudSettings:
+        """Cloud settings that reach this broker's plain listener as its admin login."""
+        return CloudSettings(
+            broker_host=self.host,
+            broker_port=self.port,
+            broker_admin_password_file=self.admin_password_file,
+        )
 
     def issue_client_cert(self, common_name: str) -> tuple[Path, Path]:
         """A client certificate from the test CA: (certificate file, key file). Needs tls=True."""

@@ -2,8 +2,8 @@
 # `make demo`: the whole stack on one machine, with the embedded defaults.
 #
 #   3 simulated boilers (Modbus RTU on ptys, time x60)
-#     -> 3 edge agents (own device key, own broker password, the cloud's command key pinned)
-#     -> a local Mosquitto (production config and ACL, loopback listener on a free port)
+#     -> 3 edge agents (own device key, own broker login, the cloud's command key pinned)
+#     -> a local Mosquitto (production config and dynamic-security logins, loopback listener)
 #     -> `boilertwin cloud serve` (SQLite; API + ingest + command dispatcher + sweeper)
 #
 # Devices, keys, broker logins, users and the engineers (deploy/demo/engineers.csv, imported as
@@ -115,7 +115,8 @@ done
 
 # -- a clean slate -------------------------------------------------------------------------------
 rm -rf "$DIR"/boiler-[0-9] "$DIR/cloud-keys" "$DIR/users"
-rm -f "$DIR"/cloud.db* "$DIR"/passwd "$DIR"/mosquitto.db "$DIR"/demo.json* "$DIR"/*.log
+rm -f "$DIR"/cloud.db* "$DIR"/passwd "$DIR"/dynamic-security.json "$DIR"/mosquitto.db \
+    "$DIR"/demo.json* "$DIR"/*.log
 mkdir -p "$DIR/users"
 
 # -- simulated boilers (they need nothing else, so they start first) -----------------------------
@@ -133,6 +134,7 @@ sims=("${pids[@]}")
 echo "demo: provisioning the cloud key, $BOILERS gateways (keys, registry, broker logins) and users"
 "$BOILERTWIN" cloud keygen --kid "$CLOUD_KID" --keys-dir "$DIR/cloud-keys" >/dev/null
 secret "$DIR/cloud.password"
+secret "$DIR/broker-admin.password"
 cat >"$DIR/cloud.toml" <<EOF
 # Written by deploy/demo/run-demo.sh; every key is a field of cloud/settings.py CloudSettings.
 db_url = "sqlite:///$DIR/cloud.db"
@@ -140,6 +142,7 @@ broker_host = "127.0.0.1"
 broker_port = $BROKER_PORT
 mqtt_password_file = "$DIR/cloud.password"
 mqtt_client_id = "bt-cloud-demo"
+broker_admin_password_file = "$DIR/broker-admin.password"
 keys_dir = "$DIR/cloud-keys"
 command_kid = "$CLOUD_KID"
 command_ttl_s = 120.0
@@ -155,6 +158,11 @@ verify_normal_s = 10.0
 response_window_s = 300.0
 invite_fraction = 0.5
 EOF
+
+# -- the broker's logins: the dynamic-security plugin's file, as an operator makes it ------------
+"$BOILERTWIN" cloud broker init --dynsec "$DIR/dynamic-security.json" \
+    --admin-password-file "$DIR/broker-admin.password" \
+    --cloud-password-file "$DIR/cloud.password" >/dev/null
 
 # -- gateways: a key each, registered with the cloud, a broker login, the cloud key pinned -------
 keygens=()
@@ -172,7 +180,8 @@ for ((n = 1; n <= BOILERS; n++)); do
         --public-key "$DIR/boiler-$n/device.key.pub" --model "${models[n]}" \
         --serial "DEMO-$((4700 + n))" --install-date "2024-0$n-15" --location "${locations[n]}" \
         --address "${addresses[n]}" \
-        --broker-passwd "$DIR/passwd" --password-out "$DIR/boiler-$n/broker.password" >/dev/null
+        --dynsec "$DIR/dynamic-security.json" --password-out "$DIR/boiler-$n/broker.password" \
+        >/dev/null
     mkdir -p "$DIR/boiler-$n/cloud-keys" "$DIR/boiler-$n/state"
     cp "$DIR/cloud-keys/$CLOUD_KID.pem" "$DIR/boiler-$n/cloud-keys/"
     cat >"$DIR/boiler-$n/edge.toml" <<EOF
@@ -240,16 +249,13 @@ provision_engineers() {
 provision_engineers 9>&- &
 provisioning=$!
 
-# -- broker: the production config and ACL, rendered for this folder by cloud/mosquitto.py -------
-cp deploy/mosquitto/acl "$DIR/acl"
+# -- broker: the production config, rendered for this folder by cloud/mosquitto.py ---------------
+# (its logins are in dynamic-security.json: `cloud broker init`, then `cloud devices add --dynsec`)
 "$PYTHON" - "$DIR" "$BROKER_PORT" <<'EOF'
 import sys
 from pathlib import Path
 from cloud.mosquitto import render_config
-from cloud.registry import set_broker_password
 directory, port = Path(sys.argv[1]), int(sys.argv[2])
-# The devices are in `passwd` already (`cloud devices add --broker-passwd`); now the cloud.
-set_broker_password(directory / "passwd", "cloud", (directory / "cloud.password").read_text().strip())
 source = Path("deploy/mosquitto/mosquitto.conf")
 (directory / "mosquitto.conf").write_text(
     f"# Rendered by deploy/demo/run-demo.sh from {source}: plain loopback listener only.\n"
@@ -325,7 +331,7 @@ boilertwin demo: the whole stack on this machine; files and logs in $DIR
                 (tenant: tom; landlord: olivia; engineers; the manufacturer's support desk)
   cloud API     $API (log: cloud.log)
                 OpenAPI: http://127.0.0.1:$API_PORT/docs and /openapi.json
-  Mosquitto     mqtt://127.0.0.1:$BROKER_PORT, production auth + ACL (log: mosquitto.log)
+  Mosquitto     mqtt://127.0.0.1:$BROKER_PORT, production logins and roles (log: mosquitto.log)
   boilers       simulated on ptys (time x60), each with its own edge agent
                 (edge.toml, sim.log, agent.log):$boilers
   logins        (olivia owns boiler-demo-1, tom is its tenant; the engineers are from

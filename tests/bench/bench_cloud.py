@@ -134,13 +134,11 @@ def drop_database(admin: str, url: str) -> None:
 async def restart_round_trips(workdir: Path) -> list[float]:
     """Seconds from the API's 202 to ``succeeded``, one per round."""
     from hw_sim.runner import SimSettings, Simulator
-    from tests.broker import CLOUD_PASSWORD, device_password, running_broker
+    from tests.broker import running_broker
     from tests.cloud.stack import Stack, eventually
     from tests.conftest import RunningSim
 
     async with running_broker(workdir / "broker") as broker:
-        broker.add_user("cloud", CLOUD_PASSWORD)
-        broker.add_user("boiler-0001", device_password("boiler-0001"))
         sim = Simulator(
             SimSettings(
                 pty=str(workdir / "boiler0"),

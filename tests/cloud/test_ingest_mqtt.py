@@ -129,7 +129,7 @@ async def cloud(db_url: str, broker: Broker, tmp_path: Path) -> AsyncIterator[Cl
 
 async def subscribed(cloud: Cloud, broker: Broker, worker: RecordingIngest) -> None:
     """Wait until `worker` receives a retained state, i.e. its subscriptions are in place."""
-    async with broker.client(OTHER, identifier=f"{OTHER}-probe") as client:
+    async with broker.client(OTHER, identifier=OTHER) as client:
         await client.publish(state_topic(OTHER), b"online", qos=1, retain=True)
     await until(lambda: worker.seen(lambda t, _: t == state_topic(OTHER)) > 0, what="subscribe")
 
@@ -156,8 +156,8 @@ async def test_bad_messages_are_rejected_and_the_honest_device_is_unaffected(
         (OTHER, state_topic(OTHER), b"hacked"),
     ]
     async with (
-        broker.client(DEV, identifier=f"{DEV}-test") as device,
-        broker.client(OTHER, identifier=f"{OTHER}-test") as attacker,
+        broker.client(DEV, identifier=DEV) as device,
+        broker.client(OTHER, identifier=OTHER) as attacker,
     ):
         for message in first:
             await device.publish(topic_of(message), dev.seal(message), qos=1)
@@ -217,7 +217,7 @@ async def test_a_message_is_acked_only_once_committed(cloud: Cloud, broker: Brok
     await subscribed(cloud, broker, worker)
     worker.failures = 2
     message = dev.data([("flow_temp", dev.ts, 55.0)])
-    async with broker.client(DEV, identifier=f"{DEV}-test") as device:
+    async with broker.client(DEV, identifier=DEV) as device:
         await device.publish(topic_of(message), dev.seal(message), qos=1)
     await until(lambda: worker.seen(lambda _, o: o.seq == message.seq) == 1, what="redelivery")
     assert worker.failures == 0
@@ -240,7 +240,7 @@ async def test_worker_reconnects_after_a_broker_restart(cloud: Cloud, broker: Br
     # The retained state is delivered again once the worker has re-subscribed.
     await until(lambda: worker.seen(lambda t, _: t == state_topic(OTHER)) == 2, what="back")
     message = dev.data([("flow_temp", dev.ts, 55.0)])
-    async with broker.client(DEV, identifier=f"{DEV}-test") as device:
+    async with broker.client(DEV, identifier=DEV) as device:
         await device.publish(topic_of(message), dev.seal(message), qos=1)
     await until(lambda: worker.seen(lambda _, o: o.seq == message.seq) == 1, what="message")
 
@@ -345,3 +345,33 @@ async def test_two_workers_store_every_seq_once_while_agents_and_workers_restart
     assert {o.outcome for _, o in cloud.outcomes()} <= {"accepted", "duplicate"}
     for worker in (a, b):
         assert any(o.outcome == "accepted" and o.reason != "state" for _, o in worker.outcomes)
+
+
+async def test_a_cancelled_session_always_stops(broker: Broker, tmp_path: Path) -> None:
+    """Shutdown never hangs: a session cancelled at any moment of its connect and subscribe
+    stops. (aiomqtt's waits dropped a cancel racing CONNACK/SUBACK on Python 3.11, and the
+    session then ran on; it hung about one shutdown in a hundred.)"""
+    password = tmp_path / "cloud.password"
+    password.write_text(CLOUD_PASSWORD)
+    async with broker.client(OTHER, identifier=OTHER) as device:  # something to deliver
+        await device.publish(state_topic(OTHER), b"online", qos=1, retain=True)
+
+    class Ignore:
+        def handle(self, topic: str, payload: bytes, retained: bool = False) -> Outcome:
+            return Outcome("ignored", "test")
+
+    for attempt in range(200):
+        settings = CloudSettings(
+            broker_host=broker.host,
+            broker_port=broker.port,
+            mqtt_password_file=password,
+            mqtt_client_id=f"bt-cloud-cancel-{attempt % 3}",
+            mqtt_session_expiry_s=60,
+        )
+        task = asyncio.create_task(
+            run_mqtt(settings, Ignore(), backoff=Backoff(0.05, 0.2))  # type: ignore[arg-type]
+        )
+        await asyncio.sleep((attempt * 0.00037) % 0.03)  # spread over connect and subscribe
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=5)
+        assert done, f"attempt {attempt}: the cancelled session is still running"

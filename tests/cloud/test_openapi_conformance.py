@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.config import SchemathesisConfig
 
 from cloud.api.app import create_app
 from cloud.commands import CommandService
@@ -27,7 +28,7 @@ from protocols.cose import generate_private_key
 from tests.cloud.api_helpers import World, world_for
 from tests.cloud.service_helpers import DEV, engineer, lockout_boiler
 
-EXAMPLES = 20
+EXAMPLES = 10
 """Generated requests per operation, per role and database."""
 
 
@@ -50,7 +51,17 @@ def _document_app() -> Any:
     )
 
 
-SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", _document_app())
+def _config() -> SchemathesisConfig:
+    """The default checks, each as shipped but one: a missing ``If-Match`` is answered 428
+    Precondition Required, the status RFC 6585 defines for exactly that, which
+    Schemathesis's list for a missing required header leaves out."""
+    config = SchemathesisConfig()
+    missing = config.projects.default.checks.missing_required_header
+    missing.expected_statuses = [*missing.expected_statuses, "428"]
+    return config
+
+
+SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", _document_app(), config=_config())
 CONFORMANCE = settings(
     max_examples=EXAMPLES,
     deadline=None,

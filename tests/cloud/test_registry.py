@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -13,6 +15,7 @@ from sqlalchemy import select
 
 from cloud import registry
 from cloud.db import make_engine, session_factory, transaction
+from cloud.dynsec import DynsecFile
 from cloud.errors import ConfigError, Conflict, InvalidInput, NotFound
 from cloud.keys import device_keys, keygen, load_command_key
 from cloud.models import ThreadEvent, Twin
@@ -98,23 +101,40 @@ def test_unknown_device(sessions) -> None:  # type: ignore[no-untyped-def]
         registry.revoke_device(session, "boiler-0404", now_ms=T0)
 
 
-def test_broker_password_and_acl_files(tmp_path: Path) -> None:
-    passwd, acl = tmp_path / "passwd", tmp_path / "acl"
-    passwd.write_text("cloud:$7$101$abc$def\n")
-    first = registry.set_broker_password(passwd, "boiler-0001")
-    second = registry.set_broker_password(passwd, "boiler-0001", "chosen-password")
-    lines = passwd.read_text().splitlines()
-    assert second == "chosen-password" and first != second and len(first) >= 24
-    assert [line.split(":")[0] for line in lines] == ["cloud", "boiler-0001"]
-    assert lines[1].startswith("boiler-0001:$7$") and oct(passwd.stat().st_mode & 0o777) == "0o600"
-    assert registry.remove_broker_user(passwd, "boiler-0001")
-    assert not registry.remove_broker_user(passwd, "boiler-0001")
-    assert passwd.read_text() == "cloud:$7$101$abc$def\n"
-    assert registry.add_acl_entries(acl, "boiler-0001")
-    assert not registry.add_acl_entries(acl, "boiler-0001")
-    text = acl.read_text()
-    assert "user boiler-0001\n" in text and "topic read bt/v1/boiler-0001/cmd" in text
-    assert "topic write bt/v1/boiler-0001/data" in text
+def test_dynsec_file_holds_bound_device_logins(tmp_path: Path) -> None:
+    path = tmp_path / "dynamic-security.json"
+    document = DynsecFile.new("broker-admin", "admin-password")
+    document.set_cloud("cloud", "cloud-password")
+    document.set_device("boiler-0001", "first")
+    document.set_device("boiler-0001", "second")  # replaced, not duplicated
+    document.save(path)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    data = json.loads(path.read_text())
+    clients = {c["username"]: c for c in data["clients"]}
+    assert set(clients) == {"broker-admin", "cloud", "boiler-0001"}
+    device = clients["boiler-0001"]
+    assert device["clientid"] == "boiler-0001" and "clientid" not in clients["cloud"]
+    assert device["roles"] == [{"rolename": "device:boiler-0001"}]
+    assert data["defaultACLAccess"] == {
+        "publishClientSend": False,
+        "publishClientReceive": False,
+        "subscribe": False,
+        "unsubscribe": True,
+    }
+    # The plugin's own hash: PBKDF2-SHA512 over the base64-decoded 12-byte salt.
+    salt = base64.b64decode(device["salt"])
+    digest = hashlib.pbkdf2_hmac("sha512", b"second", salt, device["iterations"])
+    assert len(salt) == 12 and base64.b64encode(digest).decode() == device["password"]
+    reloaded = DynsecFile.load(path)
+    assert reloaded.remove_device("boiler-0001") and not reloaded.remove_device("boiler-0001")
+    assert sorted(reloaded.usernames()) == ["broker-admin", "cloud"]
+    assert "device:boiler-0001" not in {r["rolename"] for r in reloaded.data["roles"]}
+
+
+@pytest.mark.parametrize("device_id", ["cloud", "broker-admin", "bt-cloud-host1", "bt-admin-x1"])
+def test_ids_of_the_cloud_and_its_tools_are_reserved(device_id: str) -> None:
+    with pytest.raises(InvalidInput, match="reserved"):
+        registry.check_device_id(device_id)
 
 
 def test_command_keys_have_ids_and_private_files(tmp_path: Path) -> None:
@@ -149,7 +169,15 @@ def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
 def test_cli_registry_round_trip(db_url: str, tmp_path: Path) -> None:
     key = tmp_path / "device.pem"
     key.write_bytes(public_key_to_pem(generate_private_key().public_key()))
-    passwd = tmp_path / "passwd"
+    dynsec = tmp_path / "dynamic-security.json"
+    (tmp_path / "admin.pw").write_text("admin-password-1\n")
+    (tmp_path / "cloud.pw").write_text("cloud-password-1\n")
+    init = ["broker", "init", "--dynsec", str(dynsec)]
+    init += ["--admin-password-file", str(tmp_path / "admin.pw")]
+    init += ["--cloud-password-file", str(tmp_path / "cloud.pw")]
+    assert cli(*init).returncode == 0
+    again_init = cli(*init)
+    assert again_init.returncode == 1 and "--force" in again_init.stderr
     added = cli(
         "devices",
         "add",
@@ -165,13 +193,13 @@ def test_cli_registry_round_trip(db_url: str, tmp_path: Path) -> None:
         "51.5,-0.12",
         "--install-date",
         "2023-11-30",
-        "--broker-passwd",
-        str(passwd),
+        "--dynsec",
+        str(dynsec),
         "--password-out",
         str(tmp_path / "pw"),
     )
     assert added.returncode == 0, added.stderr
-    assert passwd.read_text().startswith("boiler-0042:$7$")
+    assert "boiler-0042" in set(DynsecFile.load(dynsec).usernames())
     assert len((tmp_path / "pw").read_text().strip()) >= 24
     listed = cli("devices", "list", "--db", db_url, "--json")
     record = json.loads(listed.stdout)
@@ -181,9 +209,10 @@ def test_cli_registry_round_trip(db_url: str, tmp_path: Path) -> None:
     bad = cli("devices", "add", "--db", db_url, "--id", "BAD", "--public-key", str(key))
     assert bad.returncode == 1 and "must match" in bad.stderr
     revoked = cli(
-        "devices", "revoke", "--db", db_url, "--id", "boiler-0042", "--broker-passwd", str(passwd)
+        "devices", "revoke", "--db", db_url, "--id", "boiler-0042", "--dynsec", str(dynsec)
     )
-    assert revoked.returncode == 0 and "boiler-0042" not in passwd.read_text()
+    assert revoked.returncode == 0, revoked.stderr
+    assert set(DynsecFile.load(dynsec).usernames()) == {"broker-admin", "cloud"}
     assert json.loads(cli("devices", "list", "--db", db_url, "--json").stdout)["revoked"]
     user = cli(
         "users",

@@ -1,19 +1,17 @@
-"""The shipped Mosquitto configuration and ACL, proven against a real Mosquitto 2.0 broker.
+"""The shipped Mosquitto configuration and logins, proven against a real Mosquitto 2.0 broker.
 
-What Mosquitto 2.0.11 actually does, as these tests pin down:
+What Mosquitto 2.0.11 with the dynamic-security plugin does, as these tests pin down:
 
-- A wrong password and an anonymous client are both refused with CONNACK 0x87 "Not
-  authorized" (not 0x86). An empty client id is refused with 0x80 (allow_zero_length_clientid
-  false), so every client here passes `identifier`.
+- A wrong password, an unknown user, an anonymous client, and a gateway's login with any
+  client id but its own are all refused with CONNACK 0x87 "Not authorized". An empty client
+  id is refused with 0x80 (allow_zero_length_clientid false), so every client passes
+  `identifier`. No gateway can connect as the cloud and take over its persistent session.
 - A publish outside the device's own prefix is dropped; at QoS 1 over MQTT 5 the PUBACK
   carries 0x87 "Not authorized" (aiomqtt does not surface PUBACK reason codes, so that check
   uses paho directly); at QoS 0 nothing at all comes back.
-- SUBSCRIBE is not checked by the acl_file: the SUBACK grants any filter, even another
-  device's `cmd` or `#`. The `read` check happens per message at delivery, so nothing the
-  subscriber may not read ever reaches it.
-- A shared subscription is delivered round-robin and each message is then checked for `read`
-  against the chosen member only. A device that joins the cloud's group is therefore picked in
-  turn and its share is dropped: see `test_device_in_cloud_share_group_swallows_messages`.
+- SUBSCRIBE is checked: a device may subscribe to its own `cmd` and nothing else (another
+  device's `cmd`, `#`, wildcards, any `$share/...` get SUBACK 0x87), so no device can join
+  the cloud's shared subscription and swallow other devices' messages.
 """
 
 from __future__ import annotations
@@ -21,8 +19,11 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 
 import aiomqtt
 import paho.mqtt.client as mqtt
@@ -32,13 +33,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from cloud.dynsec import cloud_acls, device_acls
 from protocols.topics import TopicKind, shared_subscription, subscription, topic
-from tests.broker import (
-    CLOUD_USER,
-    DEPLOY_DIR,
-    DEVICE_IDS,
-    Broker,
-)
+from tests.broker import CLOUD_USER, DEVICE_IDS, Broker
 
 pytestmark = pytest.mark.integration
 
@@ -79,9 +76,7 @@ def puback_reason(
         reasons.append(reason)
         done.set()
 
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"{username}-paho", protocol=mqtt.MQTTv5
-    )
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=username, protocol=mqtt.MQTTv5)
     client.username_pw_set(username, broker.users[username])
     client.on_publish = on_publish
     client.connect(broker.host, broker.port)
@@ -107,16 +102,19 @@ def session_properties(expiry_s: int = 3600) -> Properties:
     return properties
 
 
-def test_acl_file_covers_every_topic_kind() -> None:
+def test_roles_cover_every_topic_kind() -> None:
     """Each uplink kind is writable by its device and readable by the cloud; cmd the reverse."""
-    rules = (DEPLOY_DIR / "acl").read_text()
-    cloud_section = rules.split(f"user {CLOUD_USER}\n", 1)[1].split("\npattern", 1)[0]
+    device = {(a["acltype"], a["topic"]) for a in device_acls(DEV_A)}
+    cloud = {(a["acltype"], a["topic"]) for a in cloud_acls()}
     for kind in UPLINK:
-        assert f"pattern write bt/v1/%u/{kind}\n" in rules
-        assert f"topic read {subscription(kind)}\n" in cloud_section
-    assert "pattern read bt/v1/%u/cmd\n" in rules
-    assert f"topic write {subscription(TopicKind.CMD)}\n" in cloud_section
-    assert not re.search(r"^(topic|pattern) (readwrite )?.*#", rules, re.MULTILINE)
+        assert ("publishClientSend", topic(DEV_A, kind)) in device
+        assert ("publishClientReceive", subscription(kind)) in cloud
+        assert ("subscribePattern", f"$share/+/{subscription(kind)}") in cloud
+    command = topic(DEV_A, TopicKind.CMD)
+    assert device >= {("subscribeLiteral", command), ("publishClientReceive", command)}
+    assert len(device) == len(UPLINK) + 2, "a device may do nothing else"
+    assert ("publishClientSend", subscription(TopicKind.CMD)) in cloud
+    assert not any(t == "#" or t.startswith("$CONTROL") for _, t in device | cloud)
 
 
 async def test_device_publishes_own_uplink_and_cloud_receives(broker: Broker) -> None:
@@ -173,7 +171,7 @@ async def test_payload_size_limit(broker: Broker) -> None:
     assert fits is not None and not fits.is_failure
     too_big = bytes(67584 + 1)
     assert await asyncio.to_thread(puback_reason, broker, DEV_A, own, too_big, 1.0) is None
-    assert re.search(r"Sending PUBACK to boiler-0001-paho \(m\d+, rc149\)", broker.log_text())
+    assert re.search(r"Sending PUBACK to boiler-0001 \(m\d+, rc149\)", broker.log_text())
     async with (
         broker.client(CLOUD_USER, identifier="cloud-ingest") as cloud,
         broker.client(DEV_A, identifier=DEV_A, protocol=aiomqtt.ProtocolVersion.V311) as device,
@@ -183,16 +181,24 @@ async def test_payload_size_limit(broker: Broker) -> None:
         await assert_nothing_before_marker(device, cloud, own)
 
 
-async def test_device_never_receives_another_devices_commands(broker: Broker) -> None:
-    """SUBACK grants the foreign filter (2.0 does not check SUBSCRIBE), but nothing arrives."""
+async def test_device_may_subscribe_to_its_own_cmd_only(broker: Broker) -> None:
+    """SUBACK 0x87 for anything else; nothing from there ever arrives."""
     async with (
-        broker.client(CLOUD_USER, identifier="cloud-commands") as cloud,
+        broker.client(CLOUD_USER, identifier="bt-cloud-commands") as cloud,
         broker.client(DEV_A, identifier=DEV_A) as device,
     ):
-        granted = await device.subscribe(topic(DEV_B, TopicKind.CMD), qos=1)
-        granted_all = await device.subscribe("#", qos=1)
-        assert granted_qos(granted) + granted_qos(granted_all) == [1, 1]
-        await device.subscribe(topic(DEV_A, TopicKind.CMD), qos=1)
+        refused = [
+            topic(DEV_B, TopicKind.CMD),
+            "#",
+            "bt/v1/+/cmd",
+            topic(DEV_B, TopicKind.DATA),
+            shared_subscription(TopicKind.DATA),
+            f"$share/mine/{topic(DEV_A, TopicKind.CMD)}",
+        ]
+        for topic_filter in refused:
+            granted = granted_qos(await device.subscribe(topic_filter, qos=1))
+            assert granted == [NOT_AUTHORIZED], topic_filter
+        assert granted_qos(await device.subscribe(topic(DEV_A, TopicKind.CMD), qos=1)) == [1]
         await cloud.publish(topic(DEV_B, TopicKind.CMD), b"for-b", qos=1)
         await cloud.publish(topic(DEV_B, TopicKind.DATA), b"not-readable", qos=1)
         await assert_nothing_before_marker(cloud, device, topic(DEV_A, TopicKind.CMD))
@@ -215,16 +221,24 @@ async def test_cloud_command_reaches_its_device(broker: Broker) -> None:
 
 
 @pytest.mark.parametrize(
-    ("username", "password"),
-    [(DEV_A, "wrong-password"), (None, None), ("unknown-device", "whatever")],
-    ids=["wrong-password", "anonymous", "unknown-user"],
+    ("username", "password", "identifier"),
+    [
+        (DEV_A, "wrong-password", DEV_A),
+        (None, None, "intruder"),
+        ("unknown-device", "whatever", "unknown-device"),
+        (DEV_A, None, DEV_B),
+        (DEV_A, None, "bt-cloud-ingest"),
+    ],
+    ids=["wrong-password", "anonymous", "unknown-user", "other-device-id", "cloud-id"],
 )
 async def test_bad_credentials_are_refused(
-    broker: Broker, username: str | None, password: str | None
+    broker: Broker, username: str | None, password: str | None, identifier: str
 ) -> None:
-    """Mosquitto 2.0.11 answers all three with CONNACK 0x87 Not authorized."""
+    """Mosquitto 2.0.11 answers all of them with CONNACK 0x87 Not authorized; a device's own
+    password does not let it connect under another client id."""
     with pytest.raises(aiomqtt.MqttCodeError) as refused:
-        async with broker.client(username, password=password, identifier="intruder"):
+        kwargs = {"password": password} if password is not None else {}
+        async with broker.client(username, identifier=identifier, **kwargs):
             pass
     assert granted_qos([refused.value.rc or 0]) == [NOT_AUTHORIZED]
 
@@ -272,27 +286,58 @@ async def test_shared_subscription_splits_data_between_cloud_workers(broker: Bro
     assert sorted(received["ingest-1"] + received["ingest-2"]) == sorted(sent)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="Mosquitto 2.0 checks `read` after choosing a shared-subscription member: a "
-    "device that joins the cloud's group silently swallows its turn (deploy/mosquitto/README.md)",
-)
-async def test_device_in_cloud_share_group_swallows_messages(broker: Broker) -> None:
-    """A rogue device in `$share/ingest/...` must not cost the cloud any messages (it does)."""
+async def test_a_device_cannot_join_the_cloud_share_group(broker: Broker) -> None:
+    """Refused at SUBSCRIBE, so every message of the group reaches the cloud's worker.
+
+    (With password_file + acl_file, Mosquitto 2.0 granted the subscription, dealt the device
+    its turn of the group and dropped it at delivery: about half the fleet's data lost.)"""
     group = shared_subscription(TopicKind.DATA)
-    sent = [str(n).encode() for n in range(6)]
+    sent = [str(n).encode() for n in range(12)]
     async with (
-        broker.client(CLOUD_USER, identifier="ingest-1") as worker,
+        broker.client(CLOUD_USER, identifier="bt-cloud-ingest-1") as worker,
         broker.client(DEV_C, identifier=DEV_C) as rogue,
         broker.client(DEV_A, identifier=DEV_A) as device,
     ):
         await worker.subscribe(group, qos=1)
-        await rogue.subscribe(group, qos=1)
+        assert granted_qos(await rogue.subscribe(group, qos=1)) == [NOT_AUTHORIZED]
+        assert granted_qos(await rogue.subscribe("$share/x/bt/v1/+/+", qos=1)) == [NOT_AUTHORIZED]
         for payload in sent:
             await device.publish(topic(DEV_A, TopicKind.DATA), payload, qos=1)
-        got = [(await next_message(worker, timeout=0.5)).payload for _ in sent]
+        got = [(await next_message(worker, timeout=2.0)).payload for _ in sent]
     assert got == sent
+
+
+async def test_a_device_cannot_take_over_the_cloud_session(broker: Broker) -> None:
+    """The attack as found: a device login reconnecting under the cloud's (guessable) client
+    id with clean_start=0, again and again, while gateways publish. Every attempt is refused
+    and the cloud's persistent session receives every message."""
+    cloud_id = "bt-cloud-host1"
+    resume = {"clean_start": False, "properties": session_properties()}
+    sent = [f"m{n}".encode() for n in range(60)]
+    attempts: list[int] = []
+
+    async def attacker(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                async with broker.client(DEV_C, identifier=cloud_id, **resume):
+                    attempts.append(0)
+            except aiomqtt.MqttCodeError as refused:
+                attempts.append(refused.rc or -1)
+            await asyncio.sleep(0.02)
+
+    async with broker.client(CLOUD_USER, identifier=cloud_id, **resume) as cloud:
+        await cloud.subscribe(subscription(TopicKind.DATA), qos=1)
+        stop = asyncio.Event()
+        attack = asyncio.create_task(attacker(stop))
+        async with broker.client(DEV_A, identifier=DEV_A) as device:
+            for payload in sent:
+                await device.publish(topic(DEV_A, TopicKind.DATA), payload, qos=1)
+                await asyncio.sleep(0.005)
+        got = [(await next_message(cloud, timeout=2.0)).payload for _ in sent]
+        stop.set()
+        await attack
+    assert got == sent
+    assert attempts and all(code == NOT_AUTHORIZED for code in attempts), attempts
 
 
 async def test_tls_listener_with_generated_ca(tls_broker: Broker) -> None:
@@ -379,13 +424,70 @@ async def test_broker_crash_loses_what_was_not_autosaved(broker: Broker) -> None
     assert await _queue_command_while_offline(broker, crash_and_start) is None
 
 
-async def test_user_added_while_running_can_log_in(broker: Broker) -> None:
-    """`add_user` on a running broker rewrites the password file and reloads it (SIGHUP)."""
-    broker.add_user("boiler-0099", "late-password")
-    async with asyncio.timeout(3):
-        while True:
-            try:
-                async with broker.client("boiler-0099", identifier="boiler-0099"):
-                    return
-            except aiomqtt.MqttCodeError:
-                await asyncio.sleep(0.05)  # the reload is asynchronous in the broker
+async def test_device_added_while_running_can_log_in(broker: Broker) -> None:
+    """A login created through the plugin's control topic works at once, bound to its id."""
+    await broker.add_device_live("boiler-0099", "late-password")
+    async with broker.client("boiler-0099", identifier="boiler-0099") as device:
+        assert granted_qos(await device.subscribe(topic("boiler-0099", TopicKind.CMD), qos=1)) == [
+            1
+        ]
+    with pytest.raises(aiomqtt.MqttCodeError):
+        async with broker.client("boiler-0099", identifier="bt-cloud-x"):
+            pass
+
+
+async def test_cli_issues_and_removes_logins_on_the_running_broker(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """``cloud devices broker|revoke --broker-admin``: the operator's path on a live broker."""
+    config = tmp_path / "cloud.toml"
+    config.write_text(
+        f'broker_host = "{broker.host}"\nbroker_port = {broker.port}\n'
+        f'broker_admin_password_file = "{broker.admin_password_file}"\n'
+        f'db_url = "sqlite:///{tmp_path}/cloud.db"\n'
+    )
+    password_out = tmp_path / "boiler-0077.password"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "boilertwin", "cloud", *args, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    async def issue() -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(
+            cli, "devices", "broker", "--id", "boiler-0077", "--broker-admin",
+            "--password-out", str(password_out),
+        )  # fmt: skip
+
+    issued = await issue()
+    assert issued.returncode == 0, issued.stderr
+    password = password_out.read_text().strip()
+    async with broker.client("boiler-0077", password=password, identifier="boiler-0077"):
+        pass
+    reissued = await issue()
+    assert reissued.returncode == 0, reissued.stderr
+    with pytest.raises(aiomqtt.MqttCodeError):  # the old password stops working
+        async with broker.client("boiler-0077", password=password, identifier="boiler-0077"):
+            pass
+    reserved = await asyncio.to_thread(
+        cli, "devices", "broker", "--id", "bt-cloud-x", "--broker-admin"
+    )
+    assert reserved.returncode == 1 and "reserved" in reserved.stderr
+
+
+async def test_the_cloud_watching_one_device_gets_its_uplinks_not_its_commands(
+    broker: Broker,
+) -> None:
+    """``edge tail`` subscribes to ``bt/v1/<id>/#`` as the cloud: uplinks only arrive."""
+    async with (
+        broker.client(CLOUD_USER, identifier="bt-cloud-tail") as watcher,
+        broker.client(CLOUD_USER, identifier="bt-cloud-commands") as commands,
+        broker.client(DEV_A, identifier=DEV_A) as device,
+    ):
+        assert granted_qos(await watcher.subscribe(f"bt/v1/{DEV_A}/#", qos=1)) == [1]
+        await commands.publish(topic(DEV_A, TopicKind.CMD), b"restart", qos=1)
+        await assert_nothing_before_marker(device, watcher, topic(DEV_A, TopicKind.HEALTH))

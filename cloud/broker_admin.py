@@ -1,0 +1,94 @@
+"""Device logins on a running broker, through the dynamic-security plugin's control topic.
+
+The admin login (``broker_admin_username``, password in ``broker_admin_password_file``) may
+publish to ``$CONTROL/dynamic-security/v1`` and read its answers, nothing else. Each call
+connects, sends its commands in one request, waits for the plugin's answer and fails with
+`DynsecError` naming the first command the plugin refused. The plugin saves its file after
+every change, so what is done here survives a broker restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import uuid
+from typing import Any
+
+import aiomqtt
+
+from cloud.dynsec import CONTROL_TOPIC, DynsecError, control_commands
+from cloud.settings import CloudSettings
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_S = 10.0
+TOLERATED = {
+    "deleteClient": "Client not found",
+    "deleteRole": "Role not found",
+}
+"""Answers that mean the wanted state already holds (removing what is not there)."""
+
+
+async def control(settings: CloudSettings, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Send `commands` to the plugin as the admin login; its answers, one per command."""
+    password = settings.broker_admin_password()
+    if password is None:
+        raise DynsecError("broker_admin_password_file is not set: cannot reach the plugin")
+    tls = None
+    if settings.mqtt_ca_file is not None:
+        tls = ssl.create_default_context(cafile=str(settings.mqtt_ca_file))
+    client = aiomqtt.Client(
+        settings.broker_host,
+        settings.broker_port,
+        username=settings.broker_admin_username,
+        password=password,
+        identifier=f"bt-admin-{uuid.uuid4().hex[:12]}",
+        protocol=aiomqtt.ProtocolVersion.V5,
+        tls_context=tls,
+        timeout=TIMEOUT_S,
+    )
+    try:
+        async with asyncio.timeout(TIMEOUT_S), client:
+            await client.subscribe(f"{CONTROL_TOPIC}/response", qos=1)
+            await client.publish(CONTROL_TOPIC, json.dumps({"commands": commands}), qos=1)
+            async for message in client.messages:
+                payload = message.payload
+                answer = json.loads(payload if isinstance(payload, bytes | str) else b"{}")
+                responses: list[dict[str, Any]] = answer.get("responses", [])
+                return responses
+    except (aiomqtt.MqttError, TimeoutError) as exc:
+        where = f"{settings.broker_host}:{settings.broker_port}"
+        raise DynsecError(f"no answer from the broker's plugin at {where}: {exc}") from exc
+    raise DynsecError("the broker closed the connection before answering")
+
+
+def _check(commands: list[dict[str, Any]], answers: list[dict[str, Any]], device_id: str) -> None:
+    if len(answers) != len(commands):
+        raise DynsecError(f"the plugin answered {len(answers)} of {len(commands)} commands")
+    for command, answer in zip(commands, answers, strict=True):
+        error = answer.get("error")
+        if error and TOLERATED.get(command["command"]) != error:
+            raise DynsecError(f"{command['command']} for {device_id}: {error}", device_id=device_id)
+
+
+async def add_device(settings: CloudSettings, device_id: str, password: str) -> None:
+    """A new device login bound to its client id, with its own role."""
+    commands = control_commands("add", device_id, password)
+    _check(commands, await control(settings, commands), device_id)
+    log.info("%s: broker login created", device_id)
+
+
+async def set_password(settings: CloudSettings, device_id: str, password: str) -> None:
+    """A new password for an existing device login (the old one stops working)."""
+    commands = control_commands("password", device_id, password)
+    _check(commands, await control(settings, commands), device_id)
+    log.info("%s: broker password replaced", device_id)
+
+
+async def remove_device(settings: CloudSettings, device_id: str) -> None:
+    """Delete a device's login and role; the broker disconnects it at once."""
+    commands = control_commands("remove", device_id)
+    _check(commands, await control(settings, commands), device_id)
+    log.info("%s: broker login removed", device_id)
