@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.api.deps import ApiContext
 from cloud.api.metrics import RequestMetrics
+from cloud.api.nul import NulGuard
 from cloud.api.openapi import install_openapi
 from cloud.api.problems import PROBLEM_RESPONSES, install_problem_handlers, problem_response
 from cloud.api.routes import auth, boilers, fleet, jobs, people
@@ -88,6 +89,7 @@ def create_app(
     app.state.context = ApiContext(settings, sessions, commands, clock, platform, throttle)
     install_problem_handlers(app)
     app.add_middleware(RequestMetrics)
+    app.add_middleware(NulGuard)  # outermost: nothing behind it sees a NUL
     routers = (auth, boilers, command_routes, fleet, jobs, people)
     for router in (module.router for module in routers):
         app.include_router(router)
