@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import Path, Query
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from cloud.errors import InvalidInput
 from cloud.limits import MAX_INT
@@ -21,6 +21,22 @@ from cloud.limits import MAX_INT
 POINT = re.compile(r"[a-z0-9_]{1,64}")
 POINTS = r"^[a-z0-9_]{1,64}(,[a-z0-9_]{1,64})*$"
 """One or more point names, comma-separated."""
+JSON_LITERALS = ("true", "false", "null")
+"""Never point names: in a query string they are what a client's boolean or null became."""
+
+
+def _no_literal(value: str) -> str:
+    if value in JSON_LITERALS:
+        raise ValueError(f"{value!r} is not a point name")
+    return value
+
+
+PointNames = Annotated[
+    str,
+    Field(pattern=POINTS, json_schema_extra={"not": {"enum": list(JSON_LITERALS)}}),
+    AfterValidator(_no_literal),
+]
+"""One query value of point names (``a`` or ``a,b``)."""
 MAX_POINTS_PER_QUERY = 32
 
 

@@ -21,8 +21,8 @@ from cloud.api.params import (
     AFTER,
     DURATION,
     OFFSET,
-    POINTS,
     Moment,
+    PointNames,
     match,
     moment_ms,
     none_match,
@@ -229,7 +229,7 @@ def telemetry(
     session: SessionDep,
     ctx: ContextDep,
     points: Annotated[
-        list[Annotated[str, Field(pattern=POINTS)]] | None,
+        list[PointNames] | None,
         Query(description="point names, a,b or repeated; all if absent"),
     ] = None,
     since: Annotated[

@@ -44,7 +44,7 @@ def create_command(
     caller: CallerDep,
     session: SessionDep,
     ctx: ContextDep,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> Response:
     """Request a command (``restart`` = lockout reset) with the reason for it."""
     visible_device(session, caller, device_id)

@@ -62,7 +62,7 @@ def create_job(
     body: JobCreate,
     caller: CallerDep,
     ctx: ContextDep,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> Response:
     """Raise a service request for a boiler (its owner or tenant). A tenant's request waits
     for the owner's authorisation; an owner's is validated and crowdsourced at once."""
