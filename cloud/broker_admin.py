@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import ssl
 import uuid
 from typing import Any
 
@@ -36,9 +35,7 @@ async def control(settings: CloudSettings, commands: list[dict[str, Any]]) -> li
     password = settings.broker_admin_password()
     if password is None:
         raise DynsecError("broker_admin_password_file is not set: cannot reach the plugin")
-    tls = None
-    if settings.mqtt_ca_file is not None:
-        tls = ssl.create_default_context(cafile=str(settings.mqtt_ca_file))
+    tls = settings.mqtt_tls_context()
     client = aiomqtt.Client(
         settings.broker_host,
         settings.broker_port,

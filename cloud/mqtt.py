@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -69,9 +68,7 @@ def make_client(settings: CloudSettings) -> aiomqtt.Client:
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     properties.SessionExpiryInterval = settings.mqtt_session_expiry_s
     properties.ReceiveMaximum = RECEIVE_MAXIMUM
-    tls_context = None
-    if settings.mqtt_ca_file is not None:
-        tls_context = ssl.create_default_context(cafile=str(settings.mqtt_ca_file))
+    tls_context = settings.mqtt_tls_context()
     client = aiomqtt.Client(
         settings.broker_host,
         settings.broker_port,

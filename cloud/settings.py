@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +145,12 @@ class CloudSettings:
     def broker_admin_password(self) -> str | None:
         """The broker admin's password, read from its file."""
         return _secret("broker_admin_password_file", self.broker_admin_password_file)
+
+    def mqtt_tls_context(self) -> ssl.SSLContext | None:
+        """TLS trusting `mqtt_ca_file` only, or None for plain MQTT (loopback only)."""
+        if self.mqtt_ca_file is None:
+            return None
+        return ssl.create_default_context(cafile=str(self.mqtt_ca_file))
 
     def mqtt_password(self) -> str | None:
         """The broker password, read from its file."""
