@@ -243,6 +243,8 @@ async def test_untrusted_clock_refuses_commands(
     async with listening(broker, gateway) as cloud:
         await gateway.start(clock=UnsyncedClock())
         try:
+            # the birth follows the command subscription: a command sent before it is lost
+            await cloud.wait_for(lambda c: any(r.kind.value == "birth" for r in c.received))
             await lock_out(sim)
             before = await resets(sim)
             command = gateway.command()
