@@ -285,7 +285,8 @@ API="http://127.0.0.1:$API_PORT/api/v1"
 "$PYTHON" - "$DIR" "$API" "$BROKER_PORT" "${USERS[*]}" "${control_ports[@]}" <<'EOF'
 import sys
 from pathlib import Path
-from cloud.demo import DemoError, prepare
+from cloud.demo.client import DemoError
+from cloud.demo.setup import prepare
 directory, api, broker = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 users, controls = [entry.split(":") for entry in sys.argv[4].split()], sys.argv[5:]
 record = {

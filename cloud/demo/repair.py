@@ -30,29 +30,31 @@ first, and nothing depends on job ids or on which engineer wins (the same one ma
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cloud.demo import (
-    LOCKOUT,
+from cloud.demo import wording
+from cloud.demo.client import (
     Boiler,
     DemoError,
     DemoInfo,
     Http,
     Narrator,
-    Timeouts,
     Transport,
+    status_label,
+    urllib_transport,
+)
+from cloud.demo.lockout import (
+    LOCKOUT,
+    Timeouts,
     ask_restart,
     follow_command,
     leave_lockout,
     lock_out,
     restart,
-    status_label,
     twin_of,
-    urllib_transport,
 )
 
 CANCELLABLE = frozenset(
@@ -222,7 +224,8 @@ class RepairStory:
             if job["state"] in CANCELLABLE:
                 note = {"note": "demo: left open by an earlier run"}
                 self.owner.call("POST", f"/jobs/{job['id']}/cancel", json_body=note)
-                self.say(f"cancelled job {_short(job['id'])} ({job['state']}) of an earlier run")
+                short = wording.short(job["id"])
+                self.say(f"cancelled job {short} ({job['state']}) of an earlier run")
         # Awaiting verification, they would let their engineer restart the boiler at step 6.
         self.leftovers = [str(job["id"]) for job in jobs if job["state"] == "completed"]
         if status_label(twin_of(self.tenant, self.boiler.id)) != LOCKOUT:
@@ -247,10 +250,10 @@ class RepairStory:
             self.job = {"id": job_id}
             state = self.wait_for_state(
                 frozenset({"verified", "failed_verification", "evaluated"}),
-                f"job {_short(job_id)} of an earlier run to leave 'completed'",
+                f"job {wording.short(job_id)} of an earlier run to leave 'completed'",
                 self.timeouts.notification,
             )
-            self.say(f"job {_short(job_id)} of an earlier run is now {state}")
+            self.say(f"job {wording.short(job_id)} of an earlier run is now {state}")
 
         self.step(2, f"the tenant, {self.tenant_id}, is told")
         note = self.note(
@@ -275,7 +278,7 @@ class RepairStory:
             )
         )
         self.say(
-            f"{self.tenant_id} asks for a repair (no heating): job {_short(self.job['id'])} "
+            f"{self.tenant_id} asks for a repair (no heating): job {wording.short(self.job['id'])} "
             f"is {self.job['state']}"
         )
         self.note(self.owner, self.owner_id, "request_to_authorize", self.about_job)
@@ -284,13 +287,13 @@ class RepairStory:
         self.say(f"{self.owner_id} authorises it: job is {self.job['state']}")
         validation = self.job.get("validation") or {}
         self.say(f"validation: {validation.get('outcome')}: {validation.get('reason')}")
-        self.say(f"  evidence: {_evidence(validation.get('evidence') or {})}")
+        self.say(f"  evidence: {wording.evidence(validation.get('evidence') or {})}")
         if self.job["state"] == "flagged":
             confirmation = {"note": "demo: confirmed with the tenant by phone"}
             self.job = dict(self.owner.call("POST", self.path("/confirm"), json_body=confirmation))
             self.say(f"{self.owner_id} confirms it anyway: job is {self.job['state']}")
         analysis = self.job.get("analysis") or {}
-        self.say(f"analysis: {_task(analysis)}")
+        self.say(f"analysis: {wording.task(analysis)}")
         for reason in analysis.get("reasons") or []:
             self.say(f"  {reason}")
 
@@ -304,10 +307,11 @@ class RepairStory:
         sourcing = self.last_event("crowdsourcing")
         if self.job["state"] != "crowdsourcing":
             raise DemoError(
-                f"job {_short(self.job['id'])} is {self.job['state']}: {_sourcing(sourcing)}",
+                f"job {wording.short(self.job['id'])} is {self.job['state']}: "
+                f"{wording.sourcing(sourcing)}",
                 job_id=self.job["id"],
             )
-        self.say(_sourcing(sourcing))
+        self.say(wording.sourcing(sourcing))
         q = sourcing.get("rules") or {}
         self.say(
             f"W = {q.get('q_ar')} AR + {q.get('q_cs')} CS* + {q.get('q_sq')} SQ*, with CS* and "
@@ -320,9 +324,10 @@ class RepairStory:
             gap = f.get("price_gap")
             self.say(
                 f"  invited {engineer_id:<10} {profile.get('display_name', ''):<15} "
-                f"{f.get('reason') or '-':<8} W {_num(f.get('performance'))} "
-                f"(AR {_num(f.get('ar'))}, CS* {_num(f.get('cs_norm'))}, SQ* "
-                f"{_num(f.get('sq_norm'))}), lives {_num(f.get('distance_km'), '.1f')} km away"
+                f"{f.get('reason') or '-':<8} W {wording.num(f.get('performance'))} "
+                f"(AR {wording.num(f.get('ar'))}, CS* {wording.num(f.get('cs_norm'))}, SQ* "
+                f"{wording.num(f.get('sq_norm'))}), "
+                f"lives {wording.num(f.get('distance_km'), '.1f')} km away"
                 + (f", usual price {gap:.0%} off the estimate" if gap is not None else "")
             )
         silent = [str(i["engineer_id"]) for i in invitations if not self.answer(i["engineer_id"])]
@@ -346,7 +351,7 @@ class RepairStory:
         body = {"available": True, "quote": quote, "location": home, "note": "can come today"}
         client.call("POST", self.path("/response"), json_body=body)
         self.say(
-            f"  {engineer_id} answers: available, {_gbp(quote)}, "
+            f"  {engineer_id} answers: available, {wording.gbp(quote)}, "
             f"now at {home['lat']:.4f},{home['lon']:.4f}"
         )
         return True
@@ -368,7 +373,8 @@ class RepairStory:
         closed = frozenset({"shortlisted", "no_engineers", "cancelled"})
         state = self.wait_for_state(closed, "the round to close", timeout)
         if state != "shortlisted":
-            raise DemoError(f"job {_short(self.job['id'])} is {state}: nobody to choose from")
+            short = wording.short(self.job["id"])
+            raise DemoError(f"job {short} is {state}: nobody to choose from")
 
     def choose(self) -> None:
         """Step 5: the shortlist, and the owner's choice of its top engineer."""
@@ -379,7 +385,7 @@ class RepairStory:
             self.say(
                 f"  {c['position']}. {c['engineer_id']:<10} {c.get('display_name', ''):<15} "
                 f"rank {c['rank_pct']:5.1f}%  {c['distance_km']:5.1f} km  "
-                f"~{c['travel_min']:3.0f} min  {c['co2_kg']:4.2f} kg CO2  {_gbp(c['quote'])}"
+                f"~{c['travel_min']:3.0f} min  {c['co2_kg']:4.2f} kg CO2  {wording.gbp(c['quote'])}"
             )
         a = listing.get("assumptions") or {}
         self.say(
@@ -392,7 +398,7 @@ class RepairStory:
         contract = self.job.get("contract") or {}
         self.say(
             f"{self.owner_id} chooses {self.chosen}: job is {self.job['state']}, "
-            f"{_gbp(contract.get('quote'))}, at {contract.get('address') or self.boiler.id}"
+            f"{wording.gbp(contract.get('quote'))}, at {contract.get('address') or self.boiler.id}"
         )
         note = self.note(self.contractor, self.chosen, "contract", self.about_job)
         self.say(f"  {note['body']}")
@@ -419,7 +425,7 @@ class RepairStory:
         self.say(f"{self.chosen} reports the work: job is {self.job['state']}")
         self.say(f"  cause: {REPORT['cause']}")
         self.say(f"  actions: {REPORT['actions']}; parts: {', '.join(REPORT['parts'])}")
-        reason = f"after the repair of job {_short(self.job['id'])}"
+        reason = f"after the repair of job {wording.short(self.job['id'])}"
         command = restart(self.contractor, self.boiler.id, reason)
         self.say(f"restart requested by {self.chosen}: command {command['id']} is created")
         final = follow_command(self.contractor, command, self.narrator, self.timeouts.command)
@@ -438,13 +444,14 @@ class RepairStory:
             self.timeouts.verification,
         )
         event = self.last_event("verification")
-        evidence = _evidence(event.get("evidence") or {})
+        shown = wording.evidence(event.get("evidence") or {})
         if state != "verified":
-            raise DemoError(f"verification failed: {event.get('because')} ({evidence})")
+            raise DemoError(f"verification failed: {event.get('because')} ({shown})")
         self.say(
             f"job VERIFIED after {self.narrator.elapsed() - started:.1f} s: normal for "
-            f"{_num(event.get('normal_for_s'), '.1f')} s (wanted {event.get('required_s')} s); "
-            f"{evidence}"
+            f"{wording.num(event.get('normal_for_s'), '.1f')} s "
+            f"(wanted {event.get('required_s')} s); "
+            f"{shown}"
         )
         self.sim.call("POST", "/demand", json_body={"ch": "auto"})
         self.say("simulator: heat demand back to the thermostat")
@@ -462,7 +469,8 @@ class RepairStory:
         after = self.owner.call("GET", f"/engineers/{self.chosen}")
         old, new = figures["before"], figures["after"]
         self.say(
-            f"{self.chosen}: AR {_ar(self.before.get(self.chosen, {}))} -> {_ar(after)}, "
+            f"{self.chosen}: AR {wording.ar(self.before.get(self.chosen, {}))} -> "
+            f"{wording.ar(after)}, "
             f"CS {old['cs']:.3f} -> {new['cs']:.3f}, SQ {old['sq']:.3f} -> {new['sq']:.3f} "
             f"(jobs rated {old['evaluated']} -> {new['evaluated']})"
         )
@@ -476,126 +484,6 @@ class RepairStory:
         for e in events:
             self.say(
                 f"  +{(e['ts'] - first) / 1000:5.1f} s  {e['kind']:<13} "
-                f"{e.get('actor') or '-':<20} {summary(e)}"
+                f"{e.get('actor') or '-':<20} {wording.summary(e)}"
             )
-        self.say(f"job {_short(self.job['id'])} is {self.refresh()['state']}")
-
-
-# -- words --------------------------------------------------------------------------------------
-
-
-def _short(job_id: str) -> str:
-    return job_id[:8]
-
-
-def _gbp(amount: Any) -> str:
-    return f"GBP {amount:.2f}" if isinstance(amount, int | float) else "-"
-
-
-def _num(value: Any, spec: str = ".3f") -> str:
-    return format(value, spec) if isinstance(value, int | float) else "-"
-
-
-def _ar(profile: Mapping[str, Any]) -> str:
-    figures, history = profile.get("figures") or {}, profile.get("history") or {}
-    if "ar_pct" not in figures:
-        return "-"
-    return f"{figures['ar_pct']:.1f}% ({history.get('accepted')}/{history.get('invitations')})"
-
-
-def _task(analysis: Mapping[str, Any]) -> str:
-    return (
-        f"{analysis.get('complexity')} complexity, urgency {analysis.get('urgency')}, "
-        f"estimate {_gbp(analysis.get('cost'))}, skills {', '.join(analysis.get('skills') or [])}"
-    )
-
-
-def _evidence(evidence: Mapping[str, Any], brief: bool = False) -> str:
-    """The live data a decision rested on, in a line."""
-    parts = [str(evidence.get("connectivity") or "?")]
-    status = evidence.get("status_label") or evidence.get("status")
-    if status is not None:
-        parts.append(f"status {status}")
-    if evidence.get("fault_name"):
-        parts.append(f"fault {evidence['fault_name']} ({evidence.get('fault_text')})")
-    elif "fault_code" in evidence:
-        parts.append(f"fault {evidence['fault_code']}" if evidence["fault_code"] else "no fault")
-    if brief:
-        return ", ".join(parts)
-    values = evidence.get("values") or {}
-    for point, unit in (("ch_pressure", "bar"), ("outdoor_temp", "C"), ("flow_temp", "C")):
-        if isinstance(values.get(point), int | float):
-            parts.append(f"{point} {values[point]:.1f} {unit}")
-    history = evidence.get("fault_history") or {}
-    if history:
-        parts.append("in the last year " + ", ".join(f"{k} x{n}" for k, n in history.items()))
-    return ", ".join(parts)
-
-
-def _sourcing(data: Mapping[str, Any]) -> str:
-    """A crowdsourcing round in a line."""
-    if data.get("error"):
-        return str(data["error"])
-    failed = data.get("failed_by_constraint") or {}
-    invited = data.get("invited") or []
-    newcomers = sum(1 for i in invited if i.get("reason") == "newcomer")
-    return (
-        f"{data.get('considered', 0)} engineers considered, left out by constraint: "
-        + (", ".join(f"{name} {n}" for name, n in sorted(failed.items())) or "none")
-        + f"; of {data.get('pool_size', 0)} eligible the top {data.get('top_k', 0)} by W invited"
-        + (f", plus {newcomers} newcomer(s)" if newcomers else "")
-    )
-
-
-def _response(d: Mapping[str, Any]) -> str:
-    if d.get("expired"):
-        return f"{d.get('engineer')}: no answer by the deadline"
-    if not d.get("available"):
-        return f"{d.get('engineer')}: not available"
-    return f"{d.get('engineer')}: available, {_gbp(d.get('quote'))}"
-
-
-def _verification(d: Mapping[str, Any]) -> str:
-    if d.get("outcome") == "verified":
-        return f"verified: normal for {_num(d.get('normal_for_s'), '.1f')} s"
-    return f"{d.get('outcome')}: {d.get('because')}"
-
-
-_SUMMARIES: dict[str, Callable[[Mapping[str, Any]], str]] = {
-    "request": lambda d: (
-        f"{d.get('service_type')}/{d.get('problem')} by the {d.get('role')}; "
-        f"twin: {_evidence(d.get('twin') or {}, brief=True)}"
-    ),
-    "authorization": lambda d: (
-        ("approved" if d.get("approved") else "declined")
-        + (f": {d['note']}" if d.get("note") else "")
-    ),
-    "validation": lambda d: f"{d.get('step')}: {d.get('outcome')}",
-    "analysis": _task,
-    "crowdsourcing": lambda d: (
-        "invited "
-        + (", ".join(str(i.get("engineer_id")) for i in d.get("invited") or []) or "nobody")
-    ),
-    "response": _response,
-    "shortlist": lambda d: ", ".join(
-        f"{c['position']}. {c['engineer_id']} ({c['rank_pct']:.0f}%)"
-        for c in d.get("candidates") or []
-    ),
-    "contract": lambda d: f"{d.get('engineer')}, {_gbp(d.get('quote'))}, at {d.get('address')}",
-    "completion": lambda d: f"cause: {d.get('cause')}",
-    "command": lambda d: f"{d.get('name')}: {d.get('reason') or '-'}",
-    "command_state": lambda d: f"{d.get('from') or '-'} -> {d.get('to')}",
-    "verification": _verification,
-    "evaluation": lambda d: f"CS {d.get('cs')}, SQ {d.get('sq')} by {d.get('by')}",
-    "cancellation": lambda d: f"cancelled: {d.get('reason')}",
-}
-
-
-def summary(event: Mapping[str, Any]) -> str:
-    """A thread event in a short line."""
-    data = dict(event.get("data") or {})
-    words = _SUMMARIES.get(str(event.get("kind")))
-    if words is not None:
-        return words(data)
-    text = json.dumps(data, separators=(",", ":"), default=str)
-    return text if len(text) <= 100 else text[:97] + "..."
+        self.say(f"job {wording.short(self.job['id'])} is {self.refresh()['state']}")
