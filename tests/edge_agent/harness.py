@@ -150,12 +150,14 @@ class Gateway:
 
     # -- as its own process -------------------------------------------------------------------
 
-    async def spawn(self) -> asyncio.subprocess.Process:
-        """Run ``boilertwin edge run`` on a written edge.toml."""
+    async def spawn(self, *, importtime: bool = False) -> asyncio.subprocess.Process:
+        """Run ``boilertwin edge run`` on a written edge.toml; with `importtime`, Python logs
+        every module the process imports (``-X importtime``) to the agent's log."""
         config = self.directory / "edge.toml"
         config.write_text(_toml(self.config))
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
+            *(("-X", "importtime") if importtime else ()),
             "-c",
             "import boilertwin; boilertwin.main()",
             "edge",
