@@ -22,10 +22,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, false, select, true
 from sqlalchemy.orm import Session
 
-from cloud.domain import Caller, Role
+from cloud.domain import CONTRACTED_STATES, INVITED_STATES, Caller, InvitationState, Role
 from cloud.errors import Forbidden, NotFound
 from cloud.models import Device, Invitation, Job
-from cloud.service.domain import CONTRACTED_STATES, INVITED_STATES, InvitationState
 
 _ENGAGED_INVITATION = (InvitationState.OPEN.value, InvitationState.ACCEPTED.value)
 

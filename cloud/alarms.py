@@ -32,10 +32,9 @@ from sqlalchemy.orm import Session
 from cloud import thread
 from cloud.limits import code as fault_code
 from cloud.models import Alarm, Device, ThreadEvent
-from cloud.service.notify import NotificationKind, end_user, notify
-from cloud.twin import fault_text
+from cloud.notify import NotificationKind, end_user, notify
 from protocols.messages import DetailValue, Event, EventKind
-from protocols.reference import FaultCode
+from protocols.reference import FAULT_POINT, FaultCode, fault_text
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,6 @@ ALARM_LOOKBACK = 200
 """Recent alarm thread events searched for a close that arrived before its open."""
 NAME_MAX = 16
 """Width of ``alarms.name``."""
-FAULT_POINT = "fault_code"
 
 
 def plain(value: DetailValue) -> Any:

@@ -47,12 +47,12 @@ from cloud.errors import (
 from cloud.keys import CommandKey
 from cloud.models import Command, Device, Twin
 from cloud.settings import CloudSettings
-from cloud.twin import connectivity, status_label
+from cloud.twin import connectivity
 from protocols.cose import seal
 from protocols.errors import EncodeError
 from protocols.messages import Ack, AckState, CommandName, RejectReason, Scalar
 from protocols.messages import Command as CommandMessage
-from protocols.reference import BoilerStatus
+from protocols.reference import BoilerStatus, status_label
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Domain values shared across the cloud: roles, callers, connectivity, command states."""
+"""Domain values shared across the cloud: roles, callers, connectivity, command, job and
+invitation states (beneath the service platform, which moves jobs through them)."""
 
 from __future__ import annotations
 
@@ -109,3 +110,70 @@ _RANK = {
     CommandState.FAILED: 4,
     CommandState.REJECTED: 4,
 }
+
+
+# -- service jobs (the platform in `cloud.service` moves them; access rules read them) --------
+
+
+class JobState(StrEnum):
+    """Where a service job is."""
+
+    PENDING_AUTHORIZATION = "pending_authorization"
+    """Raised by the tenant; the owner must authorise it."""
+    DECLINED = "declined"
+    FLAGGED = "flagged"
+    """Live data did not confirm the problem (status mismatch, or offline): a person decides."""
+    CROWDSOURCING = "crowdsourcing"
+    """Invitations are out; engineers answer until the deadline."""
+    NO_ENGINEERS = "no_engineers"
+    """Nobody eligible, or nobody available; the owner or support may retry."""
+    SHORTLISTED = "shortlisted"
+    CONTRACTED = "contracted"
+    COMPLETED = "completed"
+    """The engineer reported the work; the platform is cross-checking live data."""
+    VERIFIED = "verified"
+    FAILED_VERIFICATION = "failed_verification"
+    EVALUATED = "evaluated"
+    CANCELLED = "cancelled"
+
+    @property
+    def cancellable(self) -> bool:
+        """Before the work is done, the requester, owner or support may cancel."""
+        return self in _CANCELLABLE
+
+    @property
+    def closed(self) -> bool:
+        """Nothing more happens to the job."""
+        return self in _CLOSED
+
+
+_CANCELLABLE = frozenset(
+    {
+        JobState.PENDING_AUTHORIZATION,
+        JobState.FLAGGED,
+        JobState.CROWDSOURCING,
+        JobState.NO_ENGINEERS,
+        JobState.SHORTLISTED,
+        JobState.CONTRACTED,
+    }
+)
+_CLOSED = frozenset(
+    {JobState.DECLINED, JobState.EVALUATED, JobState.CANCELLED, JobState.FAILED_VERIFICATION}
+)
+INVITED_STATES = frozenset({JobState.CROWDSOURCING, JobState.SHORTLISTED})
+"""States in which invited engineers still take part (and see the boiler)."""
+CONTRACTED_STATES = frozenset({JobState.CONTRACTED, JobState.COMPLETED})
+"""States in which the contracted engineer sees the boiler."""
+
+
+class InvitationState(StrEnum):
+    """An invited engineer's answer."""
+
+    OPEN = "open"
+    ACCEPTED = "accepted"
+    """Available at the requested time, with a quote and current location."""
+    DECLINED = "declined"
+    EXPIRED = "expired"
+    """No answer by the deadline: counts as not accepted (eq. 17)."""
+    WITHDRAWN = "withdrawn"
+    """The job was cancelled before they answered (does not count against them)."""

@@ -80,7 +80,7 @@ from protocols.messages import (
     UplinkMessage,
     parse_gap,
 )
-from protocols.reference import BoilerStatus
+from protocols.reference import FAULT_POINT, STATUS_POINT, BoilerStatus
 from protocols.topics import STATE_OFFLINE, STATE_ONLINE, Direction, TopicKind, parse_topic
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,6 @@ RETRIES = 5
 """Attempts per transaction on lock conflicts, deadlocks and dropped connections."""
 POINT_MAX, TEXT_MAX = 64, 200
 """Column widths: a longer point name is malformed; a longer text value is cut."""
-STATUS_POINT, FAULT_POINT = "status", "fault_code"
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,17 +19,21 @@ from cloud.domain import Connectivity
 from cloud.errors import InvalidInput
 from cloud.models import Alarm, Device, Gap, Sample, Twin, TwinValue, Uplink
 from cloud.settings import CloudSettings
-from protocols.reference import BoilerStatus, FaultCode
+from protocols.reference import (
+    BURNER_STARTS_POINT,
+    FAULT_POINT,
+    OPERATING_HOURS_POINT,
+    STATUS_POINT,
+    fault_name,
+    fault_text,
+    status_label,
+)
 
 DAY_MS = 86_400_000
 WINDOW_MS = 30 * DAY_MS
 """Derived figures look back this far."""
 AVAILABILITY_GUARANTEE = 0.98
 RECENT_ALARMS = 20
-STATUS_POINT = "status"
-FAULT_POINT = "fault_code"
-BURNER_STARTS_POINT = "burner_starts"
-OPERATING_HOURS_POINT = "operating_hours"
 
 
 def connectivity(twin: Twin | None, now_ms: int, stale_after_ms: int) -> Connectivity:
@@ -67,27 +71,6 @@ def etag(version: int, state: Connectivity | None = None) -> str:
     client polling with ``If-None-Match`` must not keep a 304 that still says ``online``.
     """
     return f'"{version}"' if state is None else f'"{version}-{state.value}"'
-
-
-def status_label(code: int | None) -> str | None:
-    """`BoilerStatus` label of a status value (None if unknown)."""
-    if code is None or code not in BoilerStatus._value2member_map_:
-        return None
-    return BoilerStatus(code).label
-
-
-def fault_name(code: int | None) -> str | None:
-    """``F28`` for 28; None for no fault."""
-    if code is None or code == FaultCode.NONE:
-        return None
-    return f"F{code}"
-
-
-def fault_text(code: int | None) -> str | None:
-    """Plain-words text of a fault code; None for none or an unknown code."""
-    if code is None or code not in FaultCode._value2member_map_:
-        return None
-    return FaultCode(code).text
 
 
 def attributes_json(device: Device) -> dict[str, Any]:

@@ -34,14 +34,13 @@ from protocols.cose import open_command, verify
 from protocols.errors import ProtocolError, RemoteProtocolError
 from protocols.messages import Ack, AckState, Command, CommandName, RejectReason, Scalar
 from protocols.planner import ReadRequest, plan_reads
-from protocols.reference import RESET_REQUEST, BoilerStatus
+from protocols.reference import RESET_REQUEST, STATE_POINTS, BoilerStatus
 from protocols.registers import RegisterMap
 from protocols.wire import decode_payload
 
 log = logging.getLogger(__name__)
 
 READBACK_EVERY_S = 0.5
-STATE_POINTS = ("status", "fault_code")
 RESET_POINT = "reset_request"
 
 

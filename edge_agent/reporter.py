@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from protocols.messages import DetailValue, EventKind, Quality, Reading, Scalar
-from protocols.reference import BoilerStatus, FaultCode
+from protocols.reference import FAULT_POINT, STATUS_POINT, BoilerStatus, FaultCode, fault_name
 from protocols.registers import Point
 
 UNIT_DEADBANDS: Mapping[str, float] = {
@@ -31,9 +31,6 @@ UNIT_DEADBANDS: Mapping[str, float] = {
     "kW": 0.5,
 }
 """Default deadband by unit; points with other units report every change."""
-
-STATUS_POINT = "status"
-FAULT_POINT = "fault_code"
 
 
 def default_deadband(point: Point) -> float:
@@ -86,9 +83,8 @@ class ReportByException:
 
 
 def _fault_name(code: object) -> str:
-    if isinstance(code, int) and code in FaultCode._value2member_map_:
-        return FaultCode(code).name
-    return f"F{code}"
+    """``F28``; a value that is not a whole number is shown as it came."""
+    return (fault_name(code) if isinstance(code, int) else None) or f"F{code}"
 
 
 def alarms(

@@ -73,6 +73,35 @@ _FAULT_TEXT = {
     FaultCode.F75: "water pressure sensor fault",
 }
 
+STATUS_POINT = "status"
+FAULT_POINT = "fault_code"
+STATE_POINTS = (STATUS_POINT, FAULT_POINT)
+"""The points that say what state the boiler is in (read before and after a reset)."""
+BURNER_STARTS_POINT = "burner_starts"
+OPERATING_HOURS_POINT = "operating_hours"
+
+
+def status_label(code: int | None) -> str | None:
+    """`BoilerStatus` label of a status value (None if unknown)."""
+    if code is None or code not in BoilerStatus._value2member_map_:
+        return None
+    return BoilerStatus(code).label
+
+
+def fault_name(code: int | None) -> str | None:
+    """``F28`` for 28, as the boiler's display and the rules name faults; None for no fault."""
+    if code is None or code == FaultCode.NONE:
+        return None
+    return f"F{code}"
+
+
+def fault_text(code: int | None) -> str | None:
+    """Plain-words text of a fault code; None for none or an unknown code."""
+    if code is None or code not in FaultCode._value2member_map_:
+        return None
+    return FaultCode(code).text
+
+
 RESET_REQUEST = 1
 """The only value the ``reset_request`` register accepts."""
 
@@ -112,7 +141,7 @@ REFERENCE_MAP = RegisterMap(
             "blocking_error", _DI, 7, DataType.BOOL, description="Blocked by a self-clearing fault"
         ),
         Point(
-            "status",
+            STATUS_POINT,
             _IR,
             0,
             DataType.U16,
@@ -120,7 +149,7 @@ REFERENCE_MAP = RegisterMap(
             labels=tuple((s.value, s.label) for s in BoilerStatus),
         ),
         Point(
-            "fault_code",
+            FAULT_POINT,
             _IR,
             1,
             DataType.U16,
@@ -151,8 +180,8 @@ REFERENCE_MAP = RegisterMap(
             description="Flame ionisation current",
         ),
         Point("fan_speed", _IR, 9, DataType.U16, unit="rpm", description="Combustion fan speed"),
-        Point("burner_starts", _IR, 10, DataType.U32, description="Successful burner starts"),
-        Point("operating_hours", _IR, 12, DataType.U32, unit="h", description="Burner hours"),
+        Point(BURNER_STARTS_POINT, _IR, 10, DataType.U32, description="Successful burner starts"),
+        Point(OPERATING_HOURS_POINT, _IR, 12, DataType.U32, unit="h", description="Burner hours"),
         Point("heat_output", _IR, 14, DataType.F32, unit="kW", description="Current heat output"),
         Point("lockout_count", _IR, 16, DataType.U16, description="Lockouts since manufacture"),
         Point("reset_count", _IR, 17, DataType.U16, description="Lockout resets accepted"),

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cloud.errors import ConfigError
-from protocols.reference import BoilerStatus, FaultCode
+from protocols.reference import BoilerStatus, fault_name, fault_text, status_label
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -68,17 +68,8 @@ class StatusCheck(StrEnum):
         return self in (StatusCheck.MATCHED, StatusCheck.NOT_OBSERVABLE)
 
 
-def fault_name(code: int) -> str:
-    """``28`` -> ``"F28"``, as the boiler's display and the rules file name faults."""
-    return f"F{code}"
-
-
 def _fault_text(code: int) -> str:
-    return FaultCode(code).text if code in set(FaultCode) else "unknown fault"
-
-
-def _status_label(status: int) -> str | None:
-    return BoilerStatus(status).label if status in set(BoilerStatus) else None
+    return fault_text(code) or "unknown fault"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +91,7 @@ class Observation:
         return {
             "connectivity": str(self.connectivity),
             "status": None if self.status is None else int(self.status),
-            "status_label": None if self.status is None else _status_label(self.status),
+            "status_label": None if self.status is None else status_label(self.status),
             "fault_code": None if fault is None else int(fault),
             "fault_name": fault_name(fault) if fault else None,
             "fault_text": None if fault is None else _fault_text(fault),
@@ -425,7 +416,7 @@ def check_status(
         bool(problem.confirmed_by_status) and status is not None
     )
     if status is not None and status in problem.confirmed_by_status:
-        shown.append(f"status {_status_label(status)}")
+        shown.append(f"status {status_label(status)}")
     if problem.confirmed_by_fault and fault:
         shown.append(f"fault {fault_name(fault)} ({_fault_text(fault)})")
     for key, limit in problem.confirmed_below.items():
@@ -443,7 +434,7 @@ def check_status(
         return Validation(StatusCheck.UNVERIFIED_OFFLINE, reason, evidence)
     seen = "boiler is online"
     if status is not None:
-        label = _status_label(status)
+        label = status_label(status)
         seen += f" and {_STATUS_PHRASE.get(status, f'in {_words(label or str(status))}')}"
     if fault is not None:
         seen += f" with fault {fault_name(fault)}" if fault else " with no fault code"

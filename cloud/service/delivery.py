@@ -26,16 +26,16 @@ from typing import Any
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
-from cloud.domain import Caller, Connectivity, Role
+from cloud.domain import Caller, Connectivity, JobState, Role
 from cloud.errors import Conflict, Forbidden, InvalidInput, NotFound
 from cloud.models import Alarm, Device, Engineer, EngineerPrice, Job, Twin
+from cloud.notify import NotificationKind, notify
 from cloud.service.config import PlatformConfig
 from cloud.service.crowd import updated_means
-from cloud.service.domain import CompletionReport, JobEvent, JobState
-from cloud.service.notify import NotificationKind, notify
+from cloud.service.domain import CompletionReport, JobEvent
 from cloud.service.requests import move, observe, record
-from cloud.twin import connectivity, status_label
-from protocols.reference import BoilerStatus
+from cloud.twin import connectivity
+from protocols.reference import BoilerStatus, status_label
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,7 @@
-"""Service-platform values: job and invitation states, thread kinds, request input.
+"""Service-platform values: thread kinds and the inputs of requests, answers and reports.
+
+The job and invitation states live in `cloud.domain` (beneath the platform: access rules and
+the command service need them too).
 
 A job (the service twin) moves through these states; every move is a thread event with
 subject = the job id, so the job's thread is the proof of what was wrong and what was fixed::
@@ -15,73 +18,8 @@ subject = the job id, so the job's thread is the proof of what was wrong and wha
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 from cloud.service.crowd import Principle
-
-
-class JobState(StrEnum):
-    """Where a service job is."""
-
-    PENDING_AUTHORIZATION = "pending_authorization"
-    """Raised by the tenant; the owner must authorise it."""
-    DECLINED = "declined"
-    FLAGGED = "flagged"
-    """Live data did not confirm the problem (status mismatch, or offline): a person decides."""
-    CROWDSOURCING = "crowdsourcing"
-    """Invitations are out; engineers answer until the deadline."""
-    NO_ENGINEERS = "no_engineers"
-    """Nobody eligible, or nobody available; the owner or support may retry."""
-    SHORTLISTED = "shortlisted"
-    CONTRACTED = "contracted"
-    COMPLETED = "completed"
-    """The engineer reported the work; the platform is cross-checking live data."""
-    VERIFIED = "verified"
-    FAILED_VERIFICATION = "failed_verification"
-    EVALUATED = "evaluated"
-    CANCELLED = "cancelled"
-
-    @property
-    def cancellable(self) -> bool:
-        """Before the work is done, the requester, owner or support may cancel."""
-        return self in _CANCELLABLE
-
-    @property
-    def closed(self) -> bool:
-        """Nothing more happens to the job."""
-        return self in _CLOSED
-
-
-_CANCELLABLE = frozenset(
-    {
-        JobState.PENDING_AUTHORIZATION,
-        JobState.FLAGGED,
-        JobState.CROWDSOURCING,
-        JobState.NO_ENGINEERS,
-        JobState.SHORTLISTED,
-        JobState.CONTRACTED,
-    }
-)
-_CLOSED = frozenset(
-    {JobState.DECLINED, JobState.EVALUATED, JobState.CANCELLED, JobState.FAILED_VERIFICATION}
-)
-INVITED_STATES = frozenset({JobState.CROWDSOURCING, JobState.SHORTLISTED})
-"""States in which invited engineers still take part (and see the boiler)."""
-CONTRACTED_STATES = frozenset({JobState.CONTRACTED, JobState.COMPLETED})
-"""States in which the contracted engineer sees the boiler."""
-
-
-class InvitationState(StrEnum):
-    """An invited engineer's answer."""
-
-    OPEN = "open"
-    ACCEPTED = "accepted"
-    """Available at the requested time, with a quote and current location."""
-    DECLINED = "declined"
-    EXPIRED = "expired"
-    """No answer by the deadline: counts as not accepted (eq. 17)."""
-    WITHDRAWN = "withdrawn"
-    """The job was cancelled before they answered (does not count against them)."""
 
 
 class JobEvent:

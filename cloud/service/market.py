@@ -14,13 +14,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloud.domain import Caller, Role
+from cloud.domain import Caller, InvitationState, JobState, Role
 from cloud.errors import Conflict, Forbidden, InvalidInput, NotFound
 from cloud.models import Device, Engineer, Invitation, Job
+from cloud.notify import NotificationKind, notify, when_text
 from cloud.service.config import PlatformConfig
 from cloud.service.crowd import Candidate, Place, Principle, Response, shortlist
-from cloud.service.domain import InvitationState, JobEvent, JobState, ResponseInput
-from cloud.service.notify import NotificationKind, notify, when_text
+from cloud.service.domain import JobEvent, ResponseInput
 from cloud.service.requests import decider, move, record
 
 log = logging.getLogger(__name__)

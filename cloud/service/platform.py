@@ -18,11 +18,11 @@ from cloud.db import transaction
 from cloud.domain import Caller, Clock, wall_ms
 from cloud.errors import NotFound
 from cloud.models import Invitation, Job
+from cloud.notify import LoggingSender, Sender, deliver_pending
 from cloud.service import delivery, market, reminders, requests
 from cloud.service.config import PlatformConfig
 from cloud.service.crowd import Principle
 from cloud.service.domain import CompletionReport, RequestInput, ResponseInput
-from cloud.service.notify import LoggingSender, Sender, deliver_pending
 from cloud.service.views import visible_job
 
 log = logging.getLogger(__name__)

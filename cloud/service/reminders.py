@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 from cloud import thread
 from cloud.db import take_write_lock
 from cloud.models import Device, Reminder
+from cloud.notify import NotificationKind, end_user, notify
 from cloud.service.domain import JobEvent
-from cloud.service.notify import NotificationKind, end_user, notify
 
 log = logging.getLogger(__name__)
 

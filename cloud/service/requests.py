@@ -19,14 +19,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cloud import thread
-from cloud.domain import Caller, Role
+from cloud.domain import Caller, InvitationState, JobState, Role
 from cloud.errors import Conflict, Forbidden, InvalidInput, NotFound
 from cloud.models import Alarm, Device, Engineer, EngineerPrice, Invitation, Job, Twin, TwinValue
+from cloud.notify import NotificationKind, notify, when_text
 from cloud.service.analysis import Observation, ServiceRequest, analyse, check_status
 from cloud.service.config import PlatformConfig
 from cloud.service.crowd import EngineerRecord, Place, Task, crowdsource
-from cloud.service.domain import InvitationState, JobEvent, JobState, RequestInput
-from cloud.service.notify import NotificationKind, notify, when_text
+from cloud.service.domain import JobEvent, RequestInput
 from cloud.twin import connectivity
 
 log = logging.getLogger(__name__)

@@ -18,12 +18,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, false, or_, select, true
 from sqlalchemy.orm import Session
 
-from cloud.domain import Caller, Role
+from cloud.domain import INVITED_STATES, Caller, InvitationState, Role
 from cloud.errors import NotFound
 from cloud.models import Command, Invitation, Job, ThreadEvent, User
 from cloud.service.config import PlatformConfig
 from cloud.service.crowd import Principle
-from cloud.service.domain import INVITED_STATES, InvitationState
 from cloud.service.market import ranked
 
 _ENGAGED = (InvitationState.OPEN.value, InvitationState.ACCEPTED.value)

@@ -13,8 +13,8 @@ import pytest
 
 import cloud.portal
 from cloud.domain import Role
+from cloud.notify import notify
 from cloud.portal.session import SESSION_COOKIE
-from cloud.service.notify import notify
 from tests.cloud.api_helpers import T0, World, world_for
 from tests.cloud.portal_helpers import Visitor, page_text
 from tests.cloud.service_helpers import DEV, engineer, lockout_boiler

@@ -13,7 +13,7 @@ import pytest
 
 from cloud.domain import Role
 from cloud.models import Reminder
-from cloud.service.notify import NotificationKind, notify
+from cloud.notify import NotificationKind, notify
 from tests.cloud.api_helpers import T0, World, world_for
 from tests.cloud.portal_helpers import Visitor, page_text
 from tests.cloud.service_helpers import DEV, Portal, engineer, lockout_boiler

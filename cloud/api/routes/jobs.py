@@ -21,11 +21,11 @@ from cloud.api.schemas import (
     ResponseBody,
     SelectBody,
 )
-from cloud.domain import Caller, Role
+from cloud.domain import Caller, InvitationState, JobState, Role
 from cloud.errors import Forbidden
 from cloud.models import Invitation, Job
 from cloud.service.crowd import Principle
-from cloud.service.domain import CompletionReport, InvitationState, JobState
+from cloud.service.domain import CompletionReport
 from cloud.service.views import (
     invitation_json,
     job_json,

@@ -19,8 +19,8 @@ from cloud.db import transaction
 from cloud.domain import Caller, Role
 from cloud.errors import Forbidden, NotFound
 from cloud.models import Engineer, Invitation, Job, Notification, User
+from cloud.notify import notification_json
 from cloud.service.engineers import engineer_json, list_engineers, load_engineer
-from cloud.service.notify import notification_json
 from cloud.service.views import visible_jobs
 
 router = APIRouter(prefix=API_PREFIX, tags=["people"], responses=AUTHENTICATED_RESPONSES)

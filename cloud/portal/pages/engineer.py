@@ -17,13 +17,12 @@ from sqlalchemy.orm import Session
 from cloud.api.deps import ContextDep, SessionDep
 from cloud.api.schemas import EngineerAvailability
 from cloud.db import transaction
-from cloud.domain import Caller, Role
+from cloud.domain import INVITED_STATES, Caller, InvitationState, Role
 from cloud.errors import Forbidden, NotFound
 from cloud.models import Engineer, Invitation, Job, User
 from cloud.portal.forms import act, parse
 from cloud.portal.render import page
 from cloud.portal.session import PosterDep, VisitorDep
-from cloud.service.domain import INVITED_STATES, InvitationState
 from cloud.service.engineers import engineer_json, load_engineer
 
 router = APIRouter(include_in_schema=False)

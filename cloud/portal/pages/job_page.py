@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 
 from cloud.access import can_see
 from cloud.api.deps import ApiContext
-from cloud.domain import Caller, Role
+from cloud.domain import Caller, InvitationState, JobState, Role
 from cloud.models import Device, Invitation, Job, Notification, ThreadEvent
+from cloud.notify import NotificationKind
 from cloud.portal.charts import chart_svg, lines_from
 from cloud.portal.pages.boilers import CHARTS, now_panel
 from cloud.portal.pages.commands import command_on_page, new_key
@@ -23,8 +24,6 @@ from cloud.portal.render import Formats
 from cloud.portal.timeline import describe
 from cloud.service.crowd import Principle
 from cloud.service.delivery import job_end_user
-from cloud.service.domain import InvitationState, JobState
-from cloud.service.notify import NotificationKind
 from cloud.service.requests import decider
 from cloud.service.views import job_json, job_thread_events, shortlist_json
 from cloud.twin import timeseries

@@ -11,10 +11,10 @@ from sqlalchemy import select, update
 from cloud.api.deps import ContextDep, SessionDep
 from cloud.errors import NotFound
 from cloud.models import Notification
+from cloud.notify import NotificationKind
 from cloud.portal.forms import go
 from cloud.portal.render import page
 from cloud.portal.session import PosterDep, VisitorDep
-from cloud.service.notify import NotificationKind
 
 router = APIRouter(include_in_schema=False)
 

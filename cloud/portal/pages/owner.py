@@ -14,15 +14,15 @@ from sqlalchemy.orm import Session
 
 from cloud.access import visible_devices
 from cloud.api.deps import ApiContext, ContextDep, SessionDep
-from cloud.domain import Caller, Role
+from cloud.domain import Caller, JobState, Role
 from cloud.models import Device, Job, Twin, User
 from cloud.portal.pages.boilers import open_job
 from cloud.portal.pages.tenant import only_for
 from cloud.portal.render import page
 from cloud.portal.session import VisitorDep
-from cloud.service.domain import JobState
 from cloud.service.views import visible_jobs
-from cloud.twin import connectivity, fault_name, fault_text, stale_ms, status_label
+from cloud.twin import connectivity, stale_ms
+from protocols.reference import fault_name, fault_text, status_label
 
 router = APIRouter(include_in_schema=False)
 

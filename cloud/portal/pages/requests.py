@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from cloud.access import visible_device
 from cloud.api.deps import ApiContext, ContextDep, SessionDep
 from cloud.api.schemas import JobCreate
-from cloud.domain import Caller, Role
+from cloud.domain import Caller, JobState, Role
 from cloud.errors import Forbidden, InvalidInput, NotFound
 from cloud.models import Device, Job
 from cloud.portal.forms import act, parse
@@ -30,7 +30,7 @@ from cloud.portal.pages.boilers import open_job
 from cloud.portal.render import JOB_STATE_WORDS, Formats, page
 from cloud.portal.session import PosterDep, VisitorDep
 from cloud.service.crowd import Principle
-from cloud.service.domain import JobState, RequestInput
+from cloud.service.domain import RequestInput
 
 router = APIRouter(include_in_schema=False)
 

@@ -21,17 +21,16 @@ from sqlalchemy.orm import Session
 
 from cloud.access import visible_devices
 from cloud.api.deps import ApiContext, ContextDep, SessionDep
-from cloud.domain import Caller, Role
+from cloud.domain import Caller, JobState, Role
 from cloud.errors import Forbidden
 from cloud.models import Device, Job, Notification, Reminder
+from cloud.notify import NotificationKind
 from cloud.portal.pages import requests
 from cloud.portal.pages.boilers import now_panel, open_job
 from cloud.portal.pages.notifications import feed_items
 from cloud.portal.render import page
 from cloud.portal.session import VisitorDep
 from cloud.service.delivery import job_end_user
-from cloud.service.domain import JobState
-from cloud.service.notify import NotificationKind
 from cloud.service.views import visible_jobs
 
 router = APIRouter(include_in_schema=False)
