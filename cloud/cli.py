@@ -23,7 +23,7 @@ from cloud.ingest import Ingest
 from cloud.keys import keygen as make_command_key
 from cloud.models import Engineer, User
 from cloud.mosquitto import ADMIN_USER, CLOUD_USER
-from cloud.service import engineers
+from cloud.service import engineer_csv, engineer_import, engineers
 from cloud.settings import CloudSettings, load_settings
 
 app = typer.Typer(help="The manufacturer's cloud twin.", no_args_is_help=True)
@@ -388,9 +388,9 @@ def _read_upload(path: Path) -> bytes:
     """At most one byte more than the import accepts, so a huge file is refused cheaply."""
     try:
         if str(path) == "-":
-            return sys.stdin.buffer.read(engineers.MAX_BYTES + 1)
+            return sys.stdin.buffer.read(engineer_csv.MAX_BYTES + 1)
         with path.open("rb") as file:
-            return file.read(engineers.MAX_BYTES + 1)
+            return file.read(engineer_csv.MAX_BYTES + 1)
     except OSError as exc:
         typer.echo(f"error: cannot read {path}: {exc.strerror}", err=True)
         raise typer.Exit(2) from exc
@@ -414,7 +414,7 @@ def engineers_import(
     data = _read_upload(file)
     with _session(settings) as session:
         try:
-            report = engineers.import_engineers(
+            report = engineer_import.import_engineers(
                 session, data, now_ms=wall_ms(), skip_invalid=skip_invalid
             )
         except InvalidInput as exc:

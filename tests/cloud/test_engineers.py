@@ -22,13 +22,12 @@ from cloud.domain import Role
 from cloud.errors import Conflict, InvalidInput, NotFound
 from cloud.models import Engineer, EngineerPrice, Token, User
 from cloud.service import engineers
+from cloud.service.engineer_csv import MAX_BYTES, RowError, parse_csv
+from cloud.service.engineer_import import ImportReport, import_engineers
 from cloud.service.engineers import (
     EngineerSpec,
-    RowError,
     engineer_json,
-    import_engineers,
     load_engineer,
-    parse_csv,
     upsert_engineer,
 )
 
@@ -134,7 +133,7 @@ def test_engineer_json_figures_by_hand(sessions: sessionmaker[Session]) -> None:
     # to max(1, evaluated) = 4.
     with transaction(sessions) as session:
         report = import_engineers(session, csv_text(ALICE), now_ms=T0)
-    assert report == engineers.ImportReport(("alice.eng",), ())
+    assert report == ImportReport(("alice.eng",), ())
     assert profile(sessions, "alice.eng") == {
         "id": "alice.eng",
         "display_name": "Alice Smith",
@@ -425,7 +424,7 @@ def test_spec_is_frozen_and_copies_its_prices() -> None:
         (b"id,name,skills", "missing required columns: gas_safe_number, home_lat, home_lon"),
         (",".join([*COLUMNS, "price_jobs_gas"]).encode(), "price_jobs_gas without a matching"),
         (csv_text(ALICE).encode() + b'x,"unterminated\n', "bad CSV"),
-        (b"x" * (engineers.MAX_BYTES + 1), "larger than"),
+        (b"x" * (MAX_BYTES + 1), "larger than"),
         (("\n".join([",".join(COLUMNS)] + ["a"] * 10_001)).encode(), "more than 10000 rows"),
     ],
 )
