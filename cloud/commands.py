@@ -47,7 +47,7 @@ from cloud.errors import (
 from cloud.keys import CommandKey
 from cloud.models import Command, Device, Twin
 from cloud.settings import CloudSettings
-from cloud.twin import connectivity
+from cloud.twin.read import connectivity
 from protocols.cose import seal
 from protocols.errors import EncodeError
 from protocols.messages import Ack, AckState, CommandName, RejectReason, Scalar

@@ -17,7 +17,7 @@ from cloud.errors import InvalidInput
 from cloud.models import Device, Gap, IngestCounter, Quarantine, Twin
 from cloud.quarantine import Stage
 from cloud.settings import CloudSettings
-from cloud.twin import boiler_summary, connectivity_clause, stale_ms
+from cloud.twin.read import boiler_summary, connectivity_clause, stale_ms
 from protocols.reference import BoilerStatus
 
 STATUS_BY_LABEL = {status.label: status for status in BoilerStatus}

@@ -1,16 +1,15 @@
 """Ingest, the application layer: one MQTT message in, one `Outcome` out, no MQTT here.
 
-Invariants:
+Ingest verifies, de-duplicates, retries and counts; what a message changes is the twin's
+business (`cloud.twin.update.apply_uplink`, called once per first-seen message). Invariants:
 
 * Exactly once: a verified message is applied in the same transaction that inserts its
   ``uplinks`` row ``(device_id, seq)``. Whichever worker inserts it first applies it; every
   other copy hits the primary key and is a ``duplicate`` that changes nothing in the database.
   Duplicates are counted in memory and added to ``Twin.duplicates`` (and the counters table)
   by `Ingest.flush_counters`, so a replay flood costs no write per message.
-* Per-device effects are serialised by the twin's row lock (`cloud.gaps.lock_twin`), taken
-  right after the ``uplinks`` insert, so N workers in N processes never lose a counter.
-* Out-of-order data never overwrites newer data: a live value, status, birth or health only
-  replaces the stored one when its device timestamp is newer (ties: the higher seq wins).
+* Per-device effects are serialised by the twin's row lock (`cloud.twin.rows.locked_twin`),
+  taken right after the ``uplinks`` insert, so N workers in N processes never lose a counter.
 * Bad input never raises: it is ``rejected`` with a machine-readable reason, counted, and the
   twin is untouched. A flood of it is logged once per device and reason per flush period.
   `IngestUnavailable` (the database is unreachable after retries) is the one exception: the
@@ -20,7 +19,7 @@ Invariants:
   TTL. A key's ``valid_until_ms`` (the end of a rotation's grace period) is checked against
   the clock on every message, not only when the cache is filled.
 
-Seq accounting (``Twin.max_seq``, ``contiguous_seq``, gaps) is described in `cloud.gaps`.
+Seq accounting (``Twin.max_seq``, ``contiguous_seq``, gaps) is described in `cloud.twin.gaps`.
 """
 
 from __future__ import annotations
@@ -33,34 +32,29 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, TypeVar, cast
+from typing import Literal, TypeAlias, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import CursorResult, Table, and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from cloud import alarms, quarantine, thread
-from cloud.commands import apply_ack
+from cloud import quarantine
 from cloud.domain import Clock
 from cloud.errors import CloudError
-from cloud.gaps import ACCOUNTED, advance_contiguous, lock_twin, resolve_gaps
-from cloud.limits import MAX_INT, code, storable
+from cloud.limits import MAX_INT, storable
 from cloud.metrics import INGEST_LATENCY, INGEST_MESSAGES, INGEST_RETIMED
 from cloud.models import (
     Device,
     DeviceKey,
-    Gap,
     IngestCounter,
-    Sample,
-    Twin,
-    TwinValue,
     Uplink,
 )
 from cloud.quarantine import Stage
 from cloud.settings import CloudSettings
-from cloud.timing import Timing, order_time
+from cloud.timing import order_time
+from cloud.twin import update
+from cloud.twin.rows import dialect_insert, locked_twin
 from protocols.cose import MAX_ENVELOPE_BYTES, open_uplink, public_key_from_raw
 from protocols.errors import (
     BadSignature,
@@ -71,16 +65,12 @@ from protocols.errors import (
     WrongDevice,
 )
 from protocols.messages import (
-    Birth,
     Event,
     EventKind,
-    Health,
-    Reading,
     TelemetryBatch,
     UplinkMessage,
     parse_gap,
 )
-from protocols.reference import FAULT_POINT, STATUS_POINT, BoilerStatus
 from protocols.topics import STATE_OFFLINE, STATE_ONLINE, Direction, TopicKind, parse_topic
 
 log = logging.getLogger(__name__)
@@ -93,8 +83,8 @@ KEY_CACHE_MAX = 100_000
 """Entries kept before the cache is emptied (a flood of distinct topics must not grow it)."""
 RETRIES = 5
 """Attempts per transaction on lock conflicts, deadlocks and dropped connections."""
-POINT_MAX, TEXT_MAX = 64, 200
-"""Column widths: a longer point name is malformed; a longer text value is cut."""
+POINT_MAX = 64
+"""Width of a point name: a longer one is malformed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,20 +117,6 @@ class _DeviceKeys:
     keys: tuple[tuple[Ed25519PublicKey, int | None], ...]
     """(key, valid_until_ms), newest first."""
     expires_ms: int
-
-
-def _dialect_insert(session: Session) -> Callable[..., Any]:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
-def _num_text(value: object) -> tuple[float | None, str | None]:
-    if isinstance(value, bool):
-        return (1.0 if value else 0.0), None
-    if isinstance(value, int | float):
-        return float(value), None
-    if isinstance(value, str):
-        return None, value[:TEXT_MAX]
-    return None, None
 
 
 class Ingest:
@@ -303,22 +279,9 @@ class Ingest:
         now = self.clock()
 
         def work(session: Session) -> Outcome:
-            twin = _twin(session, device_id)
-            if twin.connection == connection:
-                return Outcome("accepted", "state", device_id)
-            previous = twin.connection
-            twin.connection, twin.connection_ms = connection, now
-            twin.version += 1
-            thread.record(
-                session,
-                device_id=device_id,
-                kind=thread.ThreadKind.CONNECTIVITY,
-                ts_ms=now,
-                recorded_ms=now,
-                actor=f"device:{device_id}",
-                data={"from": previous, "to": connection, "retained": retained},
+            update.set_connection(
+                session, locked_twin(session, device_id), connection, now, retained=retained
             )
-            log.info("%s: %s (was %s)", device_id, connection, previous)
             return Outcome("accepted", "state", device_id)
 
         return self._retrying(work)
@@ -344,13 +307,8 @@ class Ingest:
                 session.flush()
             except IntegrityError:
                 raise _Duplicate from None
-            twin = _twin(session, device_id)
             timing = order_time(message, now, self.max_ahead_ms)
-            reason, accounted = self._apply(session, twin, timing, now)
-            _sequence(session, twin, seq, accounted, now)
-            twin.last_seen_ms = max(twin.last_seen_ms or 0, now)
-            twin.received += 1
-            twin.version += 1
+            reason = update.apply_uplink(session, locked_twin(session, device_id), timing, now)
             retimed[:] = [timing.reason] if timing.reason else []
             return Outcome("accepted", reason, device_id, seq)
 
@@ -366,31 +324,6 @@ class Ingest:
             INGEST_RETIMED.labels(why).inc()
             log.debug("%s: seq %d ordered by receipt time (%s)", device_id, seq, why)
         return outcome
-
-    def _apply(
-        self, session: Session, twin: Twin, timing: Timing, now: int
-    ) -> tuple[str, list[tuple[int, int]]]:
-        """Apply one message's effects; returns (reason, seq ranges newly accounted for)."""
-        message, evidence = timing.message, timing.evidence
-        if isinstance(message, TelemetryBatch):
-            _telemetry(session, twin, message, timing.reading_ts)
-            return "data", []
-        if isinstance(message, Event):
-            if message.kind is EventKind.GAP:
-                return "event", _gap(session, twin, message, now, evidence)
-            alarms.apply_event(session, message, now, evidence)
-            return "event", []
-        if isinstance(message, Birth):
-            _birth(session, twin, message, now, evidence)
-            return "birth", []
-        if isinstance(message, Health):
-            if twin.health_ms is None or message.ts >= twin.health_ms:
-                twin.health = {"modem": dict(message.modem), "agent": dict(message.agent)}
-                twin.health_ms = message.ts
-            return "health", []
-        result = apply_ack(session, message, now, evidence)
-        log.debug("%s: ack for %s: %s", message.dev, message.command_id, result)
-        return ("ack" if result == "applied" else f"ack_{result}"), []
 
     def _quarantine(self, topic: str, payload: bytes, error: Exception) -> None:
         """Keep a message whose handling failed; if even that fails it must come again."""
@@ -458,7 +391,7 @@ class Ingest:
             return True
 
         def work(session: Session) -> None:
-            upsert = _dialect_insert(session)
+            upsert = dialect_insert(session)
             for (outcome, reason), n in sorted(counts.items()):
                 statement = upsert(IngestCounter).values(outcome=outcome, reason=reason, count=n)
                 session.execute(
@@ -467,13 +400,7 @@ class Ingest:
                         set_={"count": IngestCounter.count + statement.excluded.count},
                     )
                 )
-            for device_id, n in sorted(duplicates.items()):  # id order: no deadlocks
-                session.execute(
-                    update(Twin)
-                    .where(Twin.device_id == device_id)
-                    .values(duplicates=Twin.duplicates + n)
-                    .execution_options(synchronize_session=False)
-                )
+            update.add_duplicates(session, duplicates)
 
         try:
             self._retrying(work)
@@ -534,218 +461,3 @@ def _has_nul(value: object) -> bool:
     if dataclasses.is_dataclass(value):
         return any(_has_nul(getattr(value, f.name)) for f in dataclasses.fields(value))
     return False
-
-
-def _twin(session: Session, device_id: str) -> Twin:
-    """The device's twin, locked; created first if the device was never heard from."""
-    twin = lock_twin(session, device_id)
-    if twin is None:
-        upsert = _dialect_insert(session)
-        session.execute(
-            upsert(Twin)
-            .values(
-                device_id=device_id,
-                version=1,
-                connection="unknown",
-                capabilities=[],
-                health={},
-                received=0,
-                duplicates=0,
-                lost_accounted=0,
-            )
-            .on_conflict_do_nothing(index_elements=["device_id"])
-        )
-        twin = lock_twin(session, device_id)
-        assert twin is not None, "twin row exists: just inserted"
-    return twin
-
-
-def _sequence(
-    session: Session, twin: Twin, seq: int, accounted: list[tuple[int, int]], now: int
-) -> None:
-    """Advance max_seq / contiguous_seq for a stored `seq` (see `cloud.gaps`)."""
-    if twin.contiguous_seq is None:
-        twin.contiguous_seq = seq - 1  # the first seq the cloud sees starts the count
-    late = seq <= twin.contiguous_seq
-    twin.max_seq = seq if twin.max_seq is None else max(twin.max_seq, seq)
-    moved = seq == twin.contiguous_seq + 1
-    if moved:
-        twin.contiguous_seq = seq
-    if (moved or accounted) and twin.contiguous_seq < twin.max_seq:
-        advance_contiguous(session, twin)
-    if late:
-        resolve_gaps(session, twin.device_id, seq, seq, now)
-    for first, last in accounted:
-        resolve_gaps(session, twin.device_id, first, last, now)
-
-
-def _telemetry(
-    session: Session, twin: Twin, batch: TelemetryBatch, device_ts: tuple[int | None, ...]
-) -> None:
-    """Samples and latest values; `device_ts` holds each reading's own ts where the cloud
-    re-timed it (`cloud.timing`), kept beside the time it is ordered by."""
-    if not batch.readings:
-        return
-    rows = []
-    latest: dict[str, tuple[Reading, int | None]] = {}
-    for i, reading in enumerate(batch.readings):
-        num, text = _num_text(reading.value)
-        own = device_ts[i] if device_ts else None
-        rows.append(
-            {
-                "device_id": batch.dev,
-                "point": reading.point,
-                "ts_ms": reading.ts,
-                "device_ts_ms": own,
-                "num": num,
-                "text": text,
-                "quality": reading.quality.value,
-                "seq": batch.seq,
-            }
-        )
-        if reading.point not in latest or reading.ts >= latest[reading.point][0].ts:
-            latest[reading.point] = (reading, own)
-    # Core executemany with one constant statement each: compiled once, cached thereafter
-    # (a multi-row VALUES would be compiled anew for every batch size).
-    session.execute(_SAMPLE_INSERT, rows)
-    values = [
-        {
-            "device_id": batch.dev,
-            "point": reading.point,
-            "ts_ms": reading.ts,
-            "device_ts_ms": own,
-            "num": _num_text(reading.value)[0],
-            "text": _num_text(reading.value)[1],
-            "quality": reading.quality.value,
-            "seq": batch.seq,
-        }
-        for reading, own in latest.values()
-    ]
-    session.execute(_twin_value_upsert(session.get_bind().dialect.name), values)
-    if STATUS_POINT in latest or FAULT_POINT in latest:
-        _mirror_status(session, twin)
-
-
-_SAMPLE_INSERT = cast(Table, Sample.__table__).insert()
-_UPSERTS: dict[str, Any] = {}
-
-
-def _twin_value_upsert(dialect: str) -> Any:
-    """INSERT .. ON CONFLICT that keeps the newest value per point (by ts, then seq)."""
-    if dialect not in _UPSERTS:
-        upsert = sqlite.insert if dialect == "sqlite" else postgresql.insert
-        statement = upsert(cast(Table, TwinValue.__table__))
-        new = statement.excluded
-        table = TwinValue.__table__.c
-        _UPSERTS[dialect] = statement.on_conflict_do_update(
-            index_elements=["device_id", "point"],
-            set_={
-                c: getattr(new, c)
-                for c in ("ts_ms", "device_ts_ms", "num", "text", "quality", "seq")
-            },
-            where=or_(new.ts_ms > table.ts_ms, and_(new.ts_ms == table.ts_ms, new.seq > table.seq)),
-        )
-    return _UPSERTS[dialect]
-
-
-def _mirror_status(session: Session, twin: Twin) -> None:
-    """Twin.status / fault_code follow the newest stored values of those points; a newer
-    reading showing the boiler out of lockout or fault closes episodes whose closing event
-    never came (e.g. cleared while the agent was down: it only reports changes it saw)."""
-    session.flush()
-    values = {
-        v.point: v
-        for v in session.scalars(
-            select(TwinValue)
-            .where(
-                TwinValue.device_id == twin.device_id,
-                TwinValue.point.in_((STATUS_POINT, FAULT_POINT)),
-            )
-            .execution_options(populate_existing=True)
-        )
-    }
-    status, fault = values.get(STATUS_POINT), values.get(FAULT_POINT)
-    # Episodes can only need closing when the value changes (or was unknown): skipping the
-    # lookup otherwise keeps the common batch cheap.
-    if status is not None:
-        old_status = twin.status
-        twin.status = code(status.num)
-        changed = old_status is None or old_status != twin.status
-        if changed and twin.status is not None and twin.status != BoilerStatus.LOCKOUT:
-            alarms.close_open(session, twin.device_id, "lockout", status.ts_ms, status.seq)
-    if fault is not None:
-        old_fault = twin.fault_code
-        twin.fault_code = code(fault.num)
-        changed = old_fault is None or old_fault != twin.fault_code
-        if changed and twin.fault_code == 0:
-            alarms.close_open(session, twin.device_id, "fault", fault.ts_ms, fault.seq)
-
-
-def _birth(session: Session, twin: Twin, birth: Birth, now: int, evidence: dict[str, Any]) -> None:
-    if twin.epoch is None or (birth.epoch, birth.ts) >= (twin.epoch, twin.birth_ms or 0):
-        twin.epoch = birth.epoch
-        twin.birth_ms = birth.ts
-        twin.agent_version = birth.agent_version[:64]
-        twin.map_id = birth.map_id[:64]
-        twin.map_hash = birth.map_hash[:128]
-        twin.capabilities = list(birth.capabilities)
-    thread.record(
-        session,
-        device_id=birth.dev,
-        kind=thread.ThreadKind.BIRTH,
-        ts_ms=birth.ts,
-        recorded_ms=now,
-        actor=f"device:{birth.dev}",
-        data={
-            "seq": birth.seq,
-            "epoch": birth.epoch,
-            "agent_version": birth.agent_version,
-            "map_id": birth.map_id,
-            "map_hash": birth.map_hash,
-            "capabilities": list(birth.capabilities),
-            **evidence,
-        },
-    )
-
-
-def _gap(
-    session: Session, twin: Twin, event: Event, now: int, evidence: dict[str, Any]
-) -> list[tuple[int, int]]:
-    """Accounted gaps from a device's ``gap`` event; returns the ranges newly recorded."""
-    gap = parse_gap(event)  # checked by _unfit before the transaction
-    upsert = _dialect_insert(session)
-    added: list[tuple[int, int]] = []
-    for first, last in gap.ranges:
-        result = session.execute(
-            upsert(Gap)
-            .values(
-                device_id=event.dev,
-                first_seq=first,
-                last_seq=last,
-                kind=ACCOUNTED,
-                reason=gap.reason[:64],
-                detected_ms=now,
-            )
-            .on_conflict_do_nothing(index_elements=["device_id", "first_seq", "kind"])
-        )
-        if cast("CursorResult[Any]", result).rowcount:
-            added.append((first, last))
-    twin.lost_accounted += sum(last - first + 1 for first, last in added)
-    thread.record(
-        session,
-        device_id=event.dev,
-        kind=thread.ThreadKind.GAP,
-        ts_ms=event.ts,
-        recorded_ms=now,
-        actor=f"device:{event.dev}",
-        data={
-            "kind": ACCOUNTED,
-            "seq": event.seq,
-            "reason": gap.reason,
-            "ranges": [list(r) for r in gap.ranges],
-            "count": gap.count,
-            **evidence,
-        },
-    )
-    log.warning("%s: device reports %d message(s) dropped (%s)", event.dev, gap.count, gap.reason)
-    return added

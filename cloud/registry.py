@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 from cloud import thread
 from cloud.dynsec import CLOUD_CLIENT_PREFIX
 from cloud.errors import Conflict, InvalidInput, NotFound
-from cloud.models import Device, DeviceKey, Twin
+from cloud.models import Device, DeviceKey
 from cloud.mosquitto import ADMIN_USER, CLOUD_USER
+from cloud.twin.rows import new_twin
 from protocols.cose import public_key_from_pem, public_key_to_raw
 from protocols.errors import ProtocolError
 from protocols.topics import is_device_id
@@ -120,7 +121,7 @@ def add_device(
     )
     session.add(device)
     session.add(DeviceKey(device_id=device_id, public_key=raw, created_ms=now_ms))
-    session.add(Twin(device_id=device_id, version=1, connection="unknown"))
+    new_twin(session, device_id)
     thread.record(
         session,
         device_id=device_id,

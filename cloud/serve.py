@@ -22,7 +22,6 @@ from cloud.commands import CommandService
 from cloud.db import make_engine, session_factory, upgrade
 from cloud.dispatch import Dispatcher, Sweeper
 from cloud.domain import Clock, wall_ms
-from cloud.gaps import detect_gaps
 from cloud.ingest import Ingest
 from cloud.keys import load_command_key
 from cloud.mqtt import run_mqtt
@@ -30,6 +29,7 @@ from cloud.service.config import PlatformConfig
 from cloud.service.platform import ServicePlatform
 from cloud.settings import CloudSettings
 from cloud.supervisor import Supervisor
+from cloud.twin.gaps import detect_gaps
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ class Line:
 def lines_from(
     series: Mapping[str, Sequence[Mapping[str, Any]]], labels: Mapping[str, tuple[str, str]]
 ) -> list[Line]:
-    """Lines from `cloud.twin.timeseries` output (raw ``value`` or bucket ``avg``), for the
+    """Lines from `cloud.twin.figures.timeseries` output (raw ``value`` or bucket ``avg``), for the
     points named in `labels` ({point: (label, unit)}), numeric readings only."""
     out = []
     for name, (label, unit) in labels.items():

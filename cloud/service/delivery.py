@@ -34,7 +34,7 @@ from cloud.service.config import PlatformConfig
 from cloud.service.crowd import updated_means
 from cloud.service.domain import CompletionReport, JobEvent
 from cloud.service.requests import move, observe, record
-from cloud.twin import connectivity
+from cloud.twin.read import connectivity
 from protocols.reference import BoilerStatus, status_label
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from cloud.service.analysis import Observation, ServiceRequest, analyse, check_s
 from cloud.service.config import PlatformConfig
 from cloud.service.crowd import EngineerRecord, Place, Task, crowdsource
 from cloud.service.domain import JobEvent, RequestInput
-from cloud.twin import connectivity
+from cloud.twin.read import connectivity
 
 log = logging.getLogger(__name__)
 

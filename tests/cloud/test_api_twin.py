@@ -13,7 +13,7 @@ import pytest
 from cloud import thread
 from cloud.domain import Role
 from cloud.models import Gap, IngestCounter
-from cloud.twin import auto_step
+from cloud.twin.figures import auto_step
 from tests.cloud.api_helpers import DAY, HOUR, T0, World, problem, world_for
 
 MINUTE = 60_000

@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import select
 
 from cloud.db import make_engine, session_factory, transaction
-from cloud.gaps import detect_gaps
 from cloud.ingest import Ingest, IngestUnavailable, Outcome
 from cloud.models import (
     Alarm,
@@ -24,6 +23,7 @@ from cloud.models import (
     Uplink,
 )
 from cloud.settings import CloudSettings
+from cloud.twin.gaps import detect_gaps
 from protocols.cose import MAX_ENVELOPE_BYTES, generate_private_key, seal
 from protocols.messages import Ack, AckState, EventKind, TelemetryBatch
 from protocols.reference import BoilerStatus
@@ -384,7 +384,7 @@ def test_internal_error_is_contained(world: World, monkeypatch: pytest.MonkeyPat
     def broken(*_: object) -> str:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr("cloud.ingest.apply_ack", broken)
+    monkeypatch.setattr("cloud.twin.update.apply_ack", broken)
     ack = Ack(
         **world.dev.next(),
         command_id="00000000-0000-4000-8000-000000000001",

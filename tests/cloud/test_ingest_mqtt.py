@@ -22,11 +22,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from cloud.backoff import Backoff
 from cloud.db import make_engine, session_factory
 from cloud.domain import wall_ms
-from cloud.gaps import detect_gaps
 from cloud.ingest import Ingest, IngestUnavailable, Outcome
 from cloud.models import Gap, Sample, Twin, Uplink
 from cloud.mqtt import run_mqtt
 from cloud.settings import CloudSettings
+from cloud.twin.gaps import detect_gaps
 from protocols.cose import MAX_ENVELOPE_BYTES, generate_private_key, seal
 from protocols.messages import TelemetryBatch
 from protocols.topics import TopicKind, topic
@@ -230,7 +230,7 @@ async def test_worker_reconnects_after_a_broker_restart(cloud: Cloud, broker: Br
 
     Mosquitto 2.0.11 restores plain subscriptions of a persistent session after a restart
     but not shared ones: until a worker is back, data is PUBACKed with "no matching
-    subscribers" and dropped. Those seqs then surface as unexplained gaps (`cloud.gaps`).
+    subscribers" and dropped. Those seqs then surface as unexplained gaps (`cloud.twin.gaps`).
     """
     dev = register(cloud.sessions, DEV)
     dev.ts = wall_ms()

@@ -16,11 +16,12 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 import boilertwin
-from cloud import gaps, quarantine
+from cloud import quarantine
 from cloud.db import transaction
-from cloud.gaps import detect_gaps
 from cloud.ingest import Outcome
 from cloud.models import IngestCounter, Quarantine, Sample, Twin, Uplink
+from cloud.twin import gaps
+from cloud.twin.gaps import detect_gaps
 from protocols.messages import EventKind, Reading, TelemetryBatch
 from tests.cloud.helpers import T0
 from tests.cloud.ingest_world import DEV, OTHER, World, open_world
@@ -104,7 +105,7 @@ def test_an_unexpected_failure_quarantines_the_message_and_replays_once_fixed(
     def bug(*_: Any) -> None:
         raise KeyError("a bug nobody foresaw")
 
-    monkeypatch.setattr("cloud.ingest.alarms.apply_event", bug)
+    monkeypatch.setattr("cloud.twin.update.alarms.apply_event", bug)
     event = world.dev.event(EventKind.LOCKOUT, {"fault": "F28", "fault_code": 28})
     payload = world.dev.seal(event)
     outcome = world.ingest.handle(f"bt/v1/{DEV}/event", payload)

@@ -11,7 +11,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from cloud import thread
@@ -35,9 +34,11 @@ from cloud.api.schemas import BoilerPatch
 from cloud.domain import STAFF, Connectivity, Role
 from cloud.errors import Conflict, PreconditionFailed, PreconditionRequired
 from cloud.fleet_views import boiler_rows
-from cloud.models import Device, Twin, User
+from cloud.models import Twin, User
 from cloud.service.domain import JobEvent
-from cloud.twin import connectivity, etag, stale_ms, timeseries, twin_json
+from cloud.twin import update
+from cloud.twin.figures import timeseries
+from cloud.twin.read import connectivity, etag, stale_ms, twin_json
 from protocols.reference import BoilerStatus
 
 log = logging.getLogger(__name__)
@@ -139,19 +140,17 @@ def patch_boiler(
         raise PreconditionFailed(
             "the boiler changed since that ETag; fetch it again", device_id=device_id
         )
-    changes = _apply(session, device, body)
     now = ctx.clock()
+    changes = update.change_attributes(
+        session,
+        device,
+        _wanted(session, body),
+        version=version,
+        actor=caller.actor,
+        role=caller.role.value,
+        now=now,
+    )
     if changes:
-        _bump(session, device.id, version)
-        thread.record(
-            session,
-            device_id=device.id,
-            kind=thread.ThreadKind.DEVICE,
-            ts_ms=now,
-            recorded_ms=now,
-            actor=caller.actor,
-            data={"change": "attributes", "role": caller.role.value, "changes": changes},
-        )
         session.commit()
         log.info("%s: attributes %s changed by %s", device.id, ", ".join(changes), caller.user_id)
     session.refresh(device)
@@ -167,27 +166,8 @@ def _tag(twin: Twin | None, ctx: ApiContext) -> str:
     return etag(twin.version if twin else 0, state)
 
 
-def _bump(session: Session, device_id: str, version: int) -> None:
-    """Compare-and-set on the version, so a concurrent writer (ingest, another PATCH) wins
-    or loses cleanly instead of being overwritten."""
-    if version == 0:
-        session.add(Twin(device_id=device_id, version=1, connection="unknown"))
-        session.flush()
-        return
-    result = session.execute(
-        update(Twin)
-        .where(Twin.device_id == device_id, Twin.version == version)
-        .values(version=Twin.version + 1)
-    )
-    if not getattr(result, "rowcount", 0):
-        session.rollback()
-        raise PreconditionFailed(
-            "the boiler changed while this request ran; fetch it again", device_id=device_id
-        )
-
-
-def _apply(session: Session, device: Device, body: BoilerPatch) -> dict[str, dict[str, Any]]:
-    """Set the fields present in `body` on `device`; returns {field: {from, to}} of changes."""
+def _wanted(session: Session, body: BoilerPatch) -> dict[str, Any]:
+    """Device columns and values for the fields present in `body` (checked, not yet set)."""
     fields = body.model_fields_set
     wanted: dict[str, Any] = {}
     for name in ("model", "serial", "address"):
@@ -203,13 +183,7 @@ def _apply(session: Session, device: Device, body: BoilerPatch) -> dict[str, dic
     if "location" in fields:
         wanted["lat"] = body.location.lat if body.location else None
         wanted["lon"] = body.location.lon if body.location else None
-    changes: dict[str, dict[str, Any]] = {}
-    for column, value in wanted.items():
-        old = getattr(device, column)
-        if old != value:
-            changes[column.removesuffix("_id")] = {"from": old, "to": value}
-            setattr(device, column, value)
-    return changes
+    return wanted
 
 
 def _user_with_role(session: Session, user_id: str | None, role: Role, field: str) -> str | None:

@@ -23,7 +23,8 @@ from cloud.portal.render import Formats, fragment, page
 from cloud.portal.session import VisitorDep
 from cloud.portal.timeline import describe
 from cloud.service.views import visible_jobs
-from cloud.twin import connectivity, stale_ms, timeseries, twin_json
+from cloud.twin.figures import timeseries
+from cloud.twin.read import connectivity, stale_ms, twin_json
 from protocols.reference import fault_name, fault_text, status_label
 
 router = APIRouter(include_in_schema=False)

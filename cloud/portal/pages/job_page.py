@@ -26,7 +26,7 @@ from cloud.service.crowd import Principle
 from cloud.service.delivery import job_end_user
 from cloud.service.requests import decider
 from cloud.service.views import job_json, job_thread_events, shortlist_json
-from cloud.twin import timeseries
+from cloud.twin.figures import timeseries
 
 CHART_SPAN_MS = 6 * 3_600_000
 """The contracted engineer's telemetry: the last 6 hours."""

@@ -21,7 +21,7 @@ from cloud.portal.pages.tenant import only_for
 from cloud.portal.render import page
 from cloud.portal.session import VisitorDep
 from cloud.service.views import visible_jobs
-from cloud.twin import connectivity, stale_ms
+from cloud.twin.read import connectivity, stale_ms
 from protocols.reference import fault_name, fault_text, status_label
 
 router = APIRouter(include_in_schema=False)

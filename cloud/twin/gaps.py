@@ -30,6 +30,7 @@ from cloud import quarantine, thread
 from cloud.db import transaction
 from cloud.models import Gap, Twin, Uplink
 from cloud.quarantine import Stage
+from cloud.twin.rows import lock_twin
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +45,6 @@ MAX_WINDOWS = 20
 """Steps per walk: bounds the work of one call; the next call carries on."""
 MAX_DEVICES = 200
 """Devices examined per `detect_gaps` call."""
-
-
-def lock_twin(session: Session, device_id: str) -> Twin | None:
-    """The twin row, locked for the rest of the transaction (None if it does not exist).
-
-    PostgreSQL: ``SELECT ... FOR UPDATE``. SQLite has no row locks: the same statement takes
-    the database's write lock first (`cloud.db.take_write_lock`), so the read cannot be stale.
-    """
-    return session.scalars(
-        select(Twin)
-        .where(Twin.device_id == device_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).first()
 
 
 def _walk(session: Session, device_id: str, start: int, top: int, kinds: Sequence[str]) -> int:
