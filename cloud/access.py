@@ -12,19 +12,20 @@ not leak. The rule, by role:
   people and the address (`sees_people`), and engineers see the boiler's own events in its
   thread, not the service jobs' (those are in the job's thread, for the contracted one).
 
-Nothing here imports FastAPI: the API and the command service use the same rule.
+Nothing here imports FastAPI: the API, the portal and the command service use the same
+rules (boilers, jobs, engineers' profiles, commands).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, false, select, true
+from sqlalchemy import ColumnElement, Select, and_, false, or_, select, true
 from sqlalchemy.orm import Session
 
 from cloud.domain import CONTRACTED_STATES, INVITED_STATES, Caller, InvitationState, Role
 from cloud.errors import Forbidden, NotFound
-from cloud.models import Device, Invitation, Job
+from cloud.models import Command, Device, Invitation, Job
 
 _ENGAGED_INVITATION = (InvitationState.OPEN.value, InvitationState.ACCEPTED.value)
 
@@ -113,3 +114,49 @@ def require_role(caller: Caller, allowed: frozenset[Role], action: str) -> None:
     """`Forbidden` unless `caller` has one of the `allowed` roles."""
     if caller.role not in allowed:
         raise Forbidden(f"{caller.role.article} may not {action}", role=caller.role.value)
+
+
+def visible_jobs(caller: Caller) -> ColumnElement[bool]:
+    """SQL condition on `Job` selecting the jobs `caller` may see."""
+    me = caller.user_id
+    if caller.is_staff:
+        return true()
+    if caller.role is Role.OWNER:
+        return or_(Job.owner_id == me, Job.requested_by == me)
+    if caller.role is Role.TENANT:
+        return or_(Job.tenant_id == me, Job.requested_by == me)
+    if caller.role is Role.ENGINEER:
+        invited = select(Invitation.job_id).where(
+            Invitation.engineer_id == me, Invitation.state.in_(_ENGAGED_INVITATION)
+        )
+        return or_(
+            Job.engineer_id == me,
+            and_(Job.id.in_(invited), Job.state.in_([s.value for s in INVITED_STATES])),
+        )
+    return false()
+
+
+def may_see_engineer(session: Session, caller: Caller, engineer_id: str) -> bool:
+    """Staff and the engineer themselves; an owner or tenant once the engineer was invited
+    to one of their jobs (so they can weigh the quotes)."""
+    if caller.is_staff or caller.user_id == engineer_id:
+        return True
+    if caller.role not in (Role.OWNER, Role.TENANT):
+        return False
+    jobs = select(Job.id).where(visible_jobs(caller))
+    found = session.scalar(
+        select(Invitation.job_id)
+        .where(Invitation.engineer_id == engineer_id, Invitation.job_id.in_(jobs))
+        .limit(1)
+    )
+    return found is not None
+
+
+def visible_command(session: Session, caller: Caller, command_id: str) -> Command:
+    """The command, if the caller may see its boiler; `NotFound` otherwise (as if there were
+    none, so ids do not leak)."""
+    row = session.get(Command, command_id)
+    device = session.get(Device, row.device_id) if row else None
+    if row is None or device is None or not can_see(session, caller, device):
+        raise NotFound(f"no command {command_id}", command_id=command_id)
+    return row

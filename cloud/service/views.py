@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, or_, select, true
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloud.domain import INVITED_STATES, Caller, InvitationState, Role
+from cloud.access import visible_jobs
+from cloud.domain import Caller, InvitationState, Role
 from cloud.errors import NotFound
 from cloud.models import Command, Invitation, Job, ThreadEvent, User
 from cloud.service.config import PlatformConfig
@@ -26,26 +27,6 @@ from cloud.service.crowd import Principle
 from cloud.service.market import ranked
 
 _ENGAGED = (InvitationState.OPEN.value, InvitationState.ACCEPTED.value)
-
-
-def visible_jobs(caller: Caller) -> ColumnElement[bool]:
-    """SQL condition on `Job` selecting the jobs `caller` may see."""
-    me = caller.user_id
-    if caller.is_staff:
-        return true()
-    if caller.role is Role.OWNER:
-        return or_(Job.owner_id == me, Job.requested_by == me)
-    if caller.role is Role.TENANT:
-        return or_(Job.tenant_id == me, Job.requested_by == me)
-    if caller.role is Role.ENGINEER:
-        invited = select(Invitation.job_id).where(
-            Invitation.engineer_id == me, Invitation.state.in_(_ENGAGED)
-        )
-        return or_(
-            Job.engineer_id == me,
-            and_(Job.id.in_(invited), Job.state.in_([s.value for s in INVITED_STATES])),
-        )
-    return false()
 
 
 def visible_job(session: Session, caller: Caller, job_id: str, *, lock: bool = False) -> Job:

@@ -14,13 +14,12 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
-from cloud.access import can_see, visible_device
+from cloud.access import visible_command, visible_device
 from cloud.api.deps import API_PREFIX, CallerDep, ContextDep, SessionDep
 from cloud.api.problems import AUTHENTICATED_RESPONSES, PROBLEM_RESPONSES
 from cloud.api.schemas import CommandBody
 from cloud.commands import command_json, validate_request
-from cloud.errors import NotFound
-from cloud.models import Command, Device
+from cloud.models import Command
 
 router = APIRouter(prefix=API_PREFIX, tags=["commands"], responses=AUTHENTICATED_RESPONSES)
 
@@ -81,8 +80,4 @@ def get_command(
     command_id: str, caller: CallerDep, session: SessionDep, ctx: ContextDep
 ) -> dict[str, Any]:
     """One command, if the caller may see its boiler."""
-    row = ctx.commands.get(command_id)
-    device = session.get(Device, row.device_id)
-    if device is None or not can_see(session, caller, device):
-        raise NotFound(f"no command {command_id}", command_id=command_id)
-    return command_json(row)
+    return command_json(visible_command(session, caller, command_id))

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
+from cloud.access import visible_jobs
 from cloud.api.deps import API_PREFIX, CallerDep, ContextDep, SessionDep
 from cloud.api.problems import AUTHENTICATED_RESPONSES
 from cloud.api.schemas import (
@@ -32,7 +33,6 @@ from cloud.service.views import (
     job_thread_events,
     shortlist_json,
     visible_job,
-    visible_jobs,
 )
 from cloud.thread import event_json
 

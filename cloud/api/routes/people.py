@@ -11,33 +11,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from sqlalchemy import select, update
 
+from cloud.access import may_see_engineer
 from cloud.api.deps import API_PREFIX, CallerDep, ContextDep, SessionDep
 from cloud.api.params import AFTER, ID_PATH
 from cloud.api.problems import AUTHENTICATED_RESPONSES
 from cloud.api.schemas import EngineerAvailability
 from cloud.db import transaction
-from cloud.domain import Caller, Role
 from cloud.errors import Forbidden, NotFound
-from cloud.models import Engineer, Invitation, Job, Notification, User
+from cloud.models import Engineer, Notification, User
 from cloud.notify import notification_json
 from cloud.service.engineers import engineer_json, list_engineers, load_engineer
-from cloud.service.views import visible_jobs
 
 router = APIRouter(prefix=API_PREFIX, tags=["people"], responses=AUTHENTICATED_RESPONSES)
-
-
-def _may_see_engineer(session: SessionDep, caller: Caller, engineer_id: str) -> bool:
-    if caller.is_staff or caller.user_id == engineer_id:
-        return True
-    if caller.role not in (Role.OWNER, Role.TENANT):
-        return False
-    jobs = select(Job.id).where(visible_jobs(caller))
-    found = session.scalar(
-        select(Invitation.job_id)
-        .where(Invitation.engineer_id == engineer_id, Invitation.job_id.in_(jobs))
-        .limit(1)
-    )
-    return found is not None
 
 
 @router.get("/engineers")
@@ -51,7 +36,7 @@ def engineers(caller: CallerDep, session: SessionDep) -> dict[str, Any]:
 @router.get("/engineers/{engineer_id}")
 def engineer(engineer_id: str, caller: CallerDep, session: SessionDep) -> dict[str, Any]:
     """One engineer's profile: qualifications, skills, AR, CS, SQ, pricing history."""
-    if not _may_see_engineer(session, caller, engineer_id):
+    if not may_see_engineer(session, caller, engineer_id):
         raise NotFound(f"engineer {engineer_id} not found", user_id=engineer_id)
     row, prices = load_engineer(session, engineer_id)
     user = session.get(User, engineer_id)

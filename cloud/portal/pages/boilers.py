@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud import thread
-from cloud.access import redact_people, sees_people, visible_device
+from cloud.access import redact_people, sees_people, visible_device, visible_jobs
 from cloud.api.deps import ApiContext, ContextDep, SessionDep
 from cloud.domain import Caller, Role
 from cloud.models import Device, Job, ThreadEvent, Twin
@@ -22,7 +22,6 @@ from cloud.portal.pages.commands import command_on_page, new_key
 from cloud.portal.render import Formats, fragment, page
 from cloud.portal.session import VisitorDep
 from cloud.portal.timeline import describe
-from cloud.service.views import visible_jobs
 from cloud.twin.figures import timeseries
 from cloud.twin.read import connectivity, stale_ms, twin_json
 from protocols.reference import fault_name, fault_text, status_label

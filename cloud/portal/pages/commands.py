@@ -16,12 +16,11 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloud.access import can_see, visible_device
+from cloud.access import visible_command, visible_device
 from cloud.api.deps import ContextDep, SessionDep
 from cloud.commands import CommandRequest, command_json
 from cloud.domain import Caller, CommandState
-from cloud.errors import NotFound
-from cloud.models import Command, Device
+from cloud.models import Command
 from cloud.portal.forms import act
 from cloud.portal.live import Snapshot, live_response
 from cloud.portal.render import fragment
@@ -122,21 +121,13 @@ def command_live(
 ) -> Response:
     """A command's progress, again on every state change, until it is final (SSE ``command``)."""
     caller = visitor.caller
-    _visible_command(session, caller, command_id)
+    visible_command(session, caller, command_id)
     session.close()
 
     def look() -> Snapshot:
         with ctx.sessions() as live:
-            row = _visible_command(live, caller, command_id)
+            row = visible_command(live, caller, command_id)
             html = fragment(request, "_command.html", command=command_view(row))
             return Snapshot((row.state, row.updated_ms), html, CommandState(row.state).final)
 
     return live_response(request, "command", look)
-
-
-def _visible_command(session: Session, caller: Caller, command_id: str) -> Command:
-    row = session.get(Command, command_id)
-    device = session.get(Device, row.device_id) if row else None
-    if row is None or device is None or not can_see(session, caller, device):
-        raise NotFound(f"no command {command_id}", command_id=command_id)
-    return row

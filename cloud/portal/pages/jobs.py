@@ -15,6 +15,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
+from cloud.access import visible_jobs
 from cloud.api.deps import ContextDep, SessionDep
 from cloud.api.schemas import (
     AuthorizationBody,
@@ -32,7 +33,7 @@ from cloud.portal.render import JOB_STATE_WORDS, page, words
 from cloud.portal.session import PosterDep, VisitorDep
 from cloud.service.crowd import Principle
 from cloud.service.domain import CompletionReport
-from cloud.service.views import visible_job, visible_jobs
+from cloud.service.views import visible_job
 
 router = APIRouter(include_in_schema=False)
 

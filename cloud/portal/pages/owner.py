@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloud.access import visible_devices
+from cloud.access import visible_devices, visible_jobs
 from cloud.api.deps import ApiContext, ContextDep, SessionDep
 from cloud.domain import Caller, JobState, Role
 from cloud.models import Device, Job, Twin, User
@@ -20,7 +20,6 @@ from cloud.portal.pages.boilers import open_job
 from cloud.portal.pages.tenant import only_for
 from cloud.portal.render import page
 from cloud.portal.session import VisitorDep
-from cloud.service.views import visible_jobs
 from cloud.twin.read import connectivity, stale_ms
 from protocols.reference import fault_name, fault_text, status_label
 

@@ -18,8 +18,8 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cloud.access import may_see_engineer
 from cloud.api.deps import ApiContext, ContextDep, SessionDep
-from cloud.api.routes.people import _may_see_engineer
 from cloud.domain import Caller, Connectivity
 from cloud.errors import Forbidden, InvalidInput, NotFound
 from cloud.fleet_views import STATUS_BY_LABEL, boiler_query, boiler_rows, count_of, ingest_figures
@@ -239,7 +239,7 @@ def engineer_page(
 ) -> Response:
     """One engineer's profile, for those the API shows it to (not found for anyone else)."""
     caller = visitor.caller
-    if not _may_see_engineer(session, caller, engineer_id):
+    if not may_see_engineer(session, caller, engineer_id):
         raise NotFound(f"engineer {engineer_id} not found", user_id=engineer_id)
     row, prices = load_engineer(session, engineer_id)
     user = session.get(User, engineer_id)

@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloud.access import visible_devices
+from cloud.access import visible_devices, visible_jobs
 from cloud.api.deps import ApiContext, ContextDep, SessionDep
 from cloud.domain import Caller, JobState, Role
 from cloud.errors import Forbidden
@@ -31,7 +31,6 @@ from cloud.portal.pages.notifications import feed_items
 from cloud.portal.render import page
 from cloud.portal.session import VisitorDep
 from cloud.service.delivery import job_end_user
-from cloud.service.views import visible_jobs
 
 router = APIRouter(include_in_schema=False)
 router.include_router(requests.router)
