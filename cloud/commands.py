@@ -23,7 +23,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,13 +101,16 @@ class CommandService:
         settings: CloudSettings,
         clock: Clock = wall_ms,
         wake: Callable[[], None] | None = None,
+        restart_rules: Sequence[RestartRule] = (),
     ) -> None:
         self.sessions = sessions
         self.key = key
         self.settings = settings
         self.clock = clock
         self.wake = wake
-        self.restart_rules: list[RestartRule] = []
+        self.restart_rules: tuple[RestartRule, ...] = tuple(restart_rules)
+        """Rules letting a role outside `RESTART_ROLES` restart a boiler; any one suffices.
+        Given at construction by the composition root (`cloud.serve.restart_rules`)."""
 
     def get(self, command_id: str) -> Command:
         """One command; `NotFound` if there is none."""

@@ -1,6 +1,9 @@
-"""Process entry points: ``cloud serve`` (API, ingest, dispatcher, sweepers), ``cloud ingest``.
+"""The composition root and process entry points: ``cloud serve`` (API and portal, ingest,
+dispatcher, sweepers) and ``cloud ingest``.
 
-Each builds everything from one `CloudSettings` inside one `TaskGroup`. SIGTERM or SIGINT
+`compose` builds the parts of a cloud from one `CloudSettings` (the service platform, the
+command service with its restart rules, the web app with the API and the portal side by side);
+each entry point runs them inside one `TaskGroup`. SIGTERM or SIGINT
 stops the API from accepting requests, then cancels the rest; state is in the database, so
 whatever was in flight is picked up by the next start (commands are re-offered, the broker
 re-delivers unacknowledged messages to our persistent session).
@@ -12,19 +15,22 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import uvicorn
+from fastapi import FastAPI
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.api.app import create_app
-from cloud.commands import CommandService
+from cloud.commands import CommandService, RestartRule
 from cloud.db import make_engine, session_factory, upgrade
 from cloud.dispatch import Dispatcher, Sweeper
 from cloud.domain import Clock, wall_ms
 from cloud.ingest import Ingest
-from cloud.keys import load_command_key
+from cloud.keys import CommandKey, load_command_key
 from cloud.mqtt import run_mqtt
+from cloud.portal.app import install_portal
 from cloud.service.config import PlatformConfig
 from cloud.service.platform import ServicePlatform
 from cloud.settings import CloudSettings
@@ -74,6 +80,57 @@ async def service_sweeper(platform: ServicePlatform, interval_s: float) -> None:
             log.warning("service sweep skipped: database unavailable (%s)", exc.orig)
 
 
+def restart_rules(platform: ServicePlatform) -> list[RestartRule]:
+    """Who besides `cloud.commands.RESTART_ROLES` (admin, support) may restart a boiler; any
+    one rule allowing it suffices, and every restart still passes the twin and rate checks."""
+    return [
+        # the contracted engineer, after the completion report, within the restart window
+        platform.restart_rule,
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Cloud:
+    """The parts of one cloud process, built by `compose`."""
+
+    sessions: sessionmaker[Session]
+    platform: ServicePlatform
+    commands: CommandService
+    app: FastAPI
+
+
+def web_app(
+    settings: CloudSettings,
+    sessions: sessionmaker[Session],
+    commands: CommandService,
+    platform: ServicePlatform,
+    clock: Clock = wall_ms,
+    supervisor: Supervisor | None = None,
+) -> FastAPI:
+    """The API (``/api/v1``, health, metrics) and the portal's pages side by side."""
+    app = create_app(settings, sessions, commands, platform, clock=clock, supervisor=supervisor)
+    install_portal(app)
+    return app
+
+
+def compose(
+    settings: CloudSettings,
+    sessions: sessionmaker[Session],
+    key: CommandKey,
+    clock: Clock = wall_ms,
+    *,
+    wake: Callable[[], None] | None = None,
+    supervisor: Supervisor | None = None,
+) -> Cloud:
+    """Build the platform, the command service (with `restart_rules`) and the web app."""
+    platform = ServicePlatform(sessions, PlatformConfig.from_settings(settings), clock)
+    commands = CommandService(
+        sessions, key, settings, clock, wake=wake, restart_rules=restart_rules(platform)
+    )
+    app = web_app(settings, sessions, commands, platform, clock, supervisor)
+    return Cloud(sessions, platform, commands, app)
+
+
 async def _until_signalled() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -112,15 +169,11 @@ async def serve_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:
     sessions = _database(settings)
     key = load_command_key(settings.keys_dir, settings.command_kid)
     dispatcher = Dispatcher(sessions, settings, clock)
-    commands = CommandService(sessions, key, settings, clock, wake=dispatcher.wake)
     ingest = Ingest(sessions, clock, settings)
-    platform = ServicePlatform(sessions, PlatformConfig.from_settings(settings), clock)
     supervisor = Supervisor(clock)
-    app = create_app(
-        settings, sessions, commands, clock=clock, platform=platform, supervisor=supervisor
-    )
+    cloud = compose(settings, sessions, key, clock, wake=dispatcher.wake, supervisor=supervisor)
     config = uvicorn.Config(
-        app,
+        cloud.app,
         host=settings.api_host,
         port=settings.api_port,
         log_config=None,
@@ -147,7 +200,7 @@ async def serve_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:
             "mqtt": lambda: run_mqtt(settings, ingest, extra=[dispatcher.run]),
             "command-sweeper": sweeper.run,
             "housekeeping": lambda: housekeeping(ingest, sessions, settings, clock),
-            "service-sweeper": lambda: service_sweeper(platform, settings.sweep_interval_s),
+            "service-sweeper": lambda: service_sweeper(cloud.platform, settings.sweep_interval_s),
         },
     )
 

@@ -1,6 +1,7 @@
 """The API application: routers under ``/api/v1``, problem answers, health and metrics.
 
-``create_app`` builds everything from what it is given; nothing is global except the
+``create_app`` builds the API only, from the parts it is given (the composition root,
+`cloud.serve`, builds those and mounts the portal beside it); nothing is global except the
 Prometheus registry, which is process-wide by design.
 """
 
@@ -28,8 +29,6 @@ from cloud.api.routes import auth, boilers, fleet, jobs, people
 from cloud.api.routes import commands as command_routes
 from cloud.commands import CommandService
 from cloud.domain import Clock, wall_ms
-from cloud.portal.app import install_portal
-from cloud.service.config import PlatformConfig
 from cloud.service.platform import ServicePlatform
 from cloud.settings import CloudSettings
 from cloud.supervisor import Supervisor
@@ -60,20 +59,14 @@ def create_app(
     settings: CloudSettings,
     sessions: sessionmaker[Session],
     commands: CommandService,
+    platform: ServicePlatform,
     clock: Clock = wall_ms,
-    platform: ServicePlatform | None = None,
     supervisor: Supervisor | None = None,
 ) -> FastAPI:
-    """The REST API over `sessions`, creating commands through `commands`, timed by `clock`.
-
-    Without a `platform`, one is built from `settings`; either way its engineer restart rule
-    is added to `commands`. `supervisor` (the process's background loops) is reported by
-    ``/healthz``.
+    """The REST API over `sessions`, creating commands through `commands` and service jobs
+    through `platform`, timed by `clock`. `supervisor` (the process's background loops) is
+    reported by ``/healthz``.
     """
-    if platform is None:
-        platform = ServicePlatform(sessions, PlatformConfig.from_settings(settings), clock)
-    if platform.restart_rule not in commands.restart_rules:
-        commands.restart_rules.append(platform.restart_rule)
     app = FastAPI(
         title="boilertwin cloud",
         version="1",
@@ -94,7 +87,6 @@ def create_app(
     for router in (module.router for module in routers):
         app.include_router(router)
 
-    install_portal(app)
     rules = platform.config.rules
     install_openapi(app, {t: list(rules.problems(t)) for t in rules.service_types})
 

@@ -12,7 +12,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from cloud.api.app import create_app
 from cloud.auth import PasswordHasher, create_user
 from cloud.commands import CommandService
 from cloud.db import make_engine, session_factory, transaction
@@ -20,6 +19,7 @@ from cloud.domain import Role
 from cloud.keys import keygen
 from cloud.models import Alarm, Device, Sample, Twin, TwinValue, Uplink
 from cloud.registry import add_device
+from cloud.serve import compose
 from cloud.service.platform import ServicePlatform
 from cloud.settings import CloudSettings
 from protocols.cose import generate_private_key
@@ -179,10 +179,9 @@ def make_world(db_url: str, tmp_path: Path, **settings: Any) -> World:
     settings.setdefault("portal_secure_cookie", False)
     cloud_settings = CloudSettings(db_url=db_url, **settings)
     key = keygen(tmp_path / "keys", "cloud-test")
-    commands = CommandService(sessions, key, cloud_settings, clock)
-    app = create_app(cloud_settings, sessions, commands, clock=clock)
-    client = TestClient(app, raise_server_exceptions=False)
-    return World(app, client, sessions, clock, cloud_settings, commands)
+    cloud = compose(cloud_settings, sessions, key, clock)
+    client = TestClient(cloud.app, raise_server_exceptions=False)
+    return World(cloud.app, client, sessions, clock, cloud_settings, cloud.commands)
 
 
 @contextmanager

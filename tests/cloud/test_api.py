@@ -408,7 +408,9 @@ def test_healthz(world: World, tmp_path: Path) -> None:
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "loops": {}}
     broken = create_engine(f"sqlite:///{tmp_path}/no/such/dir/x.db")
-    app = create_app(world.settings, session_factory(broken), world.commands, clock=world.clock)
+    app = create_app(
+        world.settings, session_factory(broken), world.commands, world.platform, clock=world.clock
+    )
     with TestClient(app) as client:
         body = problem(client.get("/healthz"), 503)
     assert "no/such" not in str(body)

@@ -19,11 +19,10 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
-from cloud.api.app import create_app
-from cloud.commands import CommandService
 from cloud.db import make_engine, session_factory
 from cloud.domain import Role
 from cloud.keys import CommandKey
+from cloud.serve import compose
 from cloud.settings import CloudSettings
 from protocols.cose import generate_private_key
 from tests.cloud.api_helpers import World, world_for
@@ -48,9 +47,7 @@ def _document_app() -> Any:
     engine = make_engine("sqlite://")
     settings = CloudSettings(db_url="sqlite://")
     key = CommandKey("cloud-schema", generate_private_key())
-    return create_app(
-        settings, session_factory(engine), CommandService(session_factory(engine), key, settings)
-    )
+    return compose(settings, session_factory(engine), key).app
 
 
 def _config() -> SchemathesisConfig:

@@ -162,7 +162,12 @@ def test_healthz_reports_a_loop_waiting_to_be_restarted(world: World) -> None:
 
     asyncio.run(one_failure())
     app = create_app(
-        world.settings, world.sessions, world.commands, clock=world.clock, supervisor=sup
+        world.settings,
+        world.sessions,
+        world.commands,
+        world.platform,
+        clock=world.clock,
+        supervisor=sup,
     )
     with TestClient(app) as client:
         response = client.get("/healthz")
