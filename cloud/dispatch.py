@@ -3,17 +3,15 @@
 A command is marked ``sent`` only when the broker's PUBACK says it was accepted for a
 subscriber. Mosquitto answers 0x10 (no matching subscribers) when the device has no session
 at all; then nothing is queued for it, so the command stays ``created`` and is offered again
-every `RETRY_S` until it expires. aiomqtt does not expose PUBACK reason codes, so
-`ConfirmedPublisher` reads them from paho's ``on_publish`` callback.
+every `RETRY_S` until it expires. PUBACK reason codes come from the link
+(`cloud.mqtt_link.MqttLink.publish_confirmed`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
-import aiomqtt
 from sqlalchemy import or_, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,64 +20,15 @@ from cloud.commands import mark_sent, sweep
 from cloud.db import transaction
 from cloud.domain import Clock, CommandState, wall_ms
 from cloud.models import Command
+from cloud.mqtt_link import MqttLink
 from cloud.settings import CloudSettings
-from protocols.topics import QOS, TopicKind, topic
+from protocols.topics import TopicKind, topic
 
 log = logging.getLogger(__name__)
 
 RETRY_S = 5.0
 """How often an unsent command is offered to the broker again."""
-PUBACK_TIMEOUT_S = 10.0
 NO_MATCHING_SUBSCRIBERS = 0x10
-
-
-class PublishError(Exception):
-    """The broker did not accept a publish; `reason_code` says why."""
-
-    def __init__(self, topic: str, reason_code: int) -> None:
-        super().__init__(f"PUBACK 0x{reason_code:02x} for {topic}")
-        self.topic = topic
-        self.reason_code = reason_code
-
-
-class ConfirmedPublisher:
-    """QoS 1 publishes that return the PUBACK reason code (one per MQTT connection)."""
-
-    def __init__(self, client: aiomqtt.Client) -> None:
-        self._paho = client._client  # aiomqtt keeps paho's reason code to itself
-        self._waiting: dict[int, asyncio.Future[int]] = {}
-        self._early: dict[int, int] = {}
-        original: Any = self._paho.on_publish
-
-        def on_publish(c: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
-            if original is not None:
-                original(c, userdata, mid, reason_code, properties)
-            code = int(getattr(reason_code, "value", reason_code) or 0)
-            future = self._waiting.pop(mid, None)
-            if future is None:
-                self._early[mid] = code
-            elif not future.done():
-                future.set_result(code)
-
-        self._paho.on_publish = on_publish
-
-    async def publish(self, topic_name: str, payload: bytes) -> int:
-        """Publish at QoS 1 and return the PUBACK reason code (< 0x80 is success)."""
-        info = self._paho.publish(topic_name, payload, qos=QOS)
-        if info.rc != 0:
-            raise aiomqtt.MqttCodeError(info.rc, "could not publish")
-        if info.mid in self._early:
-            return self._early.pop(info.mid)
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiting[info.mid] = future
-        try:
-            async with asyncio.timeout(PUBACK_TIMEOUT_S):
-                return await future
-        except TimeoutError as exc:
-            # No PUBACK on a live connection means it is not live: let the session reconnect.
-            raise aiomqtt.MqttError(f"no PUBACK for {topic_name} in {PUBACK_TIMEOUT_S} s") from exc
-        finally:
-            self._waiting.pop(info.mid, None)
 
 
 class Dispatcher:
@@ -100,15 +49,14 @@ class Dispatcher:
         if self._loop is not None and self._event is not None:
             self._loop.call_soon_threadsafe(self._event.set)
 
-    async def run(self, client: aiomqtt.Client) -> None:
-        """Dispatch for as long as `client` is connected."""
+    async def run(self, link: MqttLink) -> None:
+        """Dispatch for as long as `link` is connected."""
         self._loop = asyncio.get_running_loop()
         self._event = asyncio.Event()
-        publisher = ConfirmedPublisher(client)
         while True:
             self._event.clear()
             try:
-                await self.dispatch_once(publisher)
+                await self.dispatch_once(link)
             except DBAPIError as exc:
                 log.warning("dispatch round skipped: database unavailable (%s)", exc.orig)
             try:
@@ -144,11 +92,11 @@ class Dispatcher:
                 if row.state == CommandState.CREATED.value:
                     row.updated_ms = now
 
-    async def dispatch_once(self, publisher: ConfirmedPublisher) -> int:
+    async def dispatch_once(self, link: MqttLink) -> int:
         """Offer every due command to the broker once; returns how many it accepted."""
         accepted = 0
         for command_id, device_id, envelope in await asyncio.to_thread(self._due):
-            code = await publisher.publish(topic(device_id, TopicKind.CMD), envelope)
+            code = await link.publish_confirmed(topic(device_id, TopicKind.CMD), envelope)
             if code >= 0x80 or code == NO_MATCHING_SUBSCRIBERS:
                 log.warning(
                     "%s: command %s not accepted by the broker (PUBACK 0x%02x); will retry",
