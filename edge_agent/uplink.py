@@ -11,6 +11,9 @@ published while the gateway is offline wait at the broker):
 
 Polling never waits for any of this: the outbox is the only thing the two share. Nothing is
 lost when a session dies: what was in flight stays in the outbox and goes again next time.
+
+The transport is an `edge_agent.mqtt_link.MqttSession` opened by a `Connect` (aiomqtt in
+production, an in-memory session in logic tests).
 """
 
 from __future__ import annotations
@@ -20,16 +23,12 @@ import contextlib
 import logging
 import math
 import random
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
 from edge_agent.clock import Clock, wall_ms
 from edge_agent.config import MqttSettings
+from edge_agent.mqtt_link import Connect, Identity, LinkError, MqttSession, connector
 from edge_agent.outbox import Outbox, Stored
 from protocols.messages import Birth
 from protocols.topics import STATE_OFFLINE, STATE_ONLINE, TopicKind, topic
@@ -61,16 +60,16 @@ def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> 
     return rng.uniform(0.0, min(high, low * 2.0 ** min(attempt, 32)))
 
 
-def _mqtt_error(group: BaseExceptionGroup[BaseException]) -> aiomqtt.MqttError | None:
-    """The first MQTT error in a task group's failure, if MQTT errors are all it holds."""
-    rest = group.subgroup(lambda e: not isinstance(e, aiomqtt.MqttError | BaseExceptionGroup))
+def _link_error(group: BaseExceptionGroup[BaseException]) -> LinkError | None:
+    """The first link error in a task group's failure, if link errors are all it holds."""
+    rest = group.subgroup(lambda e: not isinstance(e, LinkError | BaseExceptionGroup))
     if rest is not None:
         return None
-    mqtt = group.subgroup(aiomqtt.MqttError)
-    while mqtt is not None and isinstance(mqtt.exceptions[0], BaseExceptionGroup):
-        mqtt = mqtt.exceptions[0]
-    first = mqtt.exceptions[0] if mqtt is not None else None
-    return first if isinstance(first, aiomqtt.MqttError) else None
+    errors = group.subgroup(LinkError)
+    while errors is not None and isinstance(errors.exceptions[0], BaseExceptionGroup):
+        errors = errors.exceptions[0]
+    first = errors.exceptions[0] if errors is not None else None
+    return first if isinstance(first, LinkError) else None
 
 
 class Uplink:
@@ -89,11 +88,10 @@ class Uplink:
         clock: Clock,
         progress: Callable[[], None] = lambda: None,
         rng: random.Random | None = None,
+        connect: Connect | None = None,
     ) -> None:
         self.settings = settings
         self.device_id = device_id
-        self._username = username
-        self._password = password
         self._outbox = outbox
         self._make_birth = make_birth
         self._commands = commands
@@ -104,32 +102,8 @@ class Uplink:
         self._state_topic = topic(device_id, TopicKind.STATE)
         self._cmd_topic = topic(device_id, TopicKind.CMD)
         self._last_error: str | None = None
-
-    def _client(self) -> aiomqtt.Client:
-        s = self.settings
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = s.session_expiry_s
-        tls_context = None
-        if s.tls:
-            tls_context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
-            if s.cert_file and s.client_key_file:
-                tls_context.load_cert_chain(s.cert_file, s.client_key_file)
-        return aiomqtt.Client(
-            s.host,
-            s.port,
-            username=self._username,
-            password=self._password,
-            identifier=self.device_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,
-            properties=properties,
-            keepalive=max(1, round(s.keepalive_s / self._clock.scale)),
-            timeout=s.connect_timeout_s,
-            max_inflight_messages=s.inflight,
-            tls_context=tls_context,
-            will=aiomqtt.Will(self._state_topic, STATE_OFFLINE, qos=1, retain=True),
-            logger=logging.getLogger(f"{__name__}.paho"),
-        )
+        identity = Identity(device_id, username, password, self._state_topic)
+        self._connect = connect or connector(settings, identity, clock.scale)
 
     async def run(self) -> None:
         """Connect, serve, reconnect; returns only by cancellation."""
@@ -138,17 +112,16 @@ class Uplink:
             self._progress()
             cancelled = False
             try:
-                client = self._client()
-                async with client:
+                async with self._connect() as session:
                     attempt = 0
                     try:
-                        await self._session(client)
+                        await self._session(session)
                     except asyncio.CancelledError:
                         cancelled = True
                         raise
-            except (aiomqtt.MqttError, OSError) as exc:  # ssl.SSLError is an OSError
+            except LinkError as exc:
                 if cancelled:
-                    # the client's __aexit__ failed while we were being cancelled: stop, do
+                    # the session's exit failed while we were being cancelled: stop, do
                     # not turn SIGTERM into a reconnect. (Task.cancelling() cannot tell: a
                     # 3.11 TaskGroup may leave it raised after a child failed.)
                     raise asyncio.CancelledError from exc
@@ -179,7 +152,7 @@ class Uplink:
                 log.warning("%s: MQTT connect failed: %s", self.device_id, message)
         self._last_error = message
 
-    async def _session(self, client: aiomqtt.Client) -> None:
+    async def _session(self, client: MqttSession) -> None:
         self.figures.connected = True
         self.figures.connects += 1
         self._last_error = None
@@ -187,15 +160,15 @@ class Uplink:
             "%s: MQTT connected to %s:%d", self.device_id, self.settings.host, self.settings.port
         )
         try:
-            await client.publish(self._state_topic, STATE_ONLINE, qos=1, retain=True)
-            await client.subscribe(self._cmd_topic, qos=1)
+            await client.publish(self._state_topic, STATE_ONLINE, retain=True)
+            await client.subscribe(self._cmd_topic)
             self._outbox.append(self._make_birth())
             try:
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._drain(client), name="uplink-drain")
                     tasks.create_task(self._receive(client), name="uplink-receive")
             except BaseExceptionGroup as group:
-                error = _mqtt_error(group)
+                error = _link_error(group)
                 if error is None:
                     raise
                 raise error from None
@@ -205,18 +178,18 @@ class Uplink:
         finally:
             self._outbox.in_flight.clear()
 
-    async def _say_offline(self, client: aiomqtt.Client) -> None:
+    async def _say_offline(self, client: MqttSession) -> None:
         """A graceful disconnect suppresses the will, so say ``offline`` ourselves."""
         try:
             await asyncio.shield(
                 client.publish(
-                    self._state_topic, STATE_OFFLINE, qos=1, retain=True, timeout=OFFLINE_NOTICE_S
+                    self._state_topic, STATE_OFFLINE, retain=True, timeout=OFFLINE_NOTICE_S
                 )
             )
-        except (aiomqtt.MqttError, asyncio.CancelledError):
+        except (LinkError, asyncio.CancelledError):
             log.debug("%s: could not publish offline state", self.device_id)
 
-    async def _drain(self, client: aiomqtt.Client) -> None:
+    async def _drain(self, client: MqttSession) -> None:
         async with asyncio.TaskGroup() as publishes:
             while True:
                 self._outbox.changed.clear()
@@ -235,26 +208,21 @@ class Uplink:
                     async with asyncio.timeout(IDLE_WAKE_S):
                         await self._outbox.changed.wait()
 
-    async def _publish(self, client: aiomqtt.Client, stored: Stored) -> None:
-        await client.publish(
-            topic(self.device_id, stored.kind), stored.envelope, qos=1, timeout=math.inf
-        )
+    async def _publish(self, client: MqttSession, stored: Stored) -> None:
+        await client.publish(topic(self.device_id, stored.kind), stored.envelope, timeout=math.inf)
         self._outbox.acknowledge(stored.seq)
         self._outbox.changed.set()
         self.figures.published += 1
         self.figures.last_publish_ms = wall_ms(self._clock)
         self._progress()
 
-    async def _receive(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            if not message.topic.matches(self._cmd_topic):
+    async def _receive(self, client: MqttSession) -> None:
+        async for message in client.messages():
+            if message.topic != self._cmd_topic:
                 continue
-            payload = message.payload
-            if not isinstance(payload, bytes | bytearray):
-                payload = b"" if payload is None else str(payload).encode()
             self.figures.commands_received += 1
             try:
-                self._commands.put_nowait(bytes(payload))
+                self._commands.put_nowait(message.payload)
             except asyncio.QueueFull:
                 self.figures.commands_dropped += 1
                 log.warning("%s: command queue full: command dropped", self.device_id)

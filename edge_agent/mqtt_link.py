@@ -1,0 +1,145 @@
+"""The gateway's MQTT transport: a small `MqttSession` protocol and its aiomqtt adapter.
+
+The uplink (`edge_agent.uplink`) sees only `MqttSession` (publish at QoS 1, subscribe, the
+messages that arrive) and a `Connect` that opens one; tests run it on an in-memory session.
+This module is the one place that builds aiomqtt clients (MQTT 5, persistent session, last
+will, TLS) and translates their errors, and OS errors while connecting (a TLS handshake
+failure is an `ssl.SSLError`, an `OSError`), into `LinkError`, once, at the boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import ssl
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_agent.config import MqttSettings
+from protocols.topics import STATE_OFFLINE
+
+log = logging.getLogger(__name__)
+
+
+class LinkError(Exception):
+    """The MQTT session could not be opened, or failed: reconnect."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message the broker delivered."""
+
+    topic: str
+    payload: bytes
+
+
+class MqttSession(Protocol):
+    """One connected MQTT session, as the gateway uses it (every publish is QoS 1)."""
+
+    async def publish(
+        self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = math.inf
+    ) -> None:
+        """Publish at QoS 1 and wait for the PUBACK (up to `timeout` s); `LinkError` if the
+        session fails first."""
+        ...
+
+    async def subscribe(self, topic_filter: str) -> None:
+        """Subscribe at QoS 1."""
+        ...
+
+    def messages(self) -> AsyncIterator[Message]:
+        """Delivered messages in arrival order, until the session fails (`LinkError`)."""
+        ...
+
+
+Connect = Callable[[], AbstractAsyncContextManager[MqttSession]]
+"""Opens one session; leaving the context disconnects cleanly (no last will)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who the gateway is to the broker, and the retained state topic its will clears."""
+
+    device_id: str
+    username: str
+    password: str | None
+    state_topic: str
+
+
+def connector(settings: MqttSettings, identity: Identity, clock_scale: float = 1.0) -> Connect:
+    """The production `Connect`: aiomqtt sessions for `settings` as `identity`."""
+
+    @contextlib.asynccontextmanager
+    async def connect() -> AsyncIterator[MqttSession]:
+        try:
+            async with _client(settings, identity, clock_scale) as client:
+                yield AiomqttSession(client)
+        except (aiomqtt.MqttError, OSError) as exc:
+            raise LinkError(str(exc) or type(exc).__name__) from exc
+
+    return connect
+
+
+def _client(settings: MqttSettings, identity: Identity, clock_scale: float) -> aiomqtt.Client:
+    s = settings
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.SessionExpiryInterval = s.session_expiry_s
+    tls_context = None
+    if s.tls:
+        tls_context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
+        if s.cert_file and s.client_key_file:
+            tls_context.load_cert_chain(s.cert_file, s.client_key_file)
+    return aiomqtt.Client(
+        s.host,
+        s.port,
+        username=identity.username,
+        password=identity.password,
+        identifier=identity.device_id,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        clean_start=False,
+        properties=properties,
+        keepalive=max(1, round(s.keepalive_s / clock_scale)),
+        timeout=s.connect_timeout_s,
+        max_inflight_messages=s.inflight,
+        tls_context=tls_context,
+        will=aiomqtt.Will(identity.state_topic, STATE_OFFLINE, qos=1, retain=True),
+        logger=logging.getLogger("edge_agent.uplink.paho"),
+    )
+
+
+class AiomqttSession:
+    """`MqttSession` over a connected `aiomqtt.Client`."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._client = client
+
+    async def publish(
+        self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = math.inf
+    ) -> None:
+        try:
+            await self._client.publish(topic, payload, qos=1, retain=retain, timeout=timeout)
+        except aiomqtt.MqttError as exc:
+            raise LinkError(str(exc) or type(exc).__name__) from exc
+
+    async def subscribe(self, topic_filter: str) -> None:
+        try:
+            await self._client.subscribe(topic_filter, qos=1)
+        except aiomqtt.MqttError as exc:
+            raise LinkError(str(exc) or type(exc).__name__) from exc
+
+    async def messages(self) -> AsyncIterator[Message]:
+        try:
+            async for message in self._client.messages:
+                payload = message.payload
+                if not isinstance(payload, bytes | bytearray):
+                    payload = b"" if payload is None else str(payload).encode()
+                yield Message(str(message.topic), bytes(payload))
+        except aiomqtt.MqttError as exc:
+            raise LinkError(str(exc) or type(exc).__name__) from exc
