@@ -23,6 +23,7 @@ from cloud.serve import compose
 from cloud.service.platform import ServicePlatform
 from cloud.settings import CloudSettings
 from protocols.cose import generate_private_key
+from tests.clocks import FakeMsClock as Clock
 
 T0 = 1_790_000_000_000
 """A fixed 'now' (2026-09-21T12:53:20Z)."""
@@ -31,16 +32,6 @@ DAY = 24 * HOUR
 PASSWORD = "correct horse battery"
 CHEAP = PasswordHasher(n=1 << 10, r=8, p=1)
 """Tests do not need login to cost 80 ms."""
-
-
-class Clock:
-    """A wall clock the test moves by hand."""
-
-    def __init__(self, now: int = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
 
 
 @dataclass

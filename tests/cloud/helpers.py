@@ -29,19 +29,6 @@ T0 = 1_790_000_000_000
 """A fixed wall-clock start (ms) for tests on a `FakeClock`."""
 
 
-class FakeClock:
-    """Milliseconds the test sets; a `cloud.domain.Clock`."""
-
-    def __init__(self, now: int = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance(self, ms: int) -> None:
-        self.now += ms
-
-
 @dataclasses.dataclass
 class TestDevice:
     """A registered device: its id and private key, and a seq counter for building messages."""

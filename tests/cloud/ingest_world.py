@@ -15,7 +15,8 @@ from cloud.ingest import Ingest, Outcome
 from cloud.models import Alarm, Gap, Sample, ThreadEvent, Twin, TwinValue, Uplink
 from cloud.settings import CloudSettings
 from protocols.messages import UplinkMessage
-from tests.cloud.helpers import FakeClock, TestDevice, register, topic_of
+from tests.clocks import FakeMsClock as FakeClock
+from tests.cloud.helpers import TestDevice, register, topic_of
 
 DEV, OTHER = "boiler-0001", "boiler-0002"
 

@@ -20,18 +20,11 @@ from cloud.settings import CloudSettings
 from protocols.cose import generate_private_key, open_command
 from protocols.messages import Ack, AckState, CommandName, RejectReason
 from protocols.reference import BoilerStatus
+from tests.clocks import FakeMsClock as Clock
 
 DEV = "boiler-0001"
 SUPPORT = Caller("sue", Role.SUPPORT)
 T0 = 1_790_000_000_000
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> int:
-        return self.now
 
 
 @pytest.fixture

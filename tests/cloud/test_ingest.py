@@ -27,14 +27,8 @@ from cloud.twin.gaps import detect_gaps
 from protocols.cose import MAX_ENVELOPE_BYTES, generate_private_key, seal
 from protocols.messages import Ack, AckState, EventKind, TelemetryBatch
 from protocols.reference import BoilerStatus
-from tests.cloud.helpers import (
-    T0,
-    FakeClock,
-    add_key,
-    revoke,
-    state_topic,
-    topic_of,
-)
+from tests.clocks import FakeMsClock as FakeClock
+from tests.cloud.helpers import T0, add_key, revoke, state_topic, topic_of
 from tests.cloud.ingest_world import DEV, OTHER, World, open_world
 
 GRACE_MS = 60_000

@@ -31,6 +31,7 @@ from protocols.cose import generate_private_key
 from protocols.messages import CommandName
 from protocols.reference import BoilerStatus
 from protocols.topics import TopicKind, topic
+from tests.clocks import FakeMsClock as Clock
 from tests.cloud.memory_mqtt import MemoryBroker, MemoryLink, until
 
 DEV = "boiler-0001"
@@ -153,14 +154,6 @@ async def test_cancel_ends_the_session_at_once() -> None:
 
 
 # -- the command dispatcher ---------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> int:
-        return self.now
 
 
 @pytest.fixture

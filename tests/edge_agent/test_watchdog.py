@@ -6,41 +6,13 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from edge_agent.watchdog import Progress, feed_watchdog, notify, watchdog_interval_s
-
-
-class FakeClock:
-    """Virtual time: `sleep` advances it at once, in `step` s ticks, and lets other tasks run.
-
-    `on_tick(now)` runs at every tick: the stand-in for the agent's loops, which would
-    otherwise need sleepers of their own on this clock.
-    """
-
-    def __init__(self, on_tick: Callable[[float], None] = lambda now: None, step: float = 10.0):
-        self.now = 0.0
-        self._on_tick = on_tick
-        self._step = step
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return 1_800_000_000.0 + self.now
-
-    def trusted(self) -> bool:
-        return True
-
-    async def sleep(self, seconds: float) -> None:
-        end = self.now + seconds
-        while self.now < end:
-            self.now = min(self.now + self._step, end)
-            self._on_tick(self.now)
-        await asyncio.sleep(0)
+from tests.clocks import FakeClock
 
 
 @contextlib.contextmanager
