@@ -21,6 +21,7 @@ from cloud.db import transaction
 from cloud.domain import Clock, CommandState, wall_ms
 from cloud.models import Command
 from cloud.mqtt_link import MqttLink
+from cloud.periodic import every
 from cloud.settings import CloudSettings
 from protocols.topics import TopicKind, topic
 
@@ -128,10 +129,5 @@ class Sweeper:
             return sweep(session, self.clock(), self.settings)
 
     async def run(self) -> None:
-        """Sweep forever."""
-        while True:
-            try:
-                await asyncio.to_thread(self.sweep_once)
-            except DBAPIError as exc:
-                log.warning("sweep skipped: database unavailable (%s)", exc.orig)
-            await asyncio.sleep(self.settings.sweep_interval_s)
+        """Sweep forever, the first time at once."""
+        await every(self.settings.sweep_interval_s, self.sweep_once, "sweep", wait_first=False)

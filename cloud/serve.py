@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import uvicorn
 from fastapi import FastAPI
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.api.app import create_app
@@ -30,6 +29,7 @@ from cloud.domain import Clock, wall_ms
 from cloud.ingest import Ingest
 from cloud.keys import CommandKey, load_command_key
 from cloud.mqtt import run_mqtt
+from cloud.periodic import every
 from cloud.portal.app import install_portal
 from cloud.service.config import PlatformConfig
 from cloud.service.platform import ServicePlatform
@@ -57,12 +57,7 @@ async def housekeeping(
         ingest.flush_counters()
         detect_gaps(sessions, clock(), int(settings.gap_grace_s * 1000))
 
-    while True:
-        await asyncio.sleep(settings.housekeeping_interval_s)
-        try:
-            await asyncio.to_thread(once)
-        except DBAPIError as exc:
-            log.warning("housekeeping skipped: database unavailable (%s)", exc.orig)
+    await every(settings.housekeeping_interval_s, once, "housekeeping")
 
 
 async def service_sweeper(platform: ServicePlatform, interval_s: float) -> None:
@@ -72,12 +67,7 @@ async def service_sweeper(platform: ServicePlatform, interval_s: float) -> None:
         platform.sweep()
         platform.deliver()
 
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            await asyncio.to_thread(once)
-        except DBAPIError as exc:
-            log.warning("service sweep skipped: database unavailable (%s)", exc.orig)
+    await every(interval_s, once, "service sweep")
 
 
 def restart_rules(platform: ServicePlatform) -> list[RestartRule]:
