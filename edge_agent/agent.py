@@ -101,7 +101,7 @@ class Agent:
             device_id=self.device_id,
         )
         stack.callback(self.store.close)
-        self.outbox = Outbox(
+        self.outbox = Outbox.open(
             self.store,
             device_id=self.device_id,
             seal=lambda message: seal(message, self._key),

@@ -97,35 +97,65 @@ class Outbox:
         max_bytes: int,
         wall_ms: Callable[[], int],
         clock_trusted: Callable[[], bool],
+        epoch: int,
+        next_seq: int,
+        figures: OutboxFigures,
     ) -> None:
+        """Use `Outbox.open`: it reads the store and starts a new epoch."""
         self._store = store
         self.device_id = device_id
         self._seal = seal
         self.max_bytes = max_bytes
         self._wall_ms = wall_ms
         self._clock_trusted = clock_trusted
+        self.epoch = epoch
+        self._next_seq = next_seq
+        self.figures = figures
         self._acked: set[int] = set()
         self.in_flight: set[int] = set()
         """Seqs the uplink has published and awaits PUBACK for; never evicted."""
         self.changed = asyncio.Event()
         """Set when a message is stored or acknowledged; the uplink clears it before looking."""
+
+    @classmethod
+    def open(
+        cls,
+        store: Store,
+        *,
+        device_id: str,
+        seal: Sealer,
+        max_bytes: int,
+        wall_ms: Callable[[], int],
+        clock_trusted: Callable[[], bool],
+    ) -> Outbox:
+        """The outbox in `store`, as a new epoch: the epoch is bumped and committed, and the
+        seq carries on after the highest ever stored (never reused, even if acknowledged)."""
         rows = store.query(
             "SELECT count(*), coalesce(sum(length(envelope)), 0), max(seq) FROM outbox"
         )
         count, size, top = rows[0]
-        self.figures = OutboxFigures(depth=int(count), bytes=int(size))
         high = max(store.get_meta("high_seq", 0), int(top or 0))
-        self._next_seq = high + 1
-        self.epoch = store.get_meta("epoch", 0) + 1
-        store.set_meta("epoch", self.epoch)
+        epoch = store.get_meta("epoch", 0) + 1
+        store.set_meta("epoch", epoch)
         store.set_meta("high_seq", high)
         store.commit()
         log.info(
             "%s: outbox open, epoch %d, next seq %d, %d message(s) waiting",
             device_id,
-            self.epoch,
-            self._next_seq,
+            epoch,
+            high + 1,
             count,
+        )
+        return cls(
+            store,
+            device_id=device_id,
+            seal=seal,
+            max_bytes=max_bytes,
+            wall_ms=wall_ms,
+            clock_trusted=clock_trusted,
+            epoch=epoch,
+            next_seq=high + 1,
+            figures=OutboxFigures(depth=int(count), bytes=int(size)),
         )
 
     @property

@@ -72,7 +72,7 @@ class Rig:
         self.cloud_key = generate_private_key()
         wall = lambda: int(self.clock.wall() * 1000)  # noqa: E731
         self.store = Store(directory / "agent.db", wall_ms=wall, device_id=DEV)
-        self.outbox = Outbox(
+        self.outbox = Outbox.open(
             self.store,
             device_id=DEV,
             seal=lambda message: seal(message, self.device_key),

@@ -66,7 +66,7 @@ class Device:
         return store
 
     def open(self, max_bytes: int = 16 * MIB, store: Store | None = None) -> Outbox:
-        return Outbox(
+        return Outbox.open(
             store or self.store(),
             device_id=DEV,
             seal=lambda message: seal(message, self.key),
@@ -219,7 +219,7 @@ path, raw = Path(sys.argv[1]), bytes.fromhex(sys.argv[2])
 key = private_key_from_raw(raw)
 wall = lambda: {t0}
 store = Store(path, wall_ms=wall, checkpoint_bytes=32 * 1024, device_id="{dev}")
-outbox = Outbox(store, device_id="{dev}", seal=lambda m: seal(m, key), max_bytes=1 << 30,
+outbox = Outbox.open(store, device_id="{dev}", seal=lambda m: seal(m, key), max_bytes=1 << 30,
                 wall_ms=wall, clock_trusted=lambda: True)
 readings = tuple(Reading(f"p{{i}}", {t0}, float(i)) for i in range(40))
 while True:

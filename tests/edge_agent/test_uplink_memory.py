@@ -38,7 +38,7 @@ class Rig:
         self.store = Store(
             directory / "outbox.db", wall_ms=lambda: int(self.clock.wall() * 1000), device_id=DEV
         )
-        self.outbox = Outbox(
+        self.outbox = Outbox.open(
             self.store,
             device_id=DEV,
             seal=lambda message: seal(message, self.key),
