@@ -1,4 +1,6 @@
-"""The cloud twin: verified ingest, twin store, command lifecycle, service platform, API.
+"""The cloud twin: verified ingest, the twin (read and write models), command lifecycle,
+alarms and the digital thread, the service platform, the REST API and the web portal.
 
-Built by a later issue.
+`cloud.serve` is the composition root; `docs/architecture.md` has the module map and two
+walks through it (a telemetry message, a restart request).
 """
