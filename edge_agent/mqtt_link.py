@@ -9,14 +9,15 @@ failure is an `ssl.SSLError`, an `OSError`), into `LinkError`, once, at the boun
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -26,6 +27,8 @@ from edge_agent.config import MqttSettings
 from protocols.topics import STATE_OFFLINE
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class LinkError(Exception):
@@ -79,7 +82,10 @@ def connector(settings: MqttSettings, identity: Identity, clock_scale: float = 1
     @contextlib.asynccontextmanager
     async def connect() -> AsyncIterator[MqttSession]:
         try:
-            async with _client(settings, identity, clock_scale) as client:
+            async with contextlib.AsyncExitStack() as stack:
+                client = await _honouring_cancel(
+                    stack.enter_async_context(_client(settings, identity, clock_scale))
+                )
                 yield AiomqttSession(client)
         except (aiomqtt.MqttError, OSError) as exc:
             raise LinkError(str(exc) or type(exc).__name__) from exc
@@ -114,6 +120,22 @@ def _client(settings: MqttSettings, identity: Identity, clock_scale: float) -> a
     )
 
 
+async def _honouring_cancel(step: Awaitable[T]) -> T:
+    """Await `step`; if the task was cancelled meanwhile but the cancel got lost, raise it.
+
+    aiomqtt waits for CONNACK and SUBACK with `asyncio.wait_for`, which on Python 3.11 returns
+    the result, and drops the cancellation, when the packet lands in the same loop iteration
+    as the cancel: a SIGTERM during a reconnect would leave the uplink running (the same guard
+    as `cloud.mqtt_link.honouring_cancel`; the two packages share no runtime code).
+    """
+    task = asyncio.current_task()
+    before = task.cancelling() if task is not None else 0
+    result = await step
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
+    return result
+
+
 class AiomqttSession:
     """`MqttSession` over a connected `aiomqtt.Client`."""
 
@@ -130,7 +152,7 @@ class AiomqttSession:
 
     async def subscribe(self, topic_filter: str) -> None:
         try:
-            await self._client.subscribe(topic_filter, qos=1)
+            await _honouring_cancel(self._client.subscribe(topic_filter, qos=1))
         except aiomqtt.MqttError as exc:
             raise LinkError(str(exc) or type(exc).__name__) from exc
 
