@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -108,7 +109,24 @@ def make_client(settings: CloudSettings) -> aiomqtt.Client:
     )
     # aiomqtt has no manual-ack option; paho's client (set before connecting) does.
     client._client.manual_ack_set(True)
+    _no_delay(client)
     return client
+
+
+def _no_delay(client: aiomqtt.Client) -> None:
+    """Switch off Nagle's algorithm on the client's socket once it is open: acks and commands
+    are small and must not wait for a delayed ACK (a whole round trip on a cellular link).
+    aiomqtt sets paho's ``on_socket_open``; this wraps it (paho keeps the socket to itself)."""
+    paho = client._client
+    opened: Any = paho.on_socket_open
+
+    def on_socket_open(c: Any, userdata: Any, sock: Any) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if opened is not None:
+            opened(c, userdata, sock)
+
+    paho.on_socket_open = on_socket_open
 
 
 async def honouring_cancel(step: Awaitable[_T]) -> _T:

@@ -40,7 +40,11 @@ from protocols.wire import decode_payload
 
 log = logging.getLogger(__name__)
 
-READBACK_EVERY_S = 0.5
+READBACK_FIRST_S = 0.02
+READBACK_MAX_S = 0.5
+"""Read-back after a reset: first after 20 ms, doubling up to 0.5 s, until `readback_s`. The
+boiler usually leaves lockout within a poll or two of the reset; a fixed 0.5 s wait was most of
+a restart's round trip."""
 RESET_POINT = "reset_request"
 
 
@@ -198,8 +202,10 @@ class CommandExecutor:
             self._fail(command, RejectReason.COMMS_ERROR, {"error": str(exc)})
             return
         deadline = self._clock.monotonic() + self._settings.readback_s
+        wait = READBACK_FIRST_S
         while True:
-            await self._clock.sleep(READBACK_EVERY_S)
+            await self._clock.sleep(min(wait, max(0.0, deadline - self._clock.monotonic())))
+            wait = min(wait * 2, READBACK_MAX_S)
             try:
                 observed = await self._observe()
             except Rejected:

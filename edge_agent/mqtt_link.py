@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import logging
 import math
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -94,6 +95,12 @@ def connector(settings: MqttSettings, identity: Identity, clock_scale: float = 1
 
 
 def _client(settings: MqttSettings, identity: Identity, clock_scale: float) -> aiomqtt.Client:
+    client = _new_client(settings, identity, clock_scale)
+    _no_delay(client)
+    return client
+
+
+def _new_client(settings: MqttSettings, identity: Identity, clock_scale: float) -> aiomqtt.Client:
     s = settings
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     properties.SessionExpiryInterval = s.session_expiry_s
@@ -165,3 +172,19 @@ class AiomqttSession:
                 yield Message(str(message.topic), bytes(payload))
         except aiomqtt.MqttError as exc:
             raise LinkError(str(exc) or type(exc).__name__) from exc
+
+
+def _no_delay(client: aiomqtt.Client) -> None:
+    """Switch off Nagle's algorithm on the client's socket once it is open: acks and commands
+    are small and must not wait for a delayed ACK (a whole round trip on a cellular link).
+    aiomqtt sets paho's ``on_socket_open``; this wraps it (paho keeps the socket to itself)."""
+    paho = client._client
+    opened: Any = paho.on_socket_open
+
+    def on_socket_open(c: Any, userdata: Any, sock: Any) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if opened is not None:
+            opened(c, userdata, sock)
+
+    paho.on_socket_open = on_socket_open

@@ -141,6 +141,7 @@ async def test_restart_in_lockout_resets_once_and_reports_the_boiler_running_aga
     assert executing.observed["status"] == BoilerStatus.LOCKOUT
     assert succeeded.observed["status"] == BoilerStatus.STANDBY
     assert rig.executor.figures.succeeded == 1
+    assert rig.clock.slept == [0.02], "read back after 20 ms, not after a fixed half second"
 
 
 async def test_not_in_lockout_is_rejected_without_touching_the_boiler(tmp_path: Path) -> None:
@@ -171,6 +172,8 @@ async def test_a_reset_that_does_not_take_fails_after_the_readback_window(tmp_pa
     assert rig.states(command_id) == [AckState.DELIVERED, AckState.EXECUTING, AckState.FAILED]
     assert rig.acks(command_id)[-1].reason is RejectReason.RESET_FAILED
     assert rig.clock.now - started >= 10.0, "watched for the whole readback window"
+    assert rig.clock.slept[:6] == [0.02, 0.04, 0.08, 0.16, 0.32, 0.5], "a short backoff"
+    assert max(rig.clock.slept) == 0.5 and sum(rig.clock.slept) == pytest.approx(10.0)
     assert rig.resets() == 1, "never written twice"
     rig.store.close()
 
