@@ -48,7 +48,7 @@ from protocols.errors import (
     UnknownKey,
     WrongDevice,
 )
-from protocols.messages import Command, Message, UplinkMessage
+from protocols.messages import Command, Message, UplinkMessage, Watermark
 from protocols.topics import Direction, TopicKind, is_device_id, parse_topic
 from protocols.wire import MAX_PAYLOAD_BYTES, decode_payload, encode_payload
 
@@ -243,11 +243,13 @@ def seal(
 ) -> bytes:
     """Encode and sign `message`; `kid` defaults to the device id for uplink messages.
 
-    A command needs `kid` (the cloud key id).
+    A command or a watermark needs `kid` (the cloud key id).
     """
     if kid is None:
-        if isinstance(message, Command):
-            raise LocalProtocolError("a command is signed under the cloud key id: pass kid")
+        if isinstance(message, Command | Watermark):
+            raise LocalProtocolError(
+                f"a {message.topic_kind} message is signed under the cloud key id: pass kid"
+            )
         kid = message.dev
     return sign(encode_payload(message), key, kid, alg)
 
@@ -275,7 +277,7 @@ def open_uplink(envelope: bytes, topic: str, keys: KeyLookup) -> UplinkMessage:
                 f"signed by {verified.kid!r}, published for {device_id!r}", kid=verified.kid
             )
         message = decode_payload(verified.payload, expected_kind=kind)
-        if isinstance(message, Command):  # unreachable: kind is an uplink kind
+        if isinstance(message, Command | Watermark):  # unreachable: kind is an uplink kind
             raise MalformedMessage("a command on an uplink topic")
         if message.dev != device_id:
             raise WrongDevice(
@@ -324,3 +326,25 @@ def open_command(
         _context(exc, device_id=device_id)
         raise
     return command
+
+
+def open_watermark(envelope: bytes, device_id: str, cloud_keys: KeyLookup) -> Watermark:
+    """Verify and decode the cloud's watermark for `device_id` against the pinned cloud keys.
+
+    Raises `WrongDevice` if it names another device. No expiry: an old watermark confirms only
+    what was stored when it was issued, so replaying one cannot make a device drop anything
+    the cloud does not have.
+    """
+    if not is_device_id(device_id):
+        raise LocalProtocolError(f"invalid device id {device_id!r}")
+    try:
+        verified = verify(envelope, cloud_keys)
+        watermark = decode_payload(verified.payload, expected_kind=TopicKind.STORED)
+        if not isinstance(watermark, Watermark):  # unreachable: expected_kind is stored
+            raise MalformedMessage("not a watermark payload")
+        if watermark.dev != device_id:
+            raise WrongDevice(f"watermark is for {watermark.dev!r}", kid=verified.kid)
+    except ProtocolError as exc:
+        _context(exc, device_id=device_id)
+        raise
+    return watermark

@@ -404,9 +404,63 @@ def _uuid(value: object, name: str) -> str:
     return value
 
 
+MAX_MISSING_RANGES = 64
+"""Ranges a `Watermark` may list as missing; more are left for the next one."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Watermark:
+    """The cloud's end-to-end acknowledgement to one device (topic ``stored``), signed like a
+    command: every seq of the device up to `upto` is durably stored in the cloud except those
+    in `missing` (inclusive ranges, ascending, disjoint, at most `MAX_MISSING_RANGES`).
+
+    A device may delete a published message once a watermark covers it, and sends again what
+    is missing (if it still has it). Replaying an old watermark is harmless: it confirms only
+    what was stored then.
+    """
+
+    topic_kind: ClassVar[TopicKind] = TopicKind.STORED
+
+    dev: str
+    upto: int
+    """Highest seq of the device the cloud has stored (0: none yet)."""
+    missing: tuple[tuple[int, int], ...] = ()
+    iat: int
+    """Issued at, ms since the Unix epoch."""
+
+    def __post_init__(self) -> None:
+        _device_id(self.dev, "dev")
+        _uint64(self.upto, "upto")
+        _uint64(self.iat, "iat")
+        ranges = tuple(
+            tuple(pair) if isinstance(pair, tuple | list) else pair
+            for pair in _sequence(self.missing, "missing")
+        )
+        if len(ranges) > MAX_MISSING_RANGES:
+            raise EncodeError(f"missing lists {len(ranges)} ranges, over {MAX_MISSING_RANGES}")
+        previous = 0
+        for pair in ranges:
+            if not isinstance(pair, tuple) or len(pair) != 2:
+                raise EncodeError(f"missing range {pair!r} is not a [first, last] pair")
+            first, last = pair
+            if type(first) is not int or type(last) is not int:
+                raise EncodeError(f"missing range {pair!r} must hold two ints")
+            if not previous < first <= last <= self.upto:
+                raise EncodeError(
+                    f"missing range {pair!r} is not ascending, disjoint, from 1 and up to "
+                    f"upto ({self.upto})"
+                )
+            previous = last
+        _set(self, "missing", ranges)
+
+    def covers(self, seq: int) -> bool:
+        """Whether the cloud says it has stored `seq`."""
+        return seq <= self.upto and not any(first <= seq <= last for first, last in self.missing)
+
+
 UplinkMessage: TypeAlias = TelemetryBatch | Event | Birth | Health | Ack
 """Any device-to-cloud message."""
-Message: TypeAlias = UplinkMessage | Command
+Message: TypeAlias = UplinkMessage | Command | Watermark
 """Any message with a CBOR payload."""
 
 # -- gap events -------------------------------------------------------------------------------

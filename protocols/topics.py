@@ -58,11 +58,13 @@ class TopicKind(StrEnum):
     ACK = "ack"
     STATE = "state"
     CMD = "cmd"
+    STORED = "stored"
+    """Downlink: which of the device's seqs the cloud has durably stored (`Watermark`)."""
 
     @property
     def direction(self) -> Direction:
-        """`Direction.DOWN` for ``cmd``, `Direction.UP` for everything else."""
-        return Direction.DOWN if self is TopicKind.CMD else Direction.UP
+        """`Direction.DOWN` for ``cmd`` and ``stored``, `Direction.UP` for everything else."""
+        return Direction.DOWN if self in (TopicKind.CMD, TopicKind.STORED) else Direction.UP
 
     @property
     def qos(self) -> int:

@@ -13,10 +13,11 @@ are always CBOR integers and non-integral or float-typed values always CBOR floa
 and ``21.0`` stay distinct. No tags appear in a payload.
 
 Every payload has ``"k"``, the kind discriminator: the last level of the topic it belongs on
-(``birth``, ``data``, ``event``, ``health``, ``ack`` or ``cmd``). A receiver rejects a payload
-whose ``k`` differs from the topic's kind, so a data payload cannot be replayed as an ack.
+(``birth``, ``data``, ``event``, ``health``, ``ack``, ``cmd`` or ``stored``). A receiver
+rejects a payload whose ``k`` differs from the topic's kind, so a data payload cannot be
+replayed as an ack.
 
-Uplink payloads (all kinds but ``cmd``) then carry the header:
+Uplink payloads (all kinds but ``cmd`` and ``stored``) then carry the header:
 
 =========  ===========  ==========================================================
 key        CBOR type    meaning
@@ -49,6 +50,14 @@ and per kind (a *scalar* is bool, int in ``[-2^64, 2^64)``, finite float, text o
 A ``cmd`` payload has no header: ``id`` (canonical lower-case UUID text), ``dev`` (target
 device id), ``name`` (text: ``restart`` or ``set_setpoint``), ``args`` (map text -> scalar),
 ``iat`` and ``exp`` (uint ms since 1970, ``exp > iat``).
+
+A ``stored`` payload (the cloud's end-to-end acknowledgement, signed with a cloud key like a
+command; added after v1's first release, so a receiver that predates it never subscribes to
+it) has no header either: ``dev`` (the device), ``upto`` (uint: the highest seq of the device
+the cloud has stored), ``missing`` (array of ``[first, last]`` uint pairs, inclusive,
+ascending, disjoint, within ``1..upto``, at most 64: seqs up to ``upto`` the cloud does not
+have) and ``iat`` (uint ms since 1970). Every seq up to ``upto`` outside ``missing`` is
+durably stored.
 
 Every key listed is required unless said otherwise. Unknown top-level keys are ignored, so a
 newer sender may add fields that older receivers skip; unknown *values* of enumerated fields
@@ -89,6 +98,7 @@ from protocols.messages import (
     Reading,
     TelemetryBatch,
     Uplink,
+    Watermark,
 )
 from protocols.strict_cbor import CborKey
 from protocols.topics import TopicKind, is_device_id
@@ -131,6 +141,14 @@ def _header(message: Uplink) -> _Wire:
 
 
 def _to_wire(message: Message) -> _Wire:
+    if isinstance(message, Watermark):
+        return {
+            "k": TopicKind.STORED.value,
+            "dev": message.dev,
+            "upto": message.upto,
+            "missing": [list(pair) for pair in message.missing],
+            "iat": message.iat,
+        }
     if isinstance(message, Command):
         return {
             "k": TopicKind.CMD.value,
@@ -241,6 +259,11 @@ def _command(wire: _WireIn) -> Command:
     return Command(**fields)
 
 
+def _watermark(wire: _WireIn) -> Watermark:
+    fields = {key: _get(wire, key) for key in ("dev", "upto", "missing", "iat")}
+    return Watermark(**fields)
+
+
 _DECODERS: Mapping[str, Callable[[_WireIn], Message]] = {
     TopicKind.BIRTH: _birth,
     TopicKind.DATA: _telemetry,
@@ -248,6 +271,7 @@ _DECODERS: Mapping[str, Callable[[_WireIn], Message]] = {
     TopicKind.HEALTH: _health,
     TopicKind.ACK: _ack,
     TopicKind.CMD: _command,
+    TopicKind.STORED: _watermark,
 }
 
 

@@ -34,14 +34,14 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud.dynsec import cloud_acls, device_acls
-from protocols.topics import TopicKind, shared_subscription, subscription, topic
+from protocols.topics import Direction, TopicKind, shared_subscription, subscription, topic
 from tests.broker import CLOUD_USER, DEVICE_IDS, Broker
 
 pytestmark = pytest.mark.integration
 
 DEV_A, DEV_B, DEV_C = DEVICE_IDS
 NOT_AUTHORIZED = 0x87
-UPLINK = [kind for kind in TopicKind if kind is not TopicKind.CMD]
+UPLINK = [kind for kind in TopicKind if kind.direction is Direction.UP]
 
 
 async def next_message(client: aiomqtt.Client, timeout: float = 2.0) -> aiomqtt.Message:

@@ -33,6 +33,7 @@ from protocols.cose import (
     generate_private_key,
     open_command,
     open_uplink,
+    open_watermark,
     private_key_from_pem,
     private_key_from_raw,
     private_key_to_pem,
@@ -56,7 +57,14 @@ from protocols.errors import (
     UnknownKey,
     WrongDevice,
 )
-from protocols.messages import Command, Message, RejectReason, TelemetryBatch, UplinkMessage
+from protocols.messages import (
+    Command,
+    Message,
+    RejectReason,
+    TelemetryBatch,
+    UplinkMessage,
+    Watermark,
+)
 from protocols.topics import TopicKind, topic
 from protocols.wire import encode_payload
 from tests.protocols import strategies
@@ -78,7 +86,8 @@ RFC8032_PUBLIC = {
 
 
 def _signer(name: str) -> tuple[Ed25519PrivateKey, str]:
-    return (CLOUD_KEY, CLOUD_KID) if isinstance(SAMPLES[name], Command) else (DEVICE_KEY, DEVICE_ID)
+    from_cloud = isinstance(SAMPLES[name], Command | Watermark)
+    return (CLOUD_KEY, CLOUD_KID) if from_cloud else (DEVICE_KEY, DEVICE_ID)
 
 
 def _envelope(
@@ -135,6 +144,8 @@ def test_golden_envelope(vector: dict[str, Any]) -> None:
     assert (verified.kid, verified.payload.hex(), verified.alg) == (kid, vector["payload_hex"], alg)
     if isinstance(message, Command):
         assert open_command(envelope, DEVICE_ID, CLOUD_KEYS, T0, clock_trusted=True) == message
+    elif isinstance(message, Watermark):
+        assert open_watermark(envelope, DEVICE_ID, CLOUD_KEYS) == message
     else:
         assert open_uplink(envelope, vector["topic"], DEVICE_KEYS) == message
 
@@ -501,4 +512,20 @@ def test_sign_misuse() -> None:
 
 def test_samples_cover_every_message_type() -> None:
     assert all(isinstance(m, Message) for m in SAMPLES.values())
-    assert len({type(m) for m in SAMPLES.values()}) == 6
+    assert len({type(m) for m in SAMPLES.values()}) == 7
+
+
+# -- watermarks (the cloud's end-to-end acknowledgement) ----------------------------------------
+
+
+def test_a_watermark_for_another_device_or_from_a_device_key_is_refused() -> None:
+    other = Watermark(dev="boiler-0002", upto=5, iat=T0)
+    with pytest.raises(WrongDevice):
+        open_watermark(seal(other, CLOUD_KEY, CLOUD_KID), DEVICE_ID, CLOUD_KEYS)
+    forged = Watermark(dev=DEVICE_ID, upto=10**6, iat=T0)
+    with pytest.raises(UnknownKey):
+        open_watermark(seal(forged, DEVICE_KEY, DEVICE_ID), DEVICE_ID, CLOUD_KEYS)
+    with pytest.raises(MalformedMessage):  # a command is not a watermark (kind mismatch)
+        open_watermark(seal(SAMPLES["cmd_restart"], CLOUD_KEY, CLOUD_KID), DEVICE_ID, CLOUD_KEYS)
+    with pytest.raises(LocalProtocolError):
+        seal(forged, CLOUD_KEY)  # the cloud's kid must be given

@@ -28,6 +28,7 @@ from protocols.errors import (
     WrongDevice,
 )
 from protocols.messages import (
+    MAX_MISSING_RANGES,
     Ack,
     AckState,
     Birth,
@@ -42,6 +43,7 @@ from protocols.messages import (
     Reading,
     RejectReason,
     TelemetryBatch,
+    Watermark,
     gap_event,
     parse_gap,
 )
@@ -512,3 +514,33 @@ _strict_values = st.recursive(
 def test_strict_cbor_agrees_with_cbor2(value: Any) -> None:
     data = _dumps(value)
     assert strict_cbor.loads(data) == cbor2.loads(data) == value
+
+
+# -- watermarks -----------------------------------------------------------------------------
+
+
+def test_watermark_covers_what_is_stored_only() -> None:
+    mark = Watermark(dev="boiler-0001", upto=100, missing=((5, 5), (40, 59)), iat=1)
+    assert [s for s in range(1, 103) if not mark.covers(s)] == [5, *range(40, 60), 101, 102]
+    assert decode_payload(encode_payload(mark)) == mark
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        ((0, 3),),  # seqs start at 1
+        ((5, 4),),  # first after last
+        ((3, 5), (5, 9)),  # overlapping
+        ((7, 9), (3, 5)),  # not ascending
+        ((90, 101),),  # past upto
+        ((1, 2, 3),),  # not a pair
+        (("1", 2),),  # not ints
+        tuple((i, i) for i in range(1, MAX_MISSING_RANGES + 2)),  # too many
+    ],
+)
+def test_watermark_missing_ranges_are_checked(missing: Any) -> None:
+    with pytest.raises(EncodeError):
+        Watermark(dev="boiler-0001", upto=100, missing=missing, iat=1)
+    wire = {"k": "stored", "dev": "boiler-0001", "upto": 100, "missing": missing, "iat": 1}
+    with pytest.raises(MalformedMessage):
+        decode_payload(cbor2.dumps(wire, canonical=True), TopicKind.STORED)

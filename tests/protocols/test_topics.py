@@ -25,14 +25,15 @@ UPLINK = ("birth", "data", "event", "health", "ack", "state")
 
 
 def test_kinds_are_exactly_the_contract() -> None:
-    assert {k.value for k in TopicKind} == {*UPLINK, "cmd"}
+    assert {k.value for k in TopicKind} == {*UPLINK, "cmd", "stored"}
 
 
 @pytest.mark.parametrize("kind", list(TopicKind))
 def test_kind_properties(kind: TopicKind) -> None:
     assert kind.qos == 1
     assert kind.retained is (kind is TopicKind.STATE)
-    assert kind.direction is (Direction.DOWN if kind is TopicKind.CMD else Direction.UP)
+    down = kind in (TopicKind.CMD, TopicKind.STORED)
+    assert kind.direction is (Direction.DOWN if down else Direction.UP)
     assert kind.signed is (kind is not TopicKind.STATE)
 
 

@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 from protocols import strict_cbor
 from protocols.cose import private_key_to_raw, public_key_to_raw, seal
-from protocols.messages import Command
+from protocols.messages import Command, Watermark
 from protocols.topics import TopicKind, topic
 from protocols.wire import encode_payload
 from tests.vectors.samples import (
@@ -63,7 +63,7 @@ def envelopes() -> dict[str, Any]:
     vectors = []
     for name, alg in ENVELOPES:
         message = SAMPLES[name]
-        is_command = isinstance(message, Command)
+        is_command = isinstance(message, Command | Watermark)
         key, kid = (CLOUD_KEY, CLOUD_KID) if is_command else (DEVICE_KEY, DEVICE_ID)
         vectors.append(
             {

@@ -24,6 +24,7 @@ from protocols.messages import (
     Reading,
     RejectReason,
     TelemetryBatch,
+    Watermark,
     gap_event,
 )
 
@@ -110,12 +111,17 @@ SAMPLES: dict[str, Message] = {
         iat=T0,
         exp=T0 + 60_000,
     ),
+    "stored_all": Watermark(dev=DEVICE_ID, upto=42, iat=T0 + 90_000),
+    "stored_missing": Watermark(
+        dev=DEVICE_ID, upto=1_000, missing=((17, 17), (40, 59)), iat=T0 + 120_000
+    ),
 }
 
 # Envelope vectors: (sample name, algorithm).  Uplink samples are signed by the device key
-# under kid = device id; commands by the cloud key under CLOUD_KID.
+# under kid = device id; commands and watermarks by the cloud key under CLOUD_KID.
 ENVELOPES: tuple[tuple[str, Algorithm], ...] = (
     *((name, Algorithm.ED25519) for name in SAMPLES),
     ("data", Algorithm.EDDSA),
     ("cmd_restart", Algorithm.EDDSA),
+    ("stored_missing", Algorithm.EDDSA),
 )
