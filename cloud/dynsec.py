@@ -84,20 +84,26 @@ def password_record(password: str, *, salt: bytes | None = None) -> dict[str, An
     }
 
 
+DOWNLINK_KINDS = (TopicKind.CMD, TopicKind.STORED)
+"""What the cloud sends a device: commands and watermarks."""
+
+
 def _acl(kind: str, topic_filter: str) -> dict[str, Any]:
     return {"acltype": kind, "topic": topic_filter, "priority": 0, "allow": True}
 
 
 def device_acls(device_id: str) -> list[dict[str, Any]]:
-    """Publish its own uplinks, subscribe to and receive its own ``cmd``: nothing else."""
+    """Publish its own uplinks, subscribe to and receive its own downlinks (``cmd`` and the
+    cloud's ``stored`` watermarks): nothing else."""
     acls = [_acl("publishClientSend", topic(device_id, kind)) for kind in UPLINK_KINDS]
-    command = topic(device_id, TopicKind.CMD)
-    acls += [_acl("subscribeLiteral", command), _acl("publishClientReceive", command)]
+    for kind in DOWNLINK_KINDS:
+        downlink = topic(device_id, kind)
+        acls += [_acl("subscribeLiteral", downlink), _acl("publishClientReceive", downlink)]
     return acls
 
 
 def cloud_acls() -> list[dict[str, Any]]:
-    """Read every uplink kind (plainly or through any shared group), publish every ``cmd``."""
+    """Read every uplink kind (plainly or through any shared group), publish every downlink."""
     acls: list[dict[str, Any]] = []
     for kind in UPLINK_KINDS:
         uplinks = subscription(kind)
@@ -109,7 +115,7 @@ def cloud_acls() -> list[dict[str, Any]]:
     # One device's whole uplink in one subscription (`edge tail`): what is delivered is still
     # only what the role may receive, the uplink kinds.
     acls.append(_acl("subscribePattern", f"{PREFIX}/+/#"))
-    acls.append(_acl("publishClientSend", subscription(TopicKind.CMD)))
+    acls += [_acl("publishClientSend", subscription(kind)) for kind in DOWNLINK_KINDS]
     return acls
 
 

@@ -22,6 +22,7 @@ from edge_agent import __version__
 from edge_agent.clock import Clock, ScaledClock, SystemClock, wall_ms
 from edge_agent.commands import CommandExecutor, CommandLedger
 from edge_agent.config import EdgeSettings, register_map
+from edge_agent.delivery import Confirmations
 from edge_agent.errors import OutboxError
 from edge_agent.keys import load_cloud_keys, load_device_key, read_secret
 from edge_agent.modbus_link import ModbusLink, SerialTarget, TcpTarget
@@ -144,6 +145,9 @@ class Agent:
             settings=s.commands,
         )
         self.commands: asyncio.Queue[bytes] = asyncio.Queue(COMMAND_QUEUE)
+        self.confirmations = Confirmations(
+            device_id=self.device_id, cloud_keys=self._cloud_keys, outbox=self.outbox
+        )
         self.progress = Progress(self.clock, ("poll", "uplink"))
         self.uplink = Uplink(
             s.mqtt,
@@ -155,6 +159,7 @@ class Agent:
             commands=self.commands,
             clock=self.clock,
             progress=lambda: self.progress.mark("uplink"),
+            on_stored=self.confirmations.handle,
         )
         if s.health.modem_port:
             self.modem = ModemProbe(s.health.modem_port, s.health.modem_baudrate)
@@ -300,7 +305,13 @@ class Agent:
         )
         flash = self.store.flash
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        return {
+        delivery = self.confirmations.figures
+        end_to_end: dict[str, int | float] = (
+            {"watermarks": delivery.watermarks, "resent": delivery.resent}
+            if self.outbox.end_to_end
+            else {}
+        )
+        return end_to_end | {
             "uptime_s": round(self.clock.monotonic() - self._started_mono, 1),
             "epoch": self.outbox.epoch,
             "outbox_depth": out.depth,

@@ -29,7 +29,7 @@ from enum import IntEnum
 from edge_agent.errors import OutboxError
 from edge_agent.store import Store
 from protocols.errors import EncodeError
-from protocols.messages import GapReason, UplinkMessage, gap_event
+from protocols.messages import GapReason, UplinkMessage, Watermark, gap_event
 from protocols.topics import TopicKind
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,14 @@ class Stored:
     seq: int
     kind: TopicKind
     envelope: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """What one watermark did: messages deleted as stored, and made pending again."""
+
+    deleted: int
+    resend: int
 
 
 @dataclass(slots=True)
@@ -112,6 +120,12 @@ class Outbox:
         self._next_seq = next_seq
         self.figures = figures
         self._acked: set[int] = set()
+        self.end_to_end = bool(store.get_meta("end_to_end", 0))
+        """Whether the cloud confirms what it stored (`confirm`): a published message is then
+        kept until a watermark covers it, not deleted at its PUBACK. Switched on for good by
+        the first watermark; a cloud that never sends one leaves the PUBACK rule."""
+        self._published: dict[int, int] = {}
+        """End to end: seq -> wall ms of its PUBACK, for messages awaiting the cloud's word."""
         self.in_flight: set[int] = set()
         """Seqs the uplink has published and awaits PUBACK for; never evicted."""
         self.changed = asyncio.Event()
@@ -262,8 +276,13 @@ class Outbox:
         self._insert(event, Priority.GAP)
 
     def acknowledge(self, seq: int) -> None:
-        """The broker has the message (PUBACK): it is no longer pending."""
+        """The broker has the message (PUBACK): it is no longer pending. End to end it stays
+        stored, awaiting the cloud's watermark (`confirm`)."""
         self.in_flight.discard(seq)
+        if self.end_to_end:
+            if seq not in self._acked:
+                self._published[seq] = self._wall_ms()
+            return
         if seq in self._acked:
             return
         rows = self._store.query("SELECT length(envelope) FROM outbox WHERE seq = ?", (seq,))
@@ -273,6 +292,50 @@ class Outbox:
         self.figures.depth -= 1
         self.figures.bytes -= int(rows[0][0])
         self.figures.acknowledged += 1
+
+    def confirm(self, watermark: Watermark, resend_after_ms: int) -> Confirmation:
+        """Apply the cloud's watermark: delete every stored message it covers; make pending
+        again what it lists as missing, and what it does not reach though its PUBACK came
+        more than `resend_after_ms` ago (the broker may have dropped it). Committed at once."""
+        if not self.end_to_end:
+            self.end_to_end = True
+            self._store.set_meta("end_to_end", 1)
+            log.info(
+                "%s: the cloud confirms storage: keeping messages until it does", self.device_id
+            )
+        rows = self._store.query(
+            "SELECT seq, length(envelope) FROM outbox WHERE seq <= ? ORDER BY seq",
+            (watermark.upto,),
+        )
+        covered = [
+            (int(seq), int(size))
+            for seq, size in rows
+            if watermark.covers(int(seq)) and int(seq) not in self._acked
+        ]
+        for seq, size in covered:
+            self._acked.add(seq)
+            self._published.pop(seq, None)
+            self.figures.depth -= 1
+            self.figures.bytes -= size
+        self.figures.acknowledged += len(covered)
+        now = self._wall_ms()
+        resend = [
+            seq
+            for seq, at in self._published.items()
+            if not watermark.covers(seq) and (seq <= watermark.upto or now - at >= resend_after_ms)
+        ]
+        for seq in resend:
+            del self._published[seq]
+        self._delete_acknowledged()
+        self._store.commit()
+        if resend:
+            log.warning(
+                "%s: the cloud lacks %d published message(s): sending them again",
+                self.device_id,
+                len(resend),
+            )
+            self.changed.set()
+        return Confirmation(len(covered), len(resend))
 
     def _delete_acknowledged(self) -> None:
         if not self._acked:
@@ -298,7 +361,7 @@ class Outbox:
 
     def pending(self, limit: int) -> list[Stored]:
         """Up to `limit` stored messages, oldest first, that are neither acked nor in flight."""
-        skip = self._acked | self.in_flight
+        skip = self._acked | self.in_flight | self._published.keys()
         rows = self._store.query(
             "SELECT seq, kind, envelope FROM outbox ORDER BY seq LIMIT ?", (limit + len(skip),)
         )

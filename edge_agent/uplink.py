@@ -4,10 +4,12 @@ Each session (MQTT 5, persistent: ``clean_start`` false and a session expiry, so
 published while the gateway is offline wait at the broker):
 
 1. publishes the retained ``state`` ``online`` (the last will says ``offline``);
-2. subscribes to its ``cmd`` topic, handing envelopes to the command queue;
+2. subscribes to its ``cmd`` topic, handing envelopes to the command queue, and to its
+   ``stored`` topic, handing the cloud's watermarks to `edge_agent.delivery`;
 3. stores a ``birth`` in the outbox (it is signed and numbered like everything else);
 4. drains the outbox oldest first with up to `inflight` publishes awaiting PUBACK, and
-   acknowledges each message to the outbox when its PUBACK arrives.
+   acknowledges each message to the outbox when its PUBACK arrives (once the cloud confirms
+   storage, the outbox then keeps it until a watermark covers it).
 
 Polling never waits for any of this: the outbox is the only thing the two share. Nothing is
 lost when a session dies: what was in flight stays in the outbox and goes again next time.
@@ -89,6 +91,7 @@ class Uplink:
         progress: Callable[[], None] = lambda: None,
         rng: random.Random | None = None,
         connect: Connect | None = None,
+        on_stored: Callable[[bytes], None] = lambda envelope: None,
     ) -> None:
         self.settings = settings
         self.device_id = device_id
@@ -101,6 +104,8 @@ class Uplink:
         self.figures = UplinkFigures()
         self._state_topic = topic(device_id, TopicKind.STATE)
         self._cmd_topic = topic(device_id, TopicKind.CMD)
+        self._stored_topic = topic(device_id, TopicKind.STORED)
+        self._on_stored = on_stored
         self._last_error: str | None = None
         identity = Identity(device_id, username, password, self._state_topic)
         self._connect = connect or connector(settings, identity, clock.scale)
@@ -162,6 +167,9 @@ class Uplink:
         try:
             await client.publish(self._state_topic, STATE_ONLINE, retain=True)
             await client.subscribe(self._cmd_topic)
+            # the cloud's watermarks; a broker whose ACL predates them refuses this quietly,
+            # and the outbox keeps deleting at PUBACK
+            await client.subscribe(self._stored_topic)
             self._outbox.append(self._make_birth())
             try:
                 async with asyncio.TaskGroup() as tasks:
@@ -218,6 +226,9 @@ class Uplink:
 
     async def _receive(self, client: MqttSession) -> None:
         async for message in client.messages():
+            if message.topic == self._stored_topic:
+                self._on_stored(message.payload)
+                continue
             if message.topic != self._cmd_topic:
                 continue
             self.figures.commands_received += 1

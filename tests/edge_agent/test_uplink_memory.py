@@ -33,6 +33,7 @@ class Rig:
     """An uplink over a real outbox (SQLite in a temp dir) and an in-memory broker."""
 
     def __init__(self, directory: Path, broker: MemoryBroker, queue_size: int = 4) -> None:
+        self.watermarks: list[bytes] = []
         self.clock = FakeClock(step=1.0)
         self.key = generate_private_key()
         self.store = Store(
@@ -58,6 +59,7 @@ class Rig:
             commands=self.commands,
             clock=self.clock,
             connect=broker,
+            on_stored=self.watermarks.append,
         )
 
     def birth(self) -> Birth:
@@ -127,7 +129,7 @@ async def test_a_session_says_online_subscribes_births_then_drains_oldest_first(
         STATE_ONLINE,
         True,
     )
-    assert session.subscribed == [topic(DEV, TopicKind.CMD)]
+    assert session.subscribed == [topic(DEV, TopicKind.CMD), topic(DEV, TopicKind.STORED)]
     assert rig.seqs(session, TopicKind.DATA) == waiting, "oldest first, each once"
     assert rig.seqs(session, TopicKind.BIRTH) == [waiting[-1] + 1], "birth stored after them"
     assert rig.uplink.figures.published == 11
@@ -191,6 +193,18 @@ async def test_commands_reach_the_queue_and_a_full_queue_is_counted(directory: P
         await until(lambda: rig.uplink.figures.commands_dropped == 1, "the third dropped")
     assert [rig.commands.get_nowait() for _ in range(2)] == [b"\x00", b"\x01"]
     assert rig.uplink.figures.commands_received == 3
+
+
+async def test_the_clouds_watermarks_go_to_delivery_not_to_the_command_queue(
+    directory: Path,
+) -> None:
+    session = MemorySession()
+    rig = Rig(directory, MemoryBroker(session))
+    async with running(rig):
+        await until(lambda: len(session.subscribed) == 2, "subscribed")
+        session.deliver(topic(DEV, TopicKind.STORED), b"watermark")
+        await until(lambda: rig.watermarks == [b"watermark"], "handed to delivery")
+    assert rig.commands.empty() and rig.uplink.figures.commands_received == 0
 
 
 async def test_stopping_says_offline_before_leaving(directory: Path) -> None:

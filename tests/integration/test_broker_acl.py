@@ -110,10 +110,11 @@ def test_roles_cover_every_topic_kind() -> None:
         assert ("publishClientSend", topic(DEV_A, kind)) in device
         assert ("publishClientReceive", subscription(kind)) in cloud
         assert ("subscribePattern", f"$share/+/{subscription(kind)}") in cloud
-    command = topic(DEV_A, TopicKind.CMD)
-    assert device >= {("subscribeLiteral", command), ("publishClientReceive", command)}
-    assert len(device) == len(UPLINK) + 2, "a device may do nothing else"
-    assert ("publishClientSend", subscription(TopicKind.CMD)) in cloud
+    for kind in (TopicKind.CMD, TopicKind.STORED):
+        downlink = topic(DEV_A, kind)
+        assert device >= {("subscribeLiteral", downlink), ("publishClientReceive", downlink)}
+        assert ("publishClientSend", subscription(kind)) in cloud
+    assert len(device) == len(UPLINK) + 4, "a device may do nothing else"
     assert not any(t == "#" or t.startswith("$CONTROL") for _, t in device | cloud)
 
 
