@@ -55,3 +55,9 @@ LOGINS = Counter(
     ["channel", "outcome"],
 )
 """Exposed as ``boilertwin_logins_total{channel,outcome}`` (`cloud.throttle`)."""
+WATERMARKS_SENT = Counter(
+    "boilertwin_watermarks",
+    "Watermarks (what the cloud has stored) offered to devices, by outcome "
+    "(sent, or not_accepted by the broker).",
+    ["outcome"],
+)

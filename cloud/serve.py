@@ -36,6 +36,7 @@ from cloud.service.platform import ServicePlatform
 from cloud.settings import CloudSettings
 from cloud.supervisor import Supervisor
 from cloud.twin.gaps import detect_gaps
+from cloud.watermarks import WatermarkSender
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +184,12 @@ async def serve_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:
         settings.broker_port,
     )
     sweeper = Sweeper(sessions, settings, clock)
+    watermarks = WatermarkSender(sessions, key, settings, clock)
     await _run(
         server.serve,
         supervisor,
         {
-            "mqtt": lambda: run_mqtt(settings, ingest, extra=[dispatcher.run]),
+            "mqtt": lambda: run_mqtt(settings, ingest, extra=[dispatcher.run, watermarks.run]),
             "command-sweeper": sweeper.run,
             "housekeeping": lambda: housekeeping(ingest, sessions, settings, clock),
             "service-sweeper": lambda: service_sweeper(cloud.platform, settings.sweep_interval_s),

@@ -65,6 +65,12 @@ class CloudSettings:
     sweep_interval_s: float = 1.0
     housekeeping_interval_s: float = 5.0
     """How often ingest counters are flushed and unexplained gaps looked for."""
+    watermark_interval_s: float = 1800.0
+    """How often at most an active device is told what the cloud has stored (besides once
+    after each of its connections): its outbox holds about this much published data. 1800 s
+    is 48 watermarks a day, about 3% of a boiler's bytes."""
+    watermark_check_s: float = 5.0
+    """How often the cloud looks for devices due a watermark."""
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -245,6 +251,8 @@ def _check(s: CloudSettings) -> None:
         "portal_live_max_s",
         "sweep_interval_s",
         "housekeeping_interval_s",
+        "watermark_interval_s",
+        "watermark_check_s",
     )
     for name in positive:
         if getattr(s, name) <= 0:
