@@ -146,7 +146,10 @@ class Agent:
         )
         self.commands: asyncio.Queue[bytes] = asyncio.Queue(COMMAND_QUEUE)
         self.confirmations = Confirmations(
-            device_id=self.device_id, cloud_keys=self._cloud_keys, outbox=self.outbox
+            device_id=self.device_id,
+            cloud_keys=self._cloud_keys,
+            outbox=self.outbox,
+            resend_after_s=s.outbox.resend_after_s,
         )
         self.progress = Progress(self.clock, ("poll", "uplink"))
         self.uplink = Uplink(

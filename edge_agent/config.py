@@ -86,6 +86,9 @@ class OutboxSettings:
     ``gap`` event)."""
     checkpoint_bytes: int = 1024 * 1024
     """WAL size at which it is folded back into the database."""
+    resend_after_s: float = 120.0
+    """Once the cloud confirms storage: a published message its watermark has not reached
+    this long after the PUBACK is sent again (`edge_agent.delivery`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +307,7 @@ def _check(s: EdgeSettings) -> None:
     if s.outbox.max_bytes < 1024 * 1024:
         raise ConfigError("outbox.max_bytes", "must be at least 1048576 (1 MiB)")
     _positive("outbox.checkpoint_bytes", s.outbox.checkpoint_bytes)
+    _positive("outbox.resend_after_s", s.outbox.resend_after_s)
     q = s.mqtt
     if not 0 < q.port < 65536:
         raise ConfigError("mqtt.port", f"must be 1..65535, got {q.port}")
