@@ -44,14 +44,24 @@ class Message:
     payload: bytes
 
 
+NO_MATCHING_SUBSCRIBERS = 0x10
+"""PUBACK reason code: the broker took the message but nobody subscribes to it."""
+
+
+def delivered(reason_code: int) -> bool:
+    """Whether a PUBACK reason code means the broker passed the message on: success, and not
+    "no matching subscribers" (0x10) or an error (0x80 and up)."""
+    return reason_code < 0x80 and reason_code != NO_MATCHING_SUBSCRIBERS
+
+
 class MqttSession(Protocol):
     """One connected MQTT session, as the gateway uses it (every publish is QoS 1)."""
 
     async def publish(
         self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = math.inf
-    ) -> None:
-        """Publish at QoS 1 and wait for the PUBACK (up to `timeout` s); `LinkError` if the
-        session fails first."""
+    ) -> int:
+        """Publish at QoS 1 and wait for the PUBACK (up to `timeout` s); its reason code
+        (see `delivered`). `LinkError` if the session fails first."""
         ...
 
     async def subscribe(self, topic_filter: str) -> None:
@@ -144,18 +154,52 @@ async def _honouring_cancel(step: Awaitable[T]) -> T:
 
 
 class AiomqttSession:
-    """`MqttSession` over a connected `aiomqtt.Client`."""
+    """`MqttSession` over a connected `aiomqtt.Client`.
+
+    aiomqtt keeps PUBACK reason codes to itself, so publishes go through paho directly, with
+    its ``on_publish`` callback wrapped (aiomqtt's own still runs) to hand each reason code to
+    the publish waiting for it; a publish also ends when aiomqtt sees the connection drop."""
 
     def __init__(self, client: aiomqtt.Client) -> None:
         self._client = client
+        self._paho = client._client
+        self._waiting: dict[int, asyncio.Future[int]] = {}
+        self._early: dict[int, int] = {}
+        original: Any = self._paho.on_publish
+
+        def on_publish(c: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+            if original is not None:
+                original(c, userdata, mid, reason_code, properties)
+            code = int(getattr(reason_code, "value", reason_code) or 0)
+            future = self._waiting.pop(mid, None)
+            if future is None:
+                self._early[mid] = code
+            elif not future.done():
+                future.set_result(code)
+
+        self._paho.on_publish = on_publish
 
     async def publish(
         self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = math.inf
-    ) -> None:
+    ) -> int:
+        info = self._paho.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != 0:
+            raise LinkError(f"could not publish to {topic} (rc {info.rc})")
+        if info.mid in self._early:
+            return self._early.pop(info.mid)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting[info.mid] = future
+        disconnected: asyncio.Future[Any] = self._client._disconnected
         try:
-            await self._client.publish(topic, payload, qos=1, retain=retain, timeout=timeout)
-        except aiomqtt.MqttError as exc:
-            raise LinkError(str(exc) or type(exc).__name__) from exc
+            async with asyncio.timeout(None if math.isinf(timeout) else timeout):
+                await asyncio.wait({future, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError as exc:
+            raise LinkError(f"no PUBACK for {topic} in {timeout} s") from exc
+        finally:
+            self._waiting.pop(info.mid, None)
+        if not future.done():
+            raise LinkError("connection lost while waiting for a PUBACK")
+        return future.result()
 
     async def subscribe(self, topic_filter: str) -> None:
         try:

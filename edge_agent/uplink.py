@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from edge_agent.clock import Clock, wall_ms
 from edge_agent.config import MqttSettings
-from edge_agent.mqtt_link import Connect, Identity, LinkError, MqttSession, connector
+from edge_agent.mqtt_link import Connect, Identity, LinkError, MqttSession, connector, delivered
 from edge_agent.outbox import Outbox, Stored
 from protocols.messages import Birth
 from protocols.topics import STATE_OFFLINE, STATE_ONLINE, TopicKind, topic
@@ -54,6 +54,8 @@ class UplinkFigures:
     published: int = 0
     commands_received: int = 0
     commands_dropped: int = 0
+    not_delivered: int = 0
+    """PUBACKs saying the broker passed a message on to nobody, or refused it."""
     last_publish_ms: int = 0
 
 
@@ -107,6 +109,7 @@ class Uplink:
         self._stored_topic = topic(device_id, TopicKind.STORED)
         self._on_stored = on_stored
         self._last_error: str | None = None
+        self._refusals = 0
         identity = Identity(device_id, username, password, self._state_topic)
         self._connect = connect or connector(settings, identity, clock.scale)
 
@@ -217,12 +220,37 @@ class Uplink:
                         await self._outbox.changed.wait()
 
     async def _publish(self, client: MqttSession, stored: Stored) -> None:
-        await client.publish(topic(self.device_id, stored.kind), stored.envelope, timeout=math.inf)
+        name = topic(self.device_id, stored.kind)
+        code = await client.publish(name, stored.envelope, timeout=math.inf)
+        if not delivered(code):
+            await self._not_delivered(stored, code)
+            return
+        self._refusals = 0
         self._outbox.acknowledge(stored.seq)
         self._outbox.changed.set()
         self.figures.published += 1
         self.figures.last_publish_ms = wall_ms(self._clock)
         self._progress()
+
+    async def _not_delivered(self, stored: Stored, code: int) -> None:
+        """The broker took it but passed it on to nobody (0x10: no matching subscribers,
+        e.g. a broker that lost the cloud's shared subscription) or refused it (>= 0x80): keep
+        it, hold its slot for a backoff, then offer it again."""
+        self.figures.not_delivered += 1
+        self._refusals += 1
+        if self._refusals == 1:
+            log.warning(
+                "%s: broker did not deliver seq %d (PUBACK 0x%02x): kept, sent again later",
+                self.device_id,
+                stored.seq,
+                code,
+            )
+        delay = backoff_delay(
+            min(self._refusals, 8), self.settings.reconnect_min_s, 60.0, self._rng
+        )
+        await self._clock.sleep(max(delay, self.settings.reconnect_min_s))
+        self._outbox.in_flight.discard(stored.seq)
+        self._outbox.changed.set()
 
     async def _receive(self, client: MqttSession) -> None:
         async for message in client.messages():

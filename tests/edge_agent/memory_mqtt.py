@@ -32,7 +32,9 @@ class MemorySession:
     until `release`; `drop` ends the session (a held publish then fails, as on a lost
     connection). A publish's `timeout` is honoured in real seconds, as aiomqtt does."""
 
-    def __init__(self) -> None:
+    def __init__(self, puback: Callable[[str], int] = lambda topic: 0) -> None:
+        self.puback = puback
+        """PUBACK reason code the broker answers for a publish to a topic."""
         self.published: list[Published] = []
         self.acknowledged: list[Published] = []
         self.subscribed: list[str] = []
@@ -60,7 +62,7 @@ class MemorySession:
 
     async def publish(
         self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = math.inf
-    ) -> None:
+    ) -> int:
         if self._dropped.is_set():
             raise LinkError("connection lost")
         message = Published(topic, payload, retain)
@@ -71,7 +73,10 @@ class MemorySession:
                     await self._first(self._released.wait())
             except TimeoutError as exc:
                 raise LinkError(f"no PUBACK for {topic} in {timeout} s") from exc
-        self.acknowledged.append(message)
+        code = self.puback(topic)
+        if code == 0:
+            self.acknowledged.append(message)
+        return code
 
     async def subscribe(self, topic_filter: str) -> None:
         self.subscribed.append(topic_filter)

@@ -218,3 +218,23 @@ async def test_stopping_says_offline_before_leaving(directory: Path) -> None:
         STATE_OFFLINE,
         True,
     )
+
+
+@pytest.mark.parametrize("code", [0x10, 0x87])
+async def test_a_message_the_broker_did_not_pass_on_is_kept_and_offered_again(
+    directory: Path, code: int
+) -> None:
+    answers = {"code": code}
+    session = MemorySession(
+        puback=lambda name: answers["code"] if name == topic(DEV, TopicKind.DATA) else 0
+    )
+    rig = Rig(directory, MemoryBroker(session))
+    seqs = [rig.data(1.0), rig.data(2.0)]
+    async with running(rig):
+        await until(lambda: rig.uplink.figures.not_delivered >= 4, "offered again and again")
+        assert rig.outbox.figures.depth == 2, "both kept (the birth went through)"
+        answers["code"] = 0  # a subscriber is back
+        await until(lambda: rig.outbox.figures.depth == 0, "delivered at last")
+    assert rig.seqs(session, TopicKind.DATA) == seqs
+    waits = [s for s in rig.clock.slept if s >= SETTINGS.reconnect_min_s]
+    assert waits, "a backoff between offers, not a tight loop"
