@@ -1,9 +1,14 @@
 """End-to-end delivery with the real parts: ``cloud serve``, Mosquitto and the edge agent.
 
-The loss this closes: a broker restarted while the cloud is away forgets the shared ingest
-subscription (Mosquitto 2.0.11), so what the gateway publishes meanwhile finds no subscriber;
-the broker still PUBACKs it (0x10), and a gateway that deleted at PUBACK lost it for good.
-With the cloud's watermarks the gateway keeps it and sends it again.
+Two losses this closes, both while the cloud is away:
+
+* a broker restarted forgets the shared ingest subscription (Mosquitto 2.0.11), so what the
+  gateway publishes meanwhile finds no subscriber; the broker PUBACKs it with 0x10, and a
+  gateway that deleted at PUBACK lost it for good. Now 0x10 is "not delivered": kept, offered
+  again;
+* a broker that crashes loses what it queued for the cloud's session since its last save,
+  though it PUBACKed every message with success. Only the cloud's watermark can tell: the
+  gateway keeps each message until a watermark covers it and sends again what it lacks.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ pytestmark = pytest.mark.integration
 DEV = "boiler-0001"
 
 
-async def test_what_the_broker_dropped_after_its_puback_still_arrives(
-    tmp_path: Path, broker: Broker, db_url: str, start_sim: Any
+@pytest.mark.parametrize("broker_fails", ["restarted", "crashed"])
+async def test_what_the_broker_lost_after_its_puback_still_arrives(
+    tmp_path: Path, broker: Broker, db_url: str, start_sim: Any, broker_fails: str
 ) -> None:
     sim = await start_sim(time_scale=120.0)
     await sim.control("/demand", {"ch": "on"})  # values keep moving: a batch every 0.6 s
@@ -37,26 +43,36 @@ async def test_what_the_broker_dropped_after_its_puback_still_arrives(
     agent = await gateway.start()
     try:
         await eventually(_true(lambda: agent.outbox.end_to_end), "the cloud's first watermark")
-
         await stack.stop()
-        await broker.stop()
-        await broker.start()  # the shared subscription is gone until the cloud is back
-        before = agent.uplink.figures.published
-        await eventually(
-            _true(lambda: agent.uplink.figures.published >= before + 5),
-            "messages PUBACKed while nobody subscribes",
-        )
-        into_the_void = agent.outbox.next_seq - 1
-        assert agent.outbox.figures.depth >= 5, "kept: the cloud has not confirmed them"
+        figures = agent.uplink.figures
+        if broker_fails == "restarted":
+            await broker.stop()
+            await broker.start()  # the shared subscription is gone until the cloud is back
+            before = figures.not_delivered
+            await eventually(
+                _true(lambda: figures.not_delivered >= before + 3),
+                "PUBACKs 0x10: nobody subscribes",
+            )
+            assert agent.outbox.figures.depth >= 1, "not delivered: kept, pending"
+        else:
+            before = figures.published
+            await eventually(
+                _true(lambda: figures.published >= before + 5),
+                "messages queued for the cloud's session, PUBACKed with success",
+            )
+            assert len(agent.outbox._published) >= 5, "PUBACKed, kept until the cloud says"
+            await broker.kill()  # its queue for the cloud is lost
+            await broker.start()
+        lost_high = agent.outbox.next_seq - 1
 
         await stack.start()
         await eventually(
-            _true(lambda: _stored(stack, into_the_void) == set(range(1, into_the_void + 1))),
+            _true(lambda: _stored(stack, lost_high) == set(range(1, lost_high + 1))),
             "every seq up to the last one published while the cloud was away",
             timeout=30,
         )
         await eventually(
-            _true(lambda: _lowest_stored_in_outbox(agent) > into_the_void),
+            _true(lambda: _lowest_stored_in_outbox(agent) > lost_high),
             "the gateway told they are stored, and deleting them",
             timeout=30,
         )
