@@ -43,7 +43,7 @@ from cloud import quarantine
 from cloud.domain import Clock
 from cloud.errors import CloudError
 from cloud.limits import MAX_INT, storable
-from cloud.metrics import INGEST_LATENCY, INGEST_MESSAGES, INGEST_RETIMED
+from cloud.metrics import INGEST_LAG, INGEST_LATENCY, INGEST_MESSAGES, INGEST_RETIMED
 from cloud.models import (
     Device,
     DeviceKey,
@@ -310,9 +310,11 @@ class Ingest:
             timing = order_time(message, now, self.max_ahead_ms)
             reason = update.apply_uplink(session, locked_twin(session, device_id), timing, now)
             retimed[:] = [timing.reason] if timing.reason else []
+            lag[:] = [] if timing.reason else [max(0, now - message.ts) / 1000]
             return Outcome("accepted", reason, device_id, seq)
 
         retimed: list[str] = []
+        lag: list[float] = []
         try:
             outcome = self._retrying(work)
         except _Duplicate:
@@ -320,6 +322,8 @@ class Ingest:
                 self._duplicates[device_id] += 1
             log.debug("%s: duplicate seq %d", device_id, seq)
             return Outcome("duplicate", kind.value, device_id, seq)
+        for seconds in lag:
+            INGEST_LAG.observe(seconds)
         for why in retimed:
             INGEST_RETIMED.labels(why).inc()
             log.debug("%s: seq %d ordered by receipt time (%s)", device_id, seq, why)

@@ -23,6 +23,14 @@ INGEST_RETIMED = Counter(
 )
 """Exposed as ``boilertwin_ingest_retimed_total{reason}`` (`cloud.timing`)."""
 
+INGEST_LAG = Histogram(
+    "boilertwin_ingest_lag_seconds",
+    "From a message being built on the gateway (its trusted ts) to its commit in the cloud, "
+    "for newly stored messages: the backlog a fleet shows as latency (outbox, broker queue, "
+    "ingest).",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 86400.0),
+)
+
 INGEST_LATENCY = Histogram(
     "boilertwin_ingest_handle_seconds",
     "Time to handle one MQTT message (verify, store, apply), in seconds.",

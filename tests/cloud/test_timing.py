@@ -165,3 +165,21 @@ def test_a_future_lockout_event_is_recorded_at_receipt_with_its_evidence(world: 
         recorded = session.scalars(select(ThreadEvent).where(ThreadEvent.device_id == DEV)).one()
     assert recorded.ts_ms == NOW
     assert recorded.data["clock"] == UNTRUSTED and recorded.data["device_ts"] == YEAR_2100
+
+
+def lag() -> tuple[float, float]:
+    count = REGISTRY.get_sample_value("boilertwin_ingest_lag_seconds_count") or 0.0
+    total = REGISTRY.get_sample_value("boilertwin_ingest_lag_seconds_sum") or 0.0
+    return count, total
+
+
+def test_ingest_lag_is_measured_from_trusted_device_time_only(world: World) -> None:
+    count, total = lag()
+    late = batch(("flow_temp", NOW - 90_000, 60.0), ts=NOW - 90_000, sync=True, seq=1)
+    assert world.send(late).outcome == "accepted"
+    assert world.send(late).outcome == "duplicate"  # a duplicate is not a delivery
+    untrusted = batch(("flow_temp", NOW - 5_000, 61.0), ts=NOW - 5_000, sync=False, seq=2)
+    assert world.send(untrusted).outcome == "accepted"
+    after_count, after_total = lag()
+    assert after_count - count == 1
+    assert after_total - total == pytest.approx(90.0)
