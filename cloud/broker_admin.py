@@ -17,7 +17,16 @@ from typing import Any
 
 import aiomqtt
 
-from cloud.dynsec import CONTROL_TOPIC, DynsecError, control_commands
+from cloud.dynsec import (
+    CLOUD_ROLE,
+    CONTROL_TOPIC,
+    DynsecError,
+    cloud_acls,
+    control_commands,
+    device_acls,
+    device_role,
+    role_refresh_commands,
+)
 from cloud.settings import CloudSettings
 
 log = logging.getLogger(__name__)
@@ -26,6 +35,7 @@ TIMEOUT_S = 10.0
 TOLERATED = {
     "deleteClient": "Client not found",
     "deleteRole": "Role not found",
+    "addRoleACL": "ACL with this topic already exists",
 }
 """Answers that mean the wanted state already holds (removing what is not there)."""
 
@@ -89,3 +99,35 @@ async def remove_device(settings: CloudSettings, device_id: str) -> None:
     commands = control_commands("remove", device_id)
     _check(commands, await control(settings, commands), device_id)
     log.info("%s: broker login removed", device_id)
+
+
+REFRESH_BATCH = 200
+"""Control commands per message when refreshing roles (a message per a few dozen devices)."""
+
+
+async def refresh_roles(settings: CloudSettings, device_ids: list[str]) -> int:
+    """Add today's ACLs to the cloud's role and each device's role on a running broker (what
+    is there already stays); a device with no role on the broker is skipped. Returns the
+    devices whose role was refreshed."""
+    commands = role_refresh_commands(CLOUD_ROLE, cloud_acls())
+    owners: list[str] = ["cloud"] * len(commands)
+    for device_id in device_ids:
+        added = role_refresh_commands(device_role(device_id), device_acls(device_id))
+        commands += added
+        owners += [device_id] * len(added)
+    refreshed: set[str] = set()
+    for start in range(0, len(commands), REFRESH_BATCH):
+        batch = commands[start : start + REFRESH_BATCH]
+        answers = await control(settings, batch)
+        if len(answers) != len(batch):
+            raise DynsecError(f"the plugin answered {len(answers)} of {len(batch)} commands")
+        for owner, command, answer in zip(owners[start:], batch, answers, strict=False):
+            error = answer.get("error")
+            if error == "Role not found" and owner != "cloud":
+                continue  # no login on this broker: nothing to refresh
+            if error and TOLERATED.get(command["command"]) != error:
+                raise DynsecError(f"addRoleACL for {owner}: {error}", device_id=owner)
+            if owner != "cloud":
+                refreshed.add(owner)
+    log.info("broker roles refreshed: cloud and %d device(s)", len(refreshed))
+    return len(refreshed)

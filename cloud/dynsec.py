@@ -206,6 +206,19 @@ class DynsecFile:
         self.data["roles"] = [r for r in self.data["roles"] if r["rolename"] != role]
         return len(self.data["clients"]) != before
 
+    def refresh_roles(self) -> int:
+        """Rebuild the cloud's role and every device's role with today's ACLs (e.g. after a
+        release added a topic kind); logins and passwords are untouched. Returns the devices."""
+        self._role(CLOUD_ROLE, cloud_acls())
+        devices = [
+            client["username"]
+            for client in self.data["clients"]
+            if any(r.get("rolename") == device_role(client["username"]) for r in client["roles"])
+        ]
+        for device_id in devices:
+            self._role(device_role(device_id), device_acls(device_id))
+        return len(devices)
+
     def usernames(self) -> Iterator[str]:
         """Every login in the file."""
         return (client["username"] for client in self.data["clients"])
@@ -224,6 +237,22 @@ class DynsecFile:
 
 
 # -- the plugin's control topic (broker running) -------------------------------------------------
+
+
+def role_refresh_commands(role: str, acls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Control-topic commands adding every ACL of `acls` to an existing `role` on a running
+    broker (one that is there already is answered with an error the caller tolerates)."""
+    return [
+        {
+            "command": "addRoleACL",
+            "rolename": role,
+            "acltype": acl["acltype"],
+            "topic": acl["topic"],
+            "priority": acl["priority"],
+            "allow": acl["allow"],
+        }
+        for acl in acls
+    ]
 
 
 def control_commands(

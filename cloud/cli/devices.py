@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from cloud import broker_admin as broker_admin_client
 from cloud import broker_logins, registry
 from cloud.cli.common import (
     BrokerAdminOption,
@@ -20,7 +22,7 @@ from cloud.cli.common import (
     settings_from,
 )
 from cloud.domain import wall_ms
-from cloud.dynsec import DynsecError
+from cloud.dynsec import DynsecError, DynsecFile
 from cloud.errors import CloudError
 from cloud.mosquitto import ADMIN_USER, CLOUD_USER
 from cloud.settings import CloudSettings
@@ -151,6 +153,35 @@ def broker_init(
         f"{dynsec}: logins {admin_user} (admin) and {cloud_user} (cloud); add devices "
         "with `cloud devices add ... --dynsec` (broker stopped) or --broker-admin"
     )
+
+
+@broker_app.command("refresh-roles")
+def broker_refresh_roles(
+    dynsec: DynsecOption = None,
+    broker_admin: BrokerAdminOption = False,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Give the cloud's and every device's broker role today's ACLs (after an upgrade that
+    added a topic, e.g. the ``stored`` watermarks); logins and passwords are untouched."""
+    settings = settings_from(config, db_url=db)
+    target = _target(dynsec, broker_admin)
+    try:
+        if target.dynsec_file is not None:
+            document = DynsecFile.load(target.dynsec_file)
+            count = document.refresh_roles()
+            document.save(target.dynsec_file)
+        elif target.online:
+            with session_for(settings) as session:
+                ids = [device.id for device, _ in registry.list_devices(session)]
+            count = asyncio.run(broker_admin_client.refresh_roles(settings, ids))
+        else:
+            typer.echo("error: say where: --dynsec FILE or --broker-admin", err=True)
+            raise typer.Exit(2)
+    except DynsecError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"roles refreshed: the cloud's and {count} device(s)")
 
 
 @devices_app.command("list")
