@@ -15,7 +15,7 @@ import logging
 import os
 import resource
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from edge_agent import __version__
@@ -28,14 +28,14 @@ from edge_agent.keys import load_cloud_keys, load_device_key, read_secret
 from edge_agent.modbus_link import ModbusLink, SerialTarget, TcpTarget
 from edge_agent.modem import ModemProbe
 from edge_agent.outbox import Outbox
-from edge_agent.poller import Poller
-from edge_agent.reporter import default_deadband
+from edge_agent.poller import Poll, Poller
+from edge_agent.reporter import Sample, default_deadband
 from edge_agent.store import Store
 from edge_agent.telemetry import Telemetry, TelemetrySettings
 from edge_agent.uplink import Uplink
 from edge_agent.watchdog import Progress, feed_watchdog, notify, watchdog_interval_s
 from protocols.cose import seal
-from protocols.messages import Birth, Event, EventKind, Health, Scalar, UplinkMessage
+from protocols.messages import Birth, Event, EventKind, Health, Quality, Scalar, UplinkMessage
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,7 @@ class Agent:
             ledger=CommandLedger(self.store),
             clock=self.clock,
             settings=s.commands,
+            on_observed=self._observed,
         )
         self.commands: asyncio.Queue[bytes] = asyncio.Queue(COMMAND_QUEUE)
         self.confirmations = Confirmations(
@@ -263,6 +264,14 @@ class Agent:
             if next_at < now:  # the poll overran: skip, do not bunch up
                 next_at = now
             await self.clock.sleep(next_at - now)
+
+    def _observed(self, observed: Mapping[str, Scalar], ts_ms: int) -> None:
+        """What the command executor read from the controller, fed to telemetry like a poll
+        of those points (it was one): the transitions it shows become readings and events."""
+        samples = {name: Sample(value, Quality.GOOD) for name, value in observed.items()}
+        poll = Poll(ts_ms=ts_ms, samples=samples, answered=1)
+        for message in self.telemetry.on_poll(poll, sync=self.clock.trusted()):
+            self._store(message)
 
     async def _command_loop(self) -> None:
         while True:

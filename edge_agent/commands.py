@@ -19,7 +19,7 @@ state read back until the boiler leaves lockout or `readback_s` runs out: ``succ
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -108,8 +108,13 @@ class CommandExecutor:
         ledger: CommandLedger,
         clock: Clock,
         settings: CommandSettings,
+        on_observed: Callable[[Mapping[str, Scalar], int], None] = lambda observed, ts: None,
     ) -> None:
         self.device_id = device_id
+        self._on_observed = on_observed
+        """Told what a reset's read-back saw (with its wall ms), before the ``succeeded`` ack:
+        telemetry then knows the boiler left lockout, so a relapse is a new lockout event
+        even when it comes before the next poll."""
         self._keys = dict(cloud_keys)
         self._bus = bus
         self._map = register_map
@@ -211,6 +216,7 @@ class CommandExecutor:
             except Rejected:
                 observed = {}
             if observed and observed.get("status") != BoilerStatus.LOCKOUT:
+                self._on_observed(observed, wall_ms(self._clock))
                 self.figures.succeeded += 1
                 log.info("%s: command %s succeeded: %s", self.device_id, command.id, observed)
                 self._ack(command.id, AckState.SUCCEEDED, observed=observed)

@@ -67,6 +67,7 @@ class FakeController:
 
 class Rig:
     def __init__(self, directory: Path, controller: FakeController, **settings: float) -> None:
+        self.observed: list[tuple[dict[str, object], int]] = []
         self.clock = FakeClock(step=0.5)
         self.device_key = generate_private_key()
         self.cloud_key = generate_private_key()
@@ -90,7 +91,13 @@ class Rig:
             ledger=CommandLedger(self.store),
             clock=self.clock,
             settings=CommandSettings(**settings),  # type: ignore[arg-type]
+            on_observed=self._on_observed,
         )
+
+    def _on_observed(self, observed: object, ts: int) -> None:
+        assert isinstance(observed, dict)
+        acks = len(self.outbox.pending(1000))
+        self.observed.append((dict(observed), acks))
 
     def restart(self, ttl_ms: int = 60_000) -> tuple[str, bytes]:
         now = int(self.clock.wall() * 1000)
@@ -232,3 +239,14 @@ async def test_a_forged_command_is_counted_and_never_acknowledged(rig: Rig) -> N
     assert rig.acks(command.id) == [], "nobody authenticated: no ack naming its id"
     assert sum(rig.executor.figures.rejected.values()) == 1
     assert rig.resets() == 0
+
+
+async def test_telemetry_hears_what_the_read_back_saw_before_the_success_ack(rig: Rig) -> None:
+    """So a relapse before the next poll is still a new lockout (the gateway knows the boiler
+    left lockout: it read it)."""
+    command_id, envelope = rig.restart()
+    await rig.executor.handle(envelope)
+    ((observed, acks_before),) = rig.observed
+    assert observed["status"] == BoilerStatus.STANDBY
+    assert acks_before == 2, "after delivered and executing, before succeeded"
+    assert rig.states(command_id)[-1] is AckState.SUCCEEDED
