@@ -132,7 +132,7 @@ class Twin(Base):
     connection: Mapped[str] = mapped_column(String(16), default="unknown")
     """online | offline | unknown, from the retained ``state`` topic."""
     connection_ms: Mapped[int | None] = mapped_column(BigInteger)
-    last_seen_ms: Mapped[int | None] = mapped_column(BigInteger)
+    last_seen_ms: Mapped[int | None] = mapped_column(BigInteger, index=True)
     """When the cloud last received a verified message from it."""
     epoch: Mapped[int | None] = mapped_column(BigInteger)
     birth_ms: Mapped[int | None] = mapped_column(BigInteger)
