@@ -376,6 +376,15 @@ def apply_ack(
         row.observed = dict(ack.observed)
     if old.verdict:
         data["corrects"] = old.value
+    if old is CommandState.CREATED and new is not CommandState.CREATED:
+        # The device's ack overtook the dispatcher's own record of the broker's PUBACK (a
+        # fast link): the command was sent, or the device would not have it. Record that
+        # step too, so every command's thread shows the same lifecycle.
+        row.sent_ms = now_ms
+        _record_state(
+            session, row, old, CommandState.SENT, now_ms, now_ms, "cloud", {"inferred": "ack"}
+        )
+        old = CommandState.SENT
     if new is old:
         # Evidence only: record it, keep the state.
         thread.record(

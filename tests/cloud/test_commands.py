@@ -271,3 +271,26 @@ def test_state_is_shared_by_every_process(world, db_url: str) -> None:  # type: 
     assert other.get(row.id).state == CommandState.CREATED
     assert other.create(SUPPORT, DEV, restart(key="same"))[0].id == row.id
     engine.dispose()
+
+
+def test_an_ack_that_overtakes_the_puback_record_still_shows_the_send(world) -> None:  # type: ignore[no-untyped-def]
+    """On a fast link the device's ``delivered`` can be ingested before the dispatcher records
+    the broker's PUBACK: the thread still shows created -> sent -> delivered, once each."""
+    service, sessions, clock, *_ = world
+    row, _ = service.create(SUPPORT, DEV, restart())
+    with transaction(sessions) as session:
+        assert apply_ack(session, ack(row.id, AckState.DELIVERED, 1), clock.now) == "applied"
+    with transaction(sessions) as session:
+        assert not mark_sent(session, row.id, clock.now, 0), "already past sent"
+    with sessions() as session:
+        states = [
+            (e.data["from"], e.data["to"], e.actor)
+            for e in thread.page(session, DEV, kinds=["command_state"]).events
+        ]
+        sent_ms = session.get(Command, row.id).sent_ms  # type: ignore[union-attr]
+    assert states == [
+        (None, "created", "user:sue"),
+        ("created", "sent", "cloud"),
+        ("sent", "delivered", f"device:{DEV}"),
+    ]
+    assert sent_ms == clock.now
