@@ -97,6 +97,14 @@ class Outcome:
     seq: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A signed message that passed every check and is ready to be stored."""
+
+    message: UplinkMessage
+    kind: TopicKind
+
+
 class IngestUnavailable(CloudError):
     """The database could not be reached (after retries): the message was not processed."""
 
@@ -169,6 +177,14 @@ class Ingest:
         return outcome
 
     def _handle(self, topic: str, payload: bytes, retained: bool) -> Outcome:
+        verified = self._verify(topic, payload, retained)
+        if isinstance(verified, Outcome):
+            return verified
+        return self._store(verified.message, verified.kind)
+
+    def _verify(self, topic: str, payload: bytes, retained: bool) -> Verified | Outcome:
+        """Everything before the message's transaction: topic, key, signature, fit. A
+        ``state`` message (unsigned, tiny) is applied here and its outcome returned."""
         try:
             device_id, kind = parse_topic(topic)
         except MalformedMessage:
@@ -194,7 +210,7 @@ class Ingest:
             reason, detail = problem
             log.debug("%s: seq %d does not fit: %s", device_id, opened.seq, detail)
             return Outcome("rejected", reason, device_id, opened.seq)
-        return self._store(opened, kind)
+        return Verified(opened, kind)
 
     def _open(
         self, payload: bytes, topic: str, device_id: str, keys: list[Ed25519PublicKey]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import CursorResult, Table, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -58,11 +58,18 @@ def apply_uplink(session: Session, twin: Twin, timing: Timing, now: int) -> str:
     enter, so a reading of a message's walk starts here.
     """
     reason, accounted = _apply(session, twin, timing, now)
-    record_seq(session, twin, timing.message.seq, accounted, now)
+    account(session, twin, timing.message.seq, accounted, now)
+    return reason
+
+
+def account(
+    session: Session, twin: Twin, seq: int, accounted: list[tuple[int, int]], now: int
+) -> None:
+    """What every stored uplink does to its twin: seq accounting, last seen, counters."""
+    record_seq(session, twin, seq, accounted, now)
     twin.last_seen_ms = max(twin.last_seen_ms or 0, now)
     twin.received += 1
     twin.version += 1
-    return reason
 
 
 def _apply(
@@ -284,9 +291,8 @@ def _twin_value_upsert(dialect: str) -> Any:
 
 
 def _mirror_status(session: Session, twin: Twin) -> None:
-    """Twin.status / fault_code follow the newest stored values of those points; a newer
-    reading showing the boiler out of lockout or fault closes episodes whose closing event
-    never came (e.g. cleared while the agent was down: it only reports changes it saw)."""
+    """Twin.status / fault_code follow the newest stored values of those points (see
+    `mirror`)."""
     session.flush()
     values = {
         v.point: v
@@ -299,7 +305,26 @@ def _mirror_status(session: Session, twin: Twin) -> None:
             .execution_options(populate_existing=True)
         )
     }
-    status, fault = values.get(STATUS_POINT), values.get(FAULT_POINT)
+    mirror(session, twin, values.get(STATUS_POINT), values.get(FAULT_POINT))
+
+
+class StoredValue(Protocol):
+    """The newest stored value of a point: a `TwinValue` row, or its image in memory."""
+
+    @property
+    def num(self) -> float | None: ...
+    @property
+    def ts_ms(self) -> int: ...
+    @property
+    def seq(self) -> int: ...
+
+
+def mirror(
+    session: Session, twin: Twin, status: StoredValue | None, fault: StoredValue | None
+) -> None:
+    """Set Twin.status / fault_code from the newest stored values of those points; a newer
+    reading showing the boiler out of lockout or fault closes episodes whose closing event
+    never came (e.g. cleared while the agent was down: it only reports changes it saw)."""
     # Episodes can only need closing when the value changes (or was unknown): skipping the
     # lookup otherwise keeps the common batch cheap.
     if status is not None:
