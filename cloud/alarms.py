@@ -23,7 +23,7 @@ the twin locked (which serialises all of this per device).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -197,6 +197,21 @@ def _close_alarm(session: Session, event: Event, kind: str) -> None:
     end = max(event.ts, alarm.start_ms)
     if alarm.end_ms is None or end < alarm.end_ms:
         alarm.end_ms = end
+
+
+def open_kinds(session: Session, devices: Collection[str]) -> dict[str, set[str]]:
+    """Kinds of the open episodes of each of `devices` (devices with none left out)."""
+    found: dict[str, set[str]] = {}
+    if not devices:
+        return found
+    rows = session.execute(
+        select(Alarm.device_id, Alarm.kind)
+        .where(Alarm.device_id.in_(devices), Alarm.end_ms.is_(None))
+        .distinct()
+    )
+    for device_id, kind in rows:
+        found.setdefault(device_id, set()).add(kind)
+    return found
 
 
 def close_open(session: Session, device_id: str, kind: str, ts: int, seq: int) -> None:

@@ -30,13 +30,14 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeAlias, TypeVar
+from functools import partial
+from typing import Literal, Protocol, TypeAlias, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import or_, select
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud import quarantine
@@ -48,12 +49,11 @@ from cloud.models import (
     Device,
     DeviceKey,
     IngestCounter,
-    Uplink,
 )
 from cloud.quarantine import Stage
 from cloud.settings import CloudSettings
-from cloud.timing import order_time
 from cloud.twin import update
+from cloud.twin.batch import Stored, store_batch
 from cloud.twin.rows import dialect_insert, locked_twin
 from protocols.cose import MAX_ENVELOPE_BYTES, open_uplink, public_key_from_raw
 from protocols.errors import (
@@ -105,6 +105,26 @@ class Verified:
     kind: TopicKind
 
 
+class Received(Protocol):
+    """One message as the broker delivered it (`cloud.mqtt_link.Delivery` is one)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def retain(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A `Received` built by hand (tests, benchmarks, replays)."""
+
+    topic: str
+    payload: bytes
+    retain: bool = False
+
+
 class IngestUnavailable(CloudError):
     """The database could not be reached (after retries): the message was not processed."""
 
@@ -113,10 +133,6 @@ class IngestUnavailable(CloudError):
 
 
 _T = TypeVar("_T")
-
-
-class _Duplicate(Exception):
-    """The uplinks row exists: roll the transaction back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,31 +172,67 @@ class Ingest:
     # -- entry point -------------------------------------------------------------------------
 
     def handle(self, topic: str, payload: bytes, retained: bool = False) -> Outcome:
-        """Process one message received on `topic`; never raises for bad input.
+        """Process one message received on `topic`; never raises for bad input (see
+        `handle_many`)."""
+        return self.handle_many([Message(topic, payload, retained)])[0]
 
-        Raises `IngestUnavailable` when the database cannot be reached: do not acknowledge
-        the message then. Anything else unexpected (a bug) is logged with its traceback and
-        rejected as ``internal_error``: the message is dropped, and its seq later shows up
-        as an unexplained gap rather than blocking every message behind it.
+    def handle_many(self, deliveries: Sequence[Received]) -> list[Outcome]:
+        """Process `deliveries` (in arrival order) with one transaction for all that pass
+        the checks (`cloud.twin.batch`); one outcome each, in the same order.
+
+        Raises `IngestUnavailable` when the database cannot be reached: acknowledge none of
+        them then (some may be stored; their copies will be duplicates). Anything else
+        unexpected (a bug) costs only the message that caused it: a batch that fails is
+        stored again one message at a time, and the one that still fails is quarantined and
+        rejected as ``internal_error`` (its seq later shows up as an unexplained gap rather
+        than blocking every message behind it).
         """
         started = time.perf_counter()
+        outcomes: dict[int, Outcome] = {}
+        ready: list[tuple[int, Verified]] = []
+        for i, received in enumerate(deliveries):
+            checked = self._guarded(
+                received, partial(self._verify, received.topic, received.payload, received.retain)
+            )
+            if isinstance(checked, Outcome):
+                outcomes[i] = checked
+            else:
+                ready.append((i, checked))
+        if ready:
+            outcomes.update(self._store_all(deliveries, ready))
+        elapsed = time.perf_counter() - started
+        result = [outcomes[i] for i in range(len(deliveries))]
+        for outcome in result:
+            INGEST_LATENCY.observe(elapsed)
+            self._count(outcome)
+        return result
+
+    def _guarded(self, received: Received, work: Callable[[], _T]) -> _T | Outcome:
         try:
-            outcome = self._handle(topic, payload, retained)
+            return work()
         except IngestUnavailable:
             raise
         except Exception as exc:  # a bug must cost this message, never the worker
-            log.exception("%s: internal error handling a message", topic)
-            self._quarantine(topic, payload, exc)
-            outcome = Outcome("rejected", "internal_error", _device_of(topic))
-        INGEST_LATENCY.observe(time.perf_counter() - started)
-        self._count(outcome)
-        return outcome
+            log.exception("%s: internal error handling a message", received.topic)
+            self._quarantine(received.topic, received.payload, exc)
+            return Outcome("rejected", "internal_error", _device_of(received.topic))
 
-    def _handle(self, topic: str, payload: bytes, retained: bool) -> Outcome:
-        verified = self._verify(topic, payload, retained)
-        if isinstance(verified, Outcome):
-            return verified
-        return self._store(verified.message, verified.kind)
+    def _store_all(
+        self, deliveries: Sequence[Received], ready: list[tuple[int, Verified]]
+    ) -> dict[int, Outcome]:
+        try:
+            return dict(zip((i for i, _ in ready), self._store(ready), strict=True))
+        except IngestUnavailable:
+            raise
+        except Exception:
+            if len(ready) > 1:
+                log.warning("a batch of %d failed; storing one by one", len(ready), exc_info=True)
+            else:
+                log.debug("storing one message failed", exc_info=True)
+        return {i: self._guarded(deliveries[i], partial(self._store_one, v)) for i, v in ready}
+
+    def _store_one(self, verified: Verified) -> Outcome:
+        return self._store([(0, verified)])[0]
 
     def _verify(self, topic: str, payload: bytes, retained: bool) -> Verified | Outcome:
         """Everything before the message's transaction: topic, key, signature, fit. A
@@ -304,46 +356,31 @@ class Ingest:
 
     # -- signed messages ---------------------------------------------------------------------
 
-    def _store(self, message: UplinkMessage, kind: TopicKind) -> Outcome:
-        device_id, seq = message.dev, message.seq
+    def _store(self, ready: list[tuple[int, Verified]]) -> list[Outcome]:
+        """Store verified messages in one transaction (retried as a whole)."""
+        messages = [(v.message, v.kind) for _, v in ready]
 
-        def work(session: Session) -> Outcome:
-            now = self.clock()
-            session.add(
-                Uplink(
-                    device_id=device_id,
-                    seq=seq,
-                    epoch=message.epoch,
-                    kind=kind.value,
-                    ts_ms=message.ts,
-                    received_ms=now,
-                )
-            )
-            try:
-                session.flush()
-            except IntegrityError:
-                raise _Duplicate from None
-            timing = order_time(message, now, self.max_ahead_ms)
-            reason = update.apply_uplink(session, locked_twin(session, device_id), timing, now)
-            retimed[:] = [timing.reason] if timing.reason else []
-            lag[:] = [] if timing.reason else [max(0, now - message.ts) / 1000]
-            return Outcome("accepted", reason, device_id, seq)
+        def work(session: Session) -> list[Stored]:
+            return store_batch(session, messages, self.clock(), self.max_ahead_ms)
 
-        retimed: list[str] = []
-        lag: list[float] = []
-        try:
-            outcome = self._retrying(work)
-        except _Duplicate:
-            with self._lock:
-                self._duplicates[device_id] += 1
-            log.debug("%s: duplicate seq %d", device_id, seq)
-            return Outcome("duplicate", kind.value, device_id, seq)
-        for seconds in lag:
-            INGEST_LAG.observe(seconds)
-        for why in retimed:
-            INGEST_RETIMED.labels(why).inc()
-            log.debug("%s: seq %d ordered by receipt time (%s)", device_id, seq, why)
-        return outcome
+        stored = self._retrying(work)
+        outcomes = []
+        for (message, kind), done in zip(messages, stored, strict=True):
+            device_id, seq = message.dev, message.seq
+            if done.reason is None:
+                with self._lock:
+                    self._duplicates[device_id] += 1
+                log.debug("%s: duplicate seq %d", device_id, seq)
+                outcomes.append(Outcome("duplicate", kind.value, device_id, seq))
+                continue
+            timing = done.timing
+            if timing is not None and timing.reason:
+                INGEST_RETIMED.labels(timing.reason).inc()
+                log.debug("%s: seq %d ordered by receipt time (%s)", device_id, seq, timing.reason)
+            elif timing is not None:
+                INGEST_LAG.observe(max(0, self.clock() - timing.message.ts) / 1000)
+            outcomes.append(Outcome("accepted", done.reason, device_id, seq))
+        return outcomes
 
     def _quarantine(self, topic: str, payload: bytes, error: Exception) -> None:
         """Keep a message whose handling failed; if even that fails it must come again."""
@@ -465,9 +502,18 @@ def _unfit(message: UplinkMessage) -> tuple[str, str] | None:
             parse_gap(message)
         except MalformedMessage as exc:
             return "malformed", str(exc)
-    if _has_nul(message):
+    if _telemetry_nul(message) if isinstance(message, TelemetryBatch) else _has_nul(message):
         return "malformed", "text holds a NUL character"
     return None
+
+
+def _telemetry_nul(batch: TelemetryBatch) -> bool:
+    """`_has_nul` for the most common message, without the generic walk (the only text in a
+    batch is the device id, the point names and text values)."""
+    return "\x00" in batch.dev or any(
+        "\x00" in r.point or (isinstance(r.value, str) and "\x00" in r.value)
+        for r in batch.readings
+    )
 
 
 def _has_nul(value: object) -> bool:

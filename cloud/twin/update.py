@@ -18,7 +18,7 @@ the twin); `set_connection` is the broker's retained state; `add_duplicates` the
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol, cast
 
 from sqlalchemy import CursorResult, Table, and_, or_, select, update
@@ -192,7 +192,7 @@ def _bump(session: Session, device_id: str, version: int) -> None:
 # -- effects of an uplink (inside its transaction, twin locked) -------------------------------
 
 
-def _num_text(value: object) -> tuple[float | None, str | None]:
+def num_text(value: object) -> tuple[float | None, str | None]:
     if isinstance(value, bool):
         return (1.0 if value else 0.0), None
     if isinstance(value, int | float):
@@ -231,7 +231,7 @@ def apply_telemetry(
     rows = []
     latest: dict[str, tuple[Reading, int | None]] = {}
     for i, reading in enumerate(batch.readings):
-        num, text = _num_text(reading.value)
+        num, text = num_text(reading.value)
         own = device_ts[i] if device_ts else None
         rows.append(
             {
@@ -256,14 +256,14 @@ def apply_telemetry(
             "point": reading.point,
             "ts_ms": reading.ts,
             "device_ts_ms": own,
-            "num": _num_text(reading.value)[0],
-            "text": _num_text(reading.value)[1],
+            "num": num_text(reading.value)[0],
+            "text": num_text(reading.value)[1],
             "quality": reading.quality.value,
             "seq": batch.seq,
         }
         for reading, own in latest.values()
     ]
-    session.execute(_twin_value_upsert(session.get_bind().dialect.name), values)
+    session.execute(twin_value_upsert(session.get_bind().dialect.name), values)
     if STATUS_POINT in latest or FAULT_POINT in latest:
         _mirror_status(session, twin)
 
@@ -272,7 +272,7 @@ _SAMPLE_INSERT = cast(Table, Sample.__table__).insert()
 _UPSERTS: dict[str, Any] = {}
 
 
-def _twin_value_upsert(dialect: str) -> Any:
+def twin_value_upsert(dialect: str) -> Any:
     """INSERT .. ON CONFLICT that keeps the newest value per point (by ts, then seq)."""
     if dialect not in _UPSERTS:
         upsert = sqlite.insert if dialect == "sqlite" else postgresql.insert
@@ -320,24 +320,31 @@ class StoredValue(Protocol):
 
 
 def mirror(
-    session: Session, twin: Twin, status: StoredValue | None, fault: StoredValue | None
+    session: Session,
+    twin: Twin,
+    status: StoredValue | None,
+    fault: StoredValue | None,
+    open_kinds: Collection[str] = ("lockout", "fault"),
 ) -> None:
     """Set Twin.status / fault_code from the newest stored values of those points; a newer
     reading showing the boiler out of lockout or fault closes episodes whose closing event
-    never came (e.g. cleared while the agent was down: it only reports changes it saw)."""
+    never came (e.g. cleared while the agent was down: it only reports changes it saw).
+    `open_kinds`: the episode kinds that may be open (a caller that knows none is open saves
+    the lookups)."""
     # Episodes can only need closing when the value changes (or was unknown): skipping the
     # lookup otherwise keeps the common batch cheap.
     if status is not None:
         old_status = twin.status
         twin.status = code(status.num)
         changed = old_status is None or old_status != twin.status
-        if changed and twin.status is not None and twin.status != BoilerStatus.LOCKOUT:
+        out = twin.status is not None and twin.status != BoilerStatus.LOCKOUT
+        if changed and out and "lockout" in open_kinds:
             alarms.close_open(session, twin.device_id, "lockout", status.ts_ms, status.seq)
     if fault is not None:
         old_fault = twin.fault_code
         twin.fault_code = code(fault.num)
         changed = old_fault is None or old_fault != twin.fault_code
-        if changed and twin.fault_code == 0:
+        if changed and twin.fault_code == 0 and "fault" in open_kinds:
             alarms.close_open(session, twin.device_id, "fault", fault.ts_ms, fault.seq)
 
 
