@@ -149,7 +149,7 @@ def test_a_bug_costs_only_its_own_message(world: World, monkeypatch: pytest.Monk
     ack = Ack(
         **d.next(), command_id="00000000-0000-4000-8000-000000000001", state=AckState.DELIVERED
     )
-    batch = [first, ack, d.data([("flow_temp", T0 + 5, 51.0)])]
+    batch: list[UplinkMessage] = [first, ack, d.data([("flow_temp", T0 + 5, 51.0)])]
     outcomes = world.ingest.handle_many([Message(topic_of(m), d.seal(m)) for m in batch])
     assert [(o.outcome, o.reason) for o in outcomes] == [
         ("accepted", "data"),
