@@ -31,7 +31,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from cloud.backoff import Backoff
 from cloud.ingest import Ingest, IngestUnavailable
-from cloud.mqtt_link import Connect, LinkError, MqttLink, connect
+from cloud.metrics import INGEST_BATCH
+from cloud.mqtt_link import Connect, Delivery, LinkError, MqttLink, connect
 from cloud.settings import CloudSettings
 from protocols.topics import QOS, TopicKind, shared_subscription, subscription
 
@@ -52,16 +53,72 @@ def subscriptions(group: str) -> list[tuple[str, int]]:
     return [*shared, (subscription(TopicKind.STATE), QOS)]
 
 
-async def consume(link: MqttLink, ingest: Ingest) -> None:
-    """Handle deliveries one at a time (in a thread: DB work), PUBACK each once handled.
+async def consume(
+    link: MqttLink, ingest: Ingest, batch_max: int = 1, window_s: float = 0.0
+) -> None:
+    """Handle deliveries in batches (group commit), PUBACK each once its batch is stored.
 
-    `IngestUnavailable` leaves the message unacknowledged (the broker sends it again)."""
-    async for delivery in link.deliveries():
-        outcome = await asyncio.to_thread(
-            ingest.handle, delivery.topic, delivery.payload, delivery.retain
-        )
-        log.debug("%s: %s (%s)", delivery.topic, outcome.outcome, outcome.reason)
-        link.ack(delivery)
+    A batch is whatever has arrived while the previous one was being stored, up to
+    `batch_max` (and, with `window_s` > 0, whatever arrives within that long of its first
+    message): one message at a time when the load is light, no added latency; large batches
+    under load. The batch is stored in one transaction in a thread (`Ingest.handle_many`),
+    then acknowledged in arrival order, as MQTT requires. `IngestUnavailable` leaves the
+    whole batch unacknowledged (the broker sends it again; copies are duplicates).
+    """
+    inbox: asyncio.Queue[Delivery | LinkError] = asyncio.Queue()
+
+    async def receive() -> None:
+        try:
+            async for delivery in link.deliveries():
+                inbox.put_nowait(delivery)
+        except LinkError as exc:
+            inbox.put_nowait(exc)
+
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(receive(), name="receive")
+        while True:
+            batch = await _next_batch(inbox, batch_max, window_s)
+            outcomes = await asyncio.to_thread(ingest.handle_many, batch)
+            INGEST_BATCH.observe(len(batch))
+            for delivery, outcome in zip(batch, outcomes, strict=True):
+                log.debug("%s: %s (%s)", delivery.topic, outcome.outcome, outcome.reason)
+                link.ack(delivery)
+
+
+async def _next_batch(
+    inbox: asyncio.Queue[Delivery | LinkError], batch_max: int, window_s: float
+) -> list[Delivery]:
+    """The next batch: waits for one delivery, then takes what is queued (see `consume`)."""
+    batch: list[Delivery] = []
+    first = await inbox.get()
+    deadline = asyncio.get_running_loop().time() + window_s
+    item: Delivery | LinkError | None = first
+    while item is not None:
+        if isinstance(item, LinkError):
+            if batch:  # store what came before the break; the session is dropped after
+                inbox.put_nowait(item)
+                return batch
+            raise item
+        batch.append(item)
+        if len(batch) >= batch_max:
+            break
+        item = await _more(inbox, deadline)
+    return batch
+
+
+async def _more(
+    inbox: asyncio.Queue[Delivery | LinkError], deadline: float
+) -> Delivery | LinkError | None:
+    if not inbox.empty():
+        return inbox.get_nowait()
+    left = deadline - asyncio.get_running_loop().time()
+    if left <= 0:
+        return None
+    try:
+        async with asyncio.timeout(left):
+            return await inbox.get()
+    except TimeoutError:
+        return None
 
 
 class _Link:
@@ -99,7 +156,8 @@ async def _session(
         async with asyncio.TaskGroup() as tasks:
             if subscribe:
                 await link.subscribe(subscriptions(settings.ingest_group))
-                tasks.create_task(consume(link, ingest), name="ingest")
+                batching = (settings.ingest_batch_max, settings.ingest_batch_window_s)
+                tasks.create_task(consume(link, ingest, *batching), name="ingest")
             for job in extra:
                 tasks.create_task(_extra(job, link), name=getattr(job, "__qualname__", "extra"))
             if not subscribe and not extra:

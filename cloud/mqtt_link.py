@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0
 KEEPALIVE_S = 30
 RECEIVE_MAXIMUM = 100
-"""Unacknowledged QoS 1 messages the broker may have in flight to us (MQTT 5): with acks sent
-only after each commit, this bounds what a worker holds in memory."""
+"""Unacknowledged QoS 1 messages the broker may have in flight to us (MQTT 5), at least; twice
+``ingest_batch_max`` if that is more, so the next batch fills while one is stored. With acks
+sent only after each commit, this bounds what a worker holds in memory."""
 PUBACK_TIMEOUT_S = 10.0
 
 _T = TypeVar("_T")
@@ -93,7 +94,7 @@ def make_client(settings: CloudSettings) -> aiomqtt.Client:
     """An unconnected client for `settings`: MQTT 5, persistent session, manual PUBACKs."""
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     properties.SessionExpiryInterval = settings.mqtt_session_expiry_s
-    properties.ReceiveMaximum = RECEIVE_MAXIMUM
+    properties.ReceiveMaximum = max(RECEIVE_MAXIMUM, 2 * settings.ingest_batch_max)
     client = aiomqtt.Client(
         settings.broker_host,
         settings.broker_port,

@@ -41,6 +41,12 @@ class CloudSettings:
     mqtt_session_expiry_s: int = 7 * 24 * 3600
     ingest_group: str = "ingest"
     """Shared-subscription group. Make it unguessable on a shared broker (see deploy README)."""
+    ingest_batch_max: int = 200
+    """Most messages stored (and acknowledged) per transaction: a batch is what arrived while
+    the previous one was being stored, so light load costs no latency. The broker may have
+    twice this many unacknowledged messages in flight to a worker (MQTT 5 receive maximum)."""
+    ingest_batch_window_s: float = 0.0
+    """Wait up to this long after a batch's first message for more (0: never wait)."""
 
     keys_dir: Path = Path("run/cloud/keys")
     """Cloud command keys: ``<kid>.key`` (private, 0600) and ``<kid>.pem`` (public)."""
@@ -236,6 +242,10 @@ def _check(s: CloudSettings) -> None:
             f"must start with bt-cloud- (no device may) and be at most 64 characters, "
             f"got {s.mqtt_client_id!r}",
         )
+    if not 1 <= s.ingest_batch_max <= 10_000:
+        raise ConfigError("ingest_batch_max", "must be between 1 and 10000")
+    if not 0 <= s.ingest_batch_window_s <= 1:
+        raise ConfigError("ingest_batch_window_s", "must be between 0 and 1 second")
     if not s.ingest_group or "/" in s.ingest_group or "+" in s.ingest_group:
         raise ConfigError("ingest_group", "must be a non-empty name without / or wildcards")
     positive = (

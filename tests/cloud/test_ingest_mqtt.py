@@ -11,7 +11,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cloud.backoff import Backoff
 from cloud.db import make_engine, session_factory
 from cloud.domain import wall_ms
-from cloud.ingest import Ingest, IngestUnavailable, Outcome
+from cloud.ingest import Ingest, IngestUnavailable, Outcome, Received
 from cloud.models import Gap, Sample, Twin, Uplink
 from cloud.mqtt import run_mqtt
 from cloud.settings import CloudSettings
@@ -47,11 +47,11 @@ class RecordingIngest(Ingest):
         self.outcomes: list[tuple[str, Outcome]] = []
         self._guard = threading.Lock()
 
-    def handle(self, topic: str, payload: bytes, retained: bool = False) -> Outcome:
-        outcome = super().handle(topic, payload, retained)
+    def handle_many(self, deliveries: Sequence[Received]) -> list[Outcome]:
+        outcomes = super().handle_many(deliveries)
         with self._guard:
-            self.outcomes.append((topic, outcome))
-        return outcome
+            self.outcomes += [(d.topic, o) for d, o in zip(deliveries, outcomes, strict=True)]
+        return outcomes
 
     def seen(self, predicate: Callable[[str, Outcome], bool]) -> int:
         with self._guard:
@@ -193,15 +193,15 @@ async def test_bad_messages_are_rejected_and_the_honest_device_is_unaffected(
 
 
 class FlakyDatabaseIngest(RecordingIngest):
-    """Ingest whose database is down for the first `failures` signed messages."""
+    """Ingest whose database is down for the first `failures` batches of signed messages."""
 
     failures = 0
 
-    def handle(self, topic: str, payload: bytes, retained: bool = False) -> Outcome:
-        if self.failures and not topic.endswith("/state"):
+    def handle_many(self, deliveries: Sequence[Received]) -> list[Outcome]:
+        if self.failures and any(not d.topic.endswith("/state") for d in deliveries):
             self.failures -= 1
             raise IngestUnavailable("database down (test)")
-        return super().handle(topic, payload, retained)
+        return super().handle_many(deliveries)
 
 
 async def test_a_message_is_acked_only_once_committed(cloud: Cloud, broker: Broker) -> None:
@@ -357,8 +357,8 @@ async def test_a_cancelled_session_always_stops(broker: Broker, tmp_path: Path) 
         await device.publish(state_topic(OTHER), b"online", qos=1, retain=True)
 
     class Ignore:
-        def handle(self, topic: str, payload: bytes, retained: bool = False) -> Outcome:
-            return Outcome("ignored", "test")
+        def handle_many(self, deliveries: Sequence[Received]) -> list[Outcome]:
+            return [Outcome("ignored", "test") for _ in deliveries]
 
     for attempt in range(200):
         settings = CloudSettings(

@@ -8,8 +8,9 @@ backoff, and the dispatcher's reading of PUBACK reason codes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import contextlib
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from cloud.commands import CommandRequest, CommandService
 from cloud.db import make_engine, session_factory, transaction
 from cloud.dispatch import RETRY_S, Dispatcher
 from cloud.domain import Caller, CommandState, Role
-from cloud.ingest import IngestUnavailable, Outcome
+from cloud.ingest import IngestUnavailable, Outcome, Received
 from cloud.keys import keygen
 from cloud.models import Command, Twin
 from cloud.mqtt import run_mqtt, subscriptions
@@ -46,14 +47,17 @@ class RecordingIngest:
     def __init__(self, link_acks: list[Any]) -> None:
         self.link_acks = link_acks
         self.handled: list[tuple[str, bytes, int]] = []
+        self.batches: list[int] = []
         self.unavailable = 0
 
-    def handle(self, topic_name: str, payload: bytes, retained: bool = False) -> Outcome:
+    def handle_many(self, deliveries: Sequence[Received]) -> list[Outcome]:
         if self.unavailable:
             self.unavailable -= 1
             raise IngestUnavailable("database unavailable")
-        self.handled.append((topic_name, payload, len(self.link_acks)))
-        return Outcome("accepted", "data", DEV)
+        acks = len(self.link_acks)
+        self.handled += [(d.topic, d.payload, acks) for d in deliveries]
+        self.batches.append(len(deliveries))
+        return [Outcome("accepted", "data", DEV) for _ in deliveries]
 
 
 class Sleeps:
@@ -94,9 +98,24 @@ async def test_subscribes_and_acks_each_delivery_only_after_it_was_handled() -> 
         await until(lambda: len(link.acked) == 5, "five acks")
     assert link.subscribed == subscriptions("ingest")
     assert link.acked == sent, "every delivery acked once, in arrival order"
-    # when the n-th message was handled, exactly n acks had gone out: none ahead of its commit
-    assert [acks for _, _, acks in ingest.handled] == [0, 1, 2, 3, 4]
+    # when a message was handled, exactly the messages of earlier batches had been acked:
+    # none ahead of its commit, none held back after theirs
+    earlier = [sum(ingest.batches[:b]) for b, n in enumerate(ingest.batches) for _ in range(n)]
+    assert [acks for _, _, acks in ingest.handled] == earlier
+    assert sum(ingest.batches) == 5
     assert [payload for _, payload, _ in ingest.handled] == [bytes([n]) for n in range(5)]
+
+
+async def test_batches_are_capped_and_acked_in_arrival_order() -> None:
+    link = MemoryLink()
+    ingest = RecordingIngest(link.acked)
+    broker = MemoryBroker([link])
+    settings = dataclasses.replace(SETTINGS, ingest_batch_max=3)
+    async with running(run_mqtt(settings, ingest, open_link=broker)):  # type: ignore[arg-type]
+        sent = [link.deliver(data_topic(), bytes([n])) for n in range(10)]
+        await until(lambda: len(link.acked) == 10, "ten acks")
+    assert link.acked == sent
+    assert max(ingest.batches) == 3 and sum(ingest.batches) == 10
 
 
 async def test_database_away_leaves_the_message_unacked_and_the_session_comes_back() -> None:
