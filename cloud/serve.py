@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client import start_http_server
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.api.app import create_app
@@ -201,6 +202,8 @@ async def ingest_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:
     """An ingest worker on its own (scale-out)."""
     sessions = _database(settings)
     ingest = Ingest(sessions, clock, settings)
+    if settings.ingest_metrics_port is not None:
+        start_http_server(settings.ingest_metrics_port, addr=settings.api_host)
     log.info("ingest worker %s on group %s", settings.mqtt_client_id, settings.ingest_group)
     await _run(
         _until_signalled,
@@ -218,6 +221,12 @@ def run_serve(settings: CloudSettings) -> None:
     asyncio.run(serve_main(settings))
 
 
-def run_ingest(settings: CloudSettings) -> None:
-    """Entry point of ``boilertwin cloud ingest``."""
+def run_ingest(settings: CloudSettings, workers: int = 1) -> None:
+    """Entry point of ``boilertwin cloud ingest``: one worker here, or `workers` processes
+    (`cloud.workers`)."""
+    if workers > 1:
+        from cloud.workers import run_workers
+
+        run_workers(settings, workers)
+        return
     asyncio.run(ingest_main(settings))

@@ -47,6 +47,9 @@ class CloudSettings:
     twice this many unacknowledged messages in flight to a worker (MQTT 5 receive maximum)."""
     ingest_batch_window_s: float = 0.0
     """Wait up to this long after a batch's first message for more (0: never wait)."""
+    ingest_metrics_port: int | None = None
+    """``cloud ingest``: serve Prometheus metrics on `api_host` at this port (worker i of
+    ``--workers N`` at port + i); None: none. ``cloud serve`` has them at ``/metrics``."""
 
     keys_dir: Path = Path("run/cloud/keys")
     """Cloud command keys: ``<kid>.key`` (private, 0600) and ``<kid>.pem`` (public)."""

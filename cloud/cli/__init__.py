@@ -65,14 +65,24 @@ def ingest(
     config: ConfigOption = None,
     db: DbOption = None,
     broker: BrokerOption = None,
+    workers: Annotated[
+        int, typer.Option(min=1, max=256, help="Worker processes (about one per core).")
+    ] = 1,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus metrics here (worker i of N at port + i)."),
+    ] = None,
     log_level: LogOption = "INFO",
 ) -> None:
-    """Run an ingest worker (any number may share the broker's shared subscription)."""
+    """Run ingest workers (any number, on any hosts, may share the broker's shared
+    subscription; the API and portal run as `cloud serve`)."""
     from cloud.serve import run_ingest
 
     setup_logging(log_level)
-    settings = settings_from(config, db_url=db, **broker_overrides(broker))
-    run_ingest(settings)
+    settings = settings_from(
+        config, db_url=db, ingest_metrics_port=metrics_port, **broker_overrides(broker)
+    )
+    run_ingest(settings, workers)
 
 
 @app.command("serve")
