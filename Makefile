@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench.bench_rtu
 	$(BIN)/python -m tests.bench.bench_day
 	$(BIN)/python -m tests.bench.bench_cloud
+	$(BIN)/python -m tests.bench.bench_fleet
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
