@@ -221,12 +221,6 @@ def run_serve(settings: CloudSettings) -> None:
     asyncio.run(serve_main(settings))
 
 
-def run_ingest(settings: CloudSettings, workers: int = 1) -> None:
-    """Entry point of ``boilertwin cloud ingest``: one worker here, or `workers` processes
-    (`cloud.workers`)."""
-    if workers > 1:
-        from cloud.workers import run_workers
-
-        run_workers(settings, workers)
-        return
+def run_ingest(settings: CloudSettings) -> None:
+    """Entry point of ``boilertwin cloud ingest`` (one worker; N: `cloud.workers`)."""
     asyncio.run(ingest_main(settings))

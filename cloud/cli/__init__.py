@@ -76,13 +76,17 @@ def ingest(
 ) -> None:
     """Run ingest workers (any number, on any hosts, may share the broker's shared
     subscription; the API and portal run as `cloud serve`)."""
-    from cloud.serve import run_ingest
-
     setup_logging(log_level)
     settings = settings_from(
         config, db_url=db, ingest_metrics_port=metrics_port, **broker_overrides(broker)
     )
-    run_ingest(settings, workers)
+    if workers > 1:
+        from cloud.workers import run_workers
+
+        raise typer.Exit(run_workers(settings, workers))
+    from cloud.serve import run_ingest
+
+    run_ingest(settings)
 
 
 @app.command("serve")
