@@ -39,12 +39,17 @@ class BrokerTarget:
         return f"the broker at {settings.broker_host}:{settings.broker_port}"
 
 
+def new_password() -> str:
+    """A fresh random broker password for a device."""
+    return secrets.token_urlsafe(PASSWORD_BYTES)
+
+
 def issue(
     settings: CloudSettings, target: BrokerTarget, device_id: str, password: str | None = None
 ) -> str:
     """Create the device's login, or give it a new password; returns the password."""
     check_device_id(device_id)
-    password = password or secrets.token_urlsafe(PASSWORD_BYTES)
+    password = password or new_password()
     if target.dynsec_file is not None:
         document = DynsecFile.load(target.dynsec_file)
         document.set_device(device_id, password)

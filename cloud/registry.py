@@ -102,10 +102,12 @@ def add_device(
     install_date: str | None = None,
     location: Location | None = None,
     address: str | None = None,
+    known_new: bool = False,
 ) -> Device:
-    """Register a device with its key (and an empty twin); `Conflict` if it exists."""
+    """Register a device with its key (and an empty twin); `Conflict` if it exists (a bulk
+    caller that checked all ids at once passes `known_new`)."""
     check_device_id(device_id)
-    if session.get(Device, device_id) is not None:
+    if not known_new and session.get(Device, device_id) is not None:
         raise Conflict(f"device {device_id} is already registered", device_id=device_id)
     raw = public_key_to_raw(public_key)
     device = Device(

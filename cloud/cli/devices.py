@@ -70,6 +70,59 @@ def devices_add(
         _broker_login(settings, target, id, password_out)
 
 
+@devices_app.command("import")
+def devices_import(
+    file: Annotated[Path, typer.Argument(help="CSV: id,public_key[,model,serial,...].")],
+    dynsec: DynsecOption = None,
+    passwords_out: Annotated[
+        Path | None,
+        typer.Option(help="With --dynsec: write id,password of every new login here (0600)."),
+    ] = None,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Register many gateways at once (a production line's batch), all or nothing; with
+    --dynsec also their broker logins, written to the plugin's file in one go."""
+    from cloud.device_import import ImportRejected, read_rows, register_all
+
+    settings = settings_from(config, db_url=db)
+    if (dynsec is None) != (passwords_out is None):
+        typer.echo("error: --dynsec and --passwords-out go together", err=True)
+        raise typer.Exit(2)
+    try:
+        rows = read_rows(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        typer.echo(f"error: cannot read {file}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from exc
+    except UnicodeDecodeError as exc:
+        typer.echo(f"error: {file} is not UTF-8 text", err=True)
+        raise typer.Exit(1) from exc
+    except ImportRejected as exc:
+        typer.echo(f"error: {file} not imported:\n{exc}", err=True)
+        raise typer.Exit(1) from exc
+    document = DynsecFile.load(dynsec) if dynsec is not None else None
+    try:
+        with session_for(settings) as session:
+            count = register_all(session, rows, now_ms=wall_ms(), actor=f"cli:import:{file.name}")
+    except ImportRejected as exc:
+        typer.echo(f"error: {file} not imported:\n{exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"registered {count} devices from {file}")
+    if document is not None and dynsec is not None and passwords_out is not None:
+        passwords = {r.device_id: broker_logins.new_password() for r in rows}
+        for device_id, password in passwords.items():
+            document.set_device(device_id, password)
+        passwords_out.touch(mode=0o600)
+        passwords_out.write_text(
+            "id,password\n" + "".join(f"{d},{p}\n" for d, p in passwords.items())
+        )
+        document.save(dynsec)
+        typer.echo(
+            f"{count} broker logins in {dynsec} (start or restart Mosquitto to load it); "
+            f"passwords in {passwords_out}"
+        )
+
+
 def _target(dynsec: Path | None, online: bool) -> broker_logins.BrokerTarget:
     if dynsec is not None and online:
         typer.echo("error: give --dynsec or --broker-admin, not both", err=True)
