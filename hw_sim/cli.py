@@ -194,3 +194,65 @@ def _local_seconds(moment: datetime) -> float:
         moment = moment.astimezone()
     offset = moment.utcoffset()
     return moment.timestamp() + (offset.total_seconds() if offset else 0.0)
+
+
+fleet_app = typer.Typer(
+    help="Thousands of simulated gateways against a real broker (docs/fleet-simulator.md).",
+    no_args_is_help=True,
+)
+app.add_typer(fleet_app, name="fleet")
+
+
+@fleet_app.command("keys")
+def fleet_keys(
+    count: Annotated[int, typer.Option(min=1, max=1_000_000, help="How many gateways.")],
+    out: Annotated[Path, typer.Option(help="Folder for keys.csv (secret) and devices.csv.")],
+    prefix: Annotated[str, typer.Option(help="Device ids are <prefix>-000000...")] = "sim",
+) -> None:
+    """Make gateway keys: devices.csv is for `boilertwin cloud devices import`."""
+    from hw_sim.fleet import make_keys
+
+    keys, devices = make_keys(count, out, prefix)
+    typer.echo(f"{count} keys in {keys} (0600); register them with:")
+    typer.echo(f"  boilertwin cloud devices import {devices} --dynsec FILE --passwords-out PW.csv")
+
+
+@fleet_app.command("run")
+def fleet_run(
+    keys: Annotated[Path, typer.Option(help="keys.csv from `sim fleet keys`.")],
+    passwords: Annotated[Path, typer.Option(help="The import's --passwords-out file.")],
+    cloud_keys: Annotated[Path, typer.Option(help="Folder of the cloud's <kid>.pem keys.")],
+    broker: Annotated[str, typer.Option(help="Broker HOST:PORT.")] = "127.0.0.1:1883",
+    minutes: Annotated[float, typer.Option(min=0.01, help="Simulated minutes to run.")] = 60.0,
+    time_scale: Annotated[float, typer.Option(min=0.01, help="Simulated s per real s.")] = 60.0,
+    lockouts_per_day: Annotated[float, typer.Option(min=0.0)] = 0.5,
+    offline_share: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
+    offline_hours: Annotated[float, typer.Option(min=0.0)] = 3.0,
+    storm_at_minute: Annotated[float | None, typer.Option(help="Everyone reconnects.")] = None,
+    seed: Annotated[int, typer.Option()] = 1,
+) -> None:
+    """Run the fleet against the broker, then print what it sent and what was confirmed."""
+    from hw_sim.fleet import FleetSettings, load_cloud_keys, load_identities, run_fleet
+
+    host, port = parse_address(broker, option="--broker")
+    try:
+        identities = load_identities(keys, passwords)
+        pinned = load_cloud_keys(cloud_keys)
+    except (OSError, KeyError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    settings = FleetSettings(
+        broker_host=host,
+        broker_port=port,
+        time_scale=time_scale,
+        duration_s=minutes * 60,
+        lockouts_per_day=lockouts_per_day,
+        offline_share=offline_share,
+        offline_s=offline_hours * 3600,
+        storm_at_s=None if storm_at_minute is None else storm_at_minute * 60,
+        seed=seed,
+    )
+    typer.echo(f"{len(identities)} gateways, {minutes} simulated minutes at {time_scale}x")
+    summary = asyncio.run(run_fleet(identities, pinned, settings))
+    for line in summary.lines():
+        typer.echo(line)

@@ -185,7 +185,7 @@ async def one_setup(db_url: str, workers: int, workdir: Path) -> dict[str, Any]:
         expected = GATEWAYS * PER_GATEWAY
         started = time.perf_counter()
         await drive(broker, fleet, PER_GATEWAY, None)
-        finished = await until_stored(stack, expected)
+        finished = await until_stored(stack, expected, timeout=60)
         result["rate"] = stored(stack) / (finished - started - 1.0 - GATEWAYS / 200)
         curve = []
         for share in LOAD_SHARES:
@@ -194,7 +194,7 @@ async def one_setup(db_url: str, workers: int, workdir: Path) -> dict[str, Any]:
             before = stored(stack)
             mark = int(time.time() * 1000)
             await drive(broker, fleet, per_gateway, offered)
-            await until_stored(stack, before + GATEWAYS * per_gateway, timeout=120)
+            await until_stored(stack, before + GATEWAYS * per_gateway, timeout=60)
             values = latencies(stack, mark)
             curve.append((offered, percentile(values, 0.5), percentile(values, 0.95)))
         result["curve"] = curve
