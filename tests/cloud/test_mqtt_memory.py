@@ -8,8 +8,8 @@ backoff, and the dispatcher's reading of PUBACK reason codes.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
