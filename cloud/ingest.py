@@ -457,7 +457,7 @@ class Ingest:
                         set_={"count": IngestCounter.count + statement.excluded.count},
                     )
                 )
-            update.add_duplicates(session, duplicates)
+            update.add_duplicates(session, duplicates, self.clock())
 
         try:
             self._retrying(work)

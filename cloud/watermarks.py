@@ -2,9 +2,12 @@
 
 A device is due once after each connection (its birth), so what it published before and the
 broker may have dropped is sent again at once, and then at most every
-`watermark_interval_s` while it keeps sending. A watermark is computed from the database at
-send time (`cloud.twin.delivered`) and signed with the command key; the broker may drop it
-(no session yet: PUBACK 0x10), the next round sends another.
+`watermark_interval_s` while what is stored of it grows (new seqs, or holes filled by its
+resends). A device that sends what is already stored (duplicates) did not get its last
+watermark and is asking again: it is due after `ASKED_AFTER_MS` (or the interval, if
+shorter). A watermark is computed from the database at send time (`cloud.twin.delivered`)
+and signed with the command key; one the broker does not accept (no session: PUBACK 0x10)
+is due again after the interval, or at once on the device's next connection.
 
 State is in memory: a restarted cloud sends every active device one at once. Several cloud
 processes sending is harmless (a watermark only says what is stored).
@@ -34,13 +37,23 @@ log = logging.getLogger(__name__)
 
 MAX_PER_ROUND = 500
 """Watermarks sent per round at most; the rest are due in the next round."""
+ASKED_AFTER_MS = 30_000
+"""A device sending duplicates gets a watermark again after this long at the earliest."""
 
 
 @dataclass(frozen=True, slots=True)
 class _Sent:
+    """What a device was last told, by this process: the figures its watermark rested on."""
+
     birth_ms: int | None
     max_seq: int
+    contiguous_seq: int
+    duplicates: int
     at_ms: int
+
+
+_NOT_TOLD = -1
+"""`_Sent` figures of a watermark the broker did not accept: any figure counts as grown."""
 
 
 class WatermarkSender:
@@ -60,49 +73,64 @@ class WatermarkSender:
         self._sent: dict[str, _Sent] = {}
         self.sent = 0
 
-    def due(self) -> list[tuple[str, bytes]]:
-        """(device, sealed watermark) for every device due one now (database work)."""
+    def due(self) -> list[tuple[str, bytes, _Sent]]:
+        """(device, sealed watermark, its figures) for every device due one now (database
+        work)."""
         now = self.clock()
         interval_ms = int(self.settings.watermark_interval_s * 1000)
         active_since = now - 2 * interval_ms
-        out: list[tuple[str, bytes]] = []
+        out: list[tuple[str, bytes, _Sent]] = []
         with self.sessions() as session:
             rows = session.execute(
-                select(Twin.device_id, Twin.birth_ms, Twin.max_seq).where(
-                    Twin.max_seq.is_not(None), Twin.last_seen_ms >= active_since
-                )
+                select(
+                    Twin.device_id,
+                    Twin.birth_ms,
+                    Twin.max_seq,
+                    Twin.contiguous_seq,
+                    Twin.duplicates,
+                ).where(Twin.max_seq.is_not(None), Twin.last_seen_ms >= active_since)
             ).all()
-            for device_id, birth_ms, max_seq in rows:
-                if not self._is_due(self._sent.get(device_id), birth_ms, max_seq or 0, now):
+            for device_id, birth_ms, max_seq, contiguous, duplicates in rows:
+                figures = _Sent(birth_ms, max_seq or 0, contiguous or 0, duplicates or 0, now)
+                if not self._is_due(self._sent.get(device_id), figures):
                     continue
                 watermark = watermark_for(session, device_id, now)
                 if watermark is None:
                     continue
-                out.append((device_id, seal(watermark, self.key.key, self.key.kid)))
-                self._sent[device_id] = _Sent(birth_ms, max_seq or 0, now)
+                out.append((device_id, seal(watermark, self.key.key, self.key.kid), figures))
                 if len(out) == MAX_PER_ROUND:
                     break
         return out
 
-    def _is_due(self, sent: _Sent | None, birth_ms: int | None, max_seq: int, now: int) -> bool:
-        """Never told (by this process), connected anew since, or sent more since the
-        interval began."""
-        if sent is None or sent.birth_ms != birth_ms:
+    def _is_due(self, sent: _Sent | None, now: _Sent) -> bool:
+        """Never told (by this process), connected anew since, more stored since (after the
+        interval), or asking again with duplicates (after `ASKED_AFTER_MS`)."""
+        if sent is None or sent.birth_ms != now.birth_ms:
             return True
+        waited = now.at_ms - sent.at_ms
         interval_ms = int(self.settings.watermark_interval_s * 1000)
-        return max_seq > sent.max_seq and now - sent.at_ms >= interval_ms
+        if now.duplicates > sent.duplicates and waited >= min(interval_ms, ASKED_AFTER_MS):
+            return True
+        grown = now.max_seq > sent.max_seq or now.contiguous_seq > sent.contiguous_seq
+        return grown and waited >= interval_ms
 
     async def send_due(self, link: MqttLink) -> int:
         """One round: send what is due; returns how many the broker accepted."""
         accepted = 0
-        for device_id, envelope in await asyncio.to_thread(self.due):
+        for device_id, envelope, figures in await asyncio.to_thread(self.due):
             code = await link.publish_confirmed(topic(device_id, TopicKind.STORED), envelope)
             outcome = "sent" if code < 0x80 and code != 0x10 else "not_accepted"
             WATERMARKS_SENT.labels(outcome).inc()
             if outcome == "sent":
+                self._sent[device_id] = figures
                 accepted += 1
                 self.sent += 1
             else:
+                # due again after the interval, or on its next connection or duplicate
+                lost = _NOT_TOLD
+                self._sent[device_id] = _Sent(
+                    figures.birth_ms, lost, lost, figures.duplicates, figures.at_ms
+                )
                 log.debug("%s: watermark not accepted (PUBACK 0x%02x)", device_id, code)
         return accepted
 

@@ -230,6 +230,9 @@ def fleet_run(
     offline_hours: Annotated[float, typer.Option(min=0.0)] = 3.0,
     storm_at_minute: Annotated[float | None, typer.Option(help="Everyone reconnects.")] = None,
     seed: Annotated[int, typer.Option()] = 1,
+    drain_seconds: Annotated[
+        float, typer.Option(min=0.0, help="Then wait this long for watermarks to confirm all.")
+    ] = 0.0,
 ) -> None:
     """Run the fleet against the broker, then print what it sent and what was confirmed."""
     from hw_sim.fleet import FleetSettings, load_cloud_keys, load_identities, run_fleet
@@ -251,6 +254,7 @@ def fleet_run(
         offline_s=offline_hours * 3600,
         storm_at_s=None if storm_at_minute is None else storm_at_minute * 60,
         seed=seed,
+        drain_s=drain_seconds,
     )
     typer.echo(f"{len(identities)} gateways, {minutes} simulated minutes at {time_scale}x")
     summary = asyncio.run(run_fleet(identities, pinned, settings))

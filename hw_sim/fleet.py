@@ -18,6 +18,7 @@ test, and read the cloud's lag and batch metrics (docs/operations.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import random
 import time
@@ -82,6 +83,12 @@ class FleetSettings:
     storm_at_s: float | None = None
     """Simulated time at which every gateway drops its connection and reconnects at once."""
     seed: int = 1
+    resend_after_s: float = 120.0
+    """Wall-clock seconds after which a message the watermarks do not cover yet is sent again
+    (the agent's ``outbox.resend_after_s``)."""
+    drain_s: float = 0.0
+    """Wall-clock seconds to stay connected after the run (no new readings) while the cloud's
+    watermarks confirm what the outboxes still hold; the run ends early once all are empty."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +158,8 @@ class Summary:
     refused: Counter[str] = field(default_factory=Counter)
     last_seq: dict[str, int] = field(default_factory=dict)
     """Each gateway's last seq: the cloud should hold every one from 1 up to it."""
+    unconfirmed: dict[str, list[int]] = field(default_factory=dict)
+    """At the end: the seqs each gateway still holds because no watermark covered them."""
 
     def lines(self) -> list[str]:
         kinds = ", ".join(f"{k} {n:,}" for k, n in sorted(self.sent.items()))
@@ -161,7 +170,22 @@ class Summary:
             f"lockouts: {self.lockouts:,}; commands: {dict(self.commands) or 'none'}",
             f"connections: {self.connects:,}; gateways taken offline: {self.offline:,}",
             f"refused downlinks: {dict(self.refused) or 'none'}",
+            *(
+                f"unconfirmed: {device} seqs {_ranges(seqs)}"
+                for device, seqs in sorted(self.unconfirmed.items())[:10]
+            ),
         ]
+
+
+def _ranges(seqs: list[int]) -> str:
+    """`1-3, 7` for [1, 2, 3, 7]."""
+    out: list[str] = []
+    for seq in seqs:
+        if out and seq == int(out[-1].split("-")[-1]) + 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{seq}"
+        else:
+            out.append(str(seq))
+    return ", ".join(out)
 
 
 class Gateway:
@@ -184,6 +208,7 @@ class Gateway:
         self.epoch = int(time.time())
         self.seq = 0
         self.outbox: dict[int, tuple[str, bytes]] = {}
+        self.sent_at: dict[int, float] = {}
         self.status = BoilerStatus.STANDBY
         self.client: aiomqtt.Client | None = None
         self.reconnect = asyncio.Event()
@@ -215,6 +240,7 @@ class Gateway:
         for seq in seqs:
             entry = self.outbox.get(seq)
             if entry is not None:
+                self.sent_at[seq] = time.monotonic()
                 await client.publish(entry[0], entry[1], qos=1)
 
     # -- the boiler --------------------------------------------------------------------------
@@ -309,14 +335,21 @@ class Gateway:
         covered = [s for s in self.outbox if s <= mark.upto and s not in missing]
         for seq in covered:
             del self.outbox[seq]
+            self.sent_at.pop(seq, None)
         self.summary.confirmed += len(covered)
-        return sorted(s for s in missing if s in self.outbox)
+        # as the agent: what the cloud still lacks well after it was sent goes again (a broker
+        # can drop what it acknowledged: a queue overflow, shared subscriptions lost on restart)
+        late = time.monotonic() - self.settings.resend_after_s
+        unconfirmed = {s for s in self.outbox if s > mark.upto and self.sent_at.get(s, late) < late}
+        return sorted((missing & self.outbox.keys()) | unconfirmed)
 
     # -- the link ----------------------------------------------------------------------------
 
-    async def run(self, started: float, stop: asyncio.Event) -> None:
-        """Connect, publish, handle downlinks; reconnect after drops, until `stop`."""
-        ticker = asyncio.create_task(self.tick(started, stop))
+    async def run(self, started: float, stop: asyncio.Event, quiet: asyncio.Event) -> None:
+        """Connect, publish, handle downlinks; reconnect after drops, until `stop`. The boiler
+        runs until `quiet`; after that the gateway only drains its outbox."""
+        ticker = asyncio.create_task(self.tick(started, quiet))
+        resender = asyncio.create_task(self.resend_late(stop))
         try:
             while not stop.is_set():
                 wait = self.offline_until - time.monotonic()
@@ -329,6 +362,7 @@ class Gateway:
                 await asyncio.sleep(0)
         finally:
             ticker.cancel()
+            resender.cancel()
 
     async def session(self, stop: asyncio.Event) -> None:
         will = aiomqtt.Will(topic(self.id, TopicKind.STATE), STATE_OFFLINE, qos=1, retain=True)
@@ -387,6 +421,19 @@ class Gateway:
                 self.summary.resent += len(again)
                 await self.publish(again)
 
+    async def resend_late(self, stop: asyncio.Event) -> None:
+        """As the agent: a message still unconfirmed `resend_after_s` after it was sent goes
+        again, whether or not a watermark comes (the broker may have dropped it)."""
+        every = max(0.1, self.settings.resend_after_s / 2)
+        while not stop.is_set():
+            await asyncio.sleep(every)
+            late = time.monotonic() - self.settings.resend_after_s
+            again = sorted(s for s in self.outbox if self.sent_at.get(s, late) < late)
+            if again and self.client is not None:
+                self.summary.resent += len(again)
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await self.publish(again)
+
     async def tick(self, started: float, stop: asyncio.Event) -> None:
         """Simulated time: a report every `REPORT_S`, health every `HEALTH_S`, faults."""
         scale = self.settings.time_scale
@@ -414,7 +461,9 @@ class Gateway:
                 storm = None
                 self.reconnect.set()
             if self.client is not None:
-                await self.publish(list(range(before + 1, self.seq + 1)))
+                # the link may break: the outbox keeps them, all sent again on reconnect
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await self.publish(list(range(before + 1, self.seq + 1)))
             await asyncio.sleep(REPORT_S / scale)
 
 
@@ -428,11 +477,17 @@ async def run_fleet(
     gateways = [
         Gateway(i, cloud_keys, settings, summary, random.Random(rng.random())) for i in identities
     ]
+    quiet = asyncio.Event()
     started = time.monotonic()
-    tasks = [asyncio.create_task(g.run(started, stop)) for g in gateways]
+    tasks = [asyncio.create_task(g.run(started, stop, quiet)) for g in gateways]
     await asyncio.sleep(settings.duration_s / settings.time_scale)
+    quiet.set()
+    deadline = time.monotonic() + settings.drain_s
+    while time.monotonic() < deadline and any(g.outbox for g in gateways):
+        await asyncio.sleep(0.2)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     summary.pending = sum(len(g.outbox) for g in gateways)
+    summary.unconfirmed = {g.id: sorted(g.outbox) for g in gateways if g.outbox}
     summary.last_seq = {g.id: g.seq for g in gateways}
     return summary

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Collection, Mapping
 from typing import Any, Protocol, cast
 
-from sqlalchemy import CursorResult, Table, and_, or_, select, update
+from sqlalchemy import CursorResult, Table, and_, case, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -125,13 +125,19 @@ def apply_health(twin: Twin, health: Health) -> None:
         twin.health_ms = health.ts
 
 
-def add_duplicates(session: Session, duplicates: Mapping[str, int]) -> None:
-    """Add counted duplicate deliveries to each device's twin (in id order: no deadlocks)."""
+def add_duplicates(session: Session, duplicates: Mapping[str, int], now_ms: int) -> None:
+    """Add counted duplicate deliveries to each device's twin (in id order: no deadlocks). A
+    duplicate is the device speaking (resending what it was not told is stored), so it is
+    seen: `last_seen_ms` moves to `now_ms` if older."""
+    seen = case(
+        (or_(Twin.last_seen_ms.is_(None), Twin.last_seen_ms < now_ms), now_ms),
+        else_=Twin.last_seen_ms,
+    )
     for device_id, n in sorted(duplicates.items()):
         session.execute(
             update(Twin)
             .where(Twin.device_id == device_id)
-            .values(duplicates=Twin.duplicates + n)
+            .values(duplicates=Twin.duplicates + n, last_seen_ms=seen)
             .execution_options(synchronize_session=False)
         )
 

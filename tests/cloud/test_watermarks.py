@@ -12,7 +12,7 @@ from cloud.keys import keygen
 from cloud.settings import CloudSettings
 from cloud.twin.delivered import watermark_for
 from cloud.twin.gaps import detect_gaps
-from cloud.watermarks import WatermarkSender
+from cloud.watermarks import ASKED_AFTER_MS, WatermarkSender
 from protocols.cose import open_watermark
 from protocols.messages import MAX_MISSING_RANGES
 from protocols.topics import TopicKind, topic
@@ -112,3 +112,48 @@ async def test_due_once_per_connection_then_at_most_every_interval(
     world.clock.advance(600_000)
     send(world, 5)
     assert await sender.send_due(no_session) == 0
+    world.clock.advance(1000)
+    assert await sender.send_due(link) == 0, "not accepted: due again only after the interval"
+    world.clock.advance(600_000)
+    assert await sender.send_due(link) == 1, "not accepted: told again, with nothing new sent"
+
+
+async def test_holes_filled_by_resends_are_confirmed(world: World, tmp_path: Path) -> None:
+    """The last seq does not move when a resend fills a hole below it; the device still
+    needs to hear that the hole is filled, or it keeps what it resent for ever."""
+    key = keygen(tmp_path / "keys", "cloud-test")
+    settings = CloudSettings(db_url="sqlite://", watermark_interval_s=600)
+    sender = WatermarkSender(world.sessions, key, settings, world.clock)
+    world.clock.advance(1000)
+    assert world.send(world.dev.birth(seq=1)).outcome == "accepted"
+    send(world, 2, 4)
+    link = MemoryLink()
+    assert await sender.send_due(link) == 1
+    send(world, 3)
+    world.clock.advance(600_000)
+    assert await sender.send_due(link) == 1, "the hole at 3 is filled"
+    mark = open_watermark(link.published[-1][1], DEV, {key.kid: key.key.public_key()})
+    assert (mark.upto, mark.missing) == (4, ())
+
+
+async def test_a_device_resending_what_is_stored_is_told_again_soon(
+    world: World, tmp_path: Path
+) -> None:
+    """Duplicates mean the device did not get its watermark (the broker lost it): it is told
+    again after `ASKED_AFTER_MS`, not after the (long) interval."""
+    key = keygen(tmp_path / "keys", "cloud-test")
+    settings = CloudSettings(db_url="sqlite://", watermark_interval_s=1800)
+    sender = WatermarkSender(world.sessions, key, settings, world.clock)
+    world.clock.advance(1000)
+    assert world.send(world.dev.birth(seq=1)).outcome == "accepted"
+    send(world, 2)
+    link = MemoryLink()
+    assert await sender.send_due(link) == 1
+    world.clock.advance(ASKED_AFTER_MS)
+    assert await sender.send_due(link) == 0, "nothing new, nothing asked"
+    world.clock.advance(2 * 1_800_000)  # quiet for two intervals: no longer active
+    assert await sender.send_due(link) == 0
+    assert world.send(world.dev.data([("flow_temp", T0 + 2, 1.0)], seq=2)).outcome == "duplicate"
+    assert world.ingest.flush_counters()
+    assert await sender.send_due(link) == 1, "a duplicate asks again (and is a sign of life)"
+    assert await sender.send_due(link) == 0, "and is answered once"
