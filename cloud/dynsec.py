@@ -103,7 +103,8 @@ def device_acls(device_id: str) -> list[dict[str, Any]]:
 
 
 def cloud_acls() -> list[dict[str, Any]]:
-    """Read every uplink kind (plainly or through any shared group), publish every downlink."""
+    """Read every uplink kind (plainly or through any shared group), publish every downlink,
+    read the broker's ``$SYS/broker`` figures."""
     acls: list[dict[str, Any]] = []
     for kind in UPLINK_KINDS:
         uplinks = subscription(kind)
@@ -116,6 +117,8 @@ def cloud_acls() -> list[dict[str, Any]]:
     # only what the role may receive, the uplink kinds.
     acls.append(_acl("subscribePattern", f"{PREFIX}/+/#"))
     acls += [_acl("publishClientSend", subscription(kind)) for kind in DOWNLINK_KINDS]
+    # The broker's own figures, read-only (`cloud.broker_stats`).
+    acls += [_acl("subscribePattern", "$SYS/broker/#"), _acl("publishClientReceive", "$SYS/#")]
     return acls
 
 

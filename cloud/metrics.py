@@ -76,3 +76,12 @@ WATERMARKS_SENT = Counter(
     "(sent, or not_accepted by the broker).",
     ["outcome"],
 )
+
+BROKER_FIGURES = Gauge(
+    "boilertwin_broker",
+    "The broker's own figures from $SYS/broker/<figure> (Mosquitto), e.g. store/messages/count "
+    "(queued for sessions away or slow), publish/messages/dropped (dropped at a queue limit), "
+    "clients/disconnected (persistent sessions offline).",
+    ["figure"],
+)
+"""Set by `cloud.broker_stats` in ``cloud serve``."""

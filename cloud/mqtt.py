@@ -20,7 +20,8 @@ Broker behaviour to know (Mosquitto 2.0.11, as tested): while a worker is away i
 session keeps being dealt its turn of the shared subscription, queued until it returns (not
 handed to the other workers); and after a *broker* restart plain subscriptions of persistent
 sessions are restored but shared ones are not, so until a worker has reconnected, uplinks
-find no subscriber and are dropped by the broker. Ingest flags those seqs as unexplained gaps.
+find no subscriber and are dropped by the broker (PUBACK 0x10). The gateways keep those
+messages until the cloud's watermarks cover them and send them again (`cloud.watermarks`).
 """
 
 from __future__ import annotations

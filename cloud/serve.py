@@ -23,6 +23,7 @@ from prometheus_client import start_http_server
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.api.app import create_app
+from cloud.broker_stats import run_broker_stats
 from cloud.commands import CommandService, RestartRule
 from cloud.db import make_engine, session_factory, upgrade
 from cloud.dispatch import Dispatcher, Sweeper
@@ -186,16 +187,15 @@ async def serve_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:
     )
     sweeper = Sweeper(sessions, settings, clock)
     watermarks = WatermarkSender(sessions, key, settings, clock)
-    await _run(
-        server.serve,
-        supervisor,
-        {
-            "mqtt": lambda: run_mqtt(settings, ingest, extra=[dispatcher.run, watermarks.run]),
-            "command-sweeper": sweeper.run,
-            "housekeeping": lambda: housekeeping(ingest, sessions, settings, clock),
-            "service-sweeper": lambda: service_sweeper(cloud.platform, settings.sweep_interval_s),
-        },
-    )
+    loops: dict[str, Callable[[], Awaitable[None]]] = {
+        "mqtt": lambda: run_mqtt(settings, ingest, extra=[dispatcher.run, watermarks.run]),
+        "command-sweeper": sweeper.run,
+        "housekeeping": lambda: housekeeping(ingest, sessions, settings, clock),
+        "service-sweeper": lambda: service_sweeper(cloud.platform, settings.sweep_interval_s),
+    }
+    if settings.broker_stats:
+        loops["broker-stats"] = lambda: run_broker_stats(settings)
+    await _run(server.serve, supervisor, loops)
 
 
 async def ingest_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:

@@ -47,6 +47,9 @@ class CloudSettings:
     twice this many unacknowledged messages in flight to a worker (MQTT 5 receive maximum)."""
     ingest_batch_window_s: float = 0.0
     """Wait up to this long after a batch's first message for more (0: never wait)."""
+    broker_stats: bool = True
+    """``cloud serve`` follows the broker's ``$SYS/broker`` figures and exposes them as
+    ``boilertwin_broker{figure}`` (Mosquitto; turn off for a broker that has no ``$SYS``)."""
     ingest_metrics_port: int | None = None
     """``cloud ingest``: serve Prometheus metrics on `api_host` at this port (worker i of
     ``--workers N`` at port + i); None: none. ``cloud serve`` has them at ``/metrics``."""

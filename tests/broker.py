@@ -62,6 +62,17 @@ class BrokerError(Exception):
         self.log = log
 
 
+def _override(config: str, options: Mapping[str, str]) -> str:
+    """`config` with each general option of `options` set (replaced, or added before the
+    first listener)."""
+    lines = [line for line in config.splitlines() if line.partition(" ")[0] not in options]
+    first_listener = next(
+        (i for i, line in enumerate(lines) if line.startswith("listener ")), len(lines)
+    )
+    added = [f"{key} {value}" for key, value in options.items()]
+    return "\n".join([*lines[:first_listener], *added, *lines[first_listener:]]) + "\n"
+
+
 def find_mosquitto() -> str | None:
     """Path of the mosquitto executable (Debian installs it in /usr/sbin), or None."""
     return shutil.which("mosquitto") or (
@@ -174,7 +185,10 @@ class Broker:
         cloud_user: str = CLOUD_USER,
         host: str = "127.0.0.1",
         executable: str | None = None,
+        overrides: Mapping[str, str] | None = None,
     ) -> None:
+        """`overrides` replace (or add) general options of the shipped config, e.g.
+        ``{"max_queued_messages": "20"}`` to make a queue overflow in a test."""
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.host = host
@@ -200,16 +214,15 @@ class Broker:
             cert_file, key_file = self.ca.issue("server", server=True, hosts=(host, "localhost"))
             self.ca_file = self.ca.cert_file
             tls_files = {"cafile": self.ca_file, "certfile": cert_file, "keyfile": key_file}
-        self.config_file.write_text(
-            render_config(
-                (DEPLOY_DIR / "mosquitto.conf").read_text(),
-                directory=directory,
-                host=host,
-                port=self.port,
-                tls_port=self.tls_port,
-                tls_files=tls_files,
-            )
+        config = render_config(
+            (DEPLOY_DIR / "mosquitto.conf").read_text(),
+            directory=directory,
+            host=host,
+            port=self.port,
+            tls_port=self.tls_port,
+            tls_files=tls_files,
         )
+        self.config_file.write_text(_override(config, overrides or {}))
         DynsecFile.new(ADMIN_USER, ADMIN_PASSWORD).save(self.dynsec_file)
 
     @property
