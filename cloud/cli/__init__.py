@@ -80,13 +80,15 @@ def ingest(
     settings = settings_from(
         config, db_url=db, ingest_metrics_port=metrics_port, **broker_overrides(broker)
     )
-    if workers > 1:
-        from cloud.workers import run_workers
+    from cloud.workers import run_workers, worker_settings
 
+    if workers > 1:
         raise typer.Exit(run_workers(settings, workers))
     from cloud.serve import run_ingest
 
-    run_ingest(settings)
+    # one worker runs in this process, still as worker 0: its client id never collides with
+    # `cloud serve` reading the same configuration (two sessions with one id evict each other)
+    run_ingest(worker_settings(settings, 0))
 
 
 @app.command("serve")
