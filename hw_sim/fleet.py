@@ -349,7 +349,7 @@ class Gateway:
         """Connect, publish, handle downlinks; reconnect after drops, until `stop`. The boiler
         runs until `quiet`; after that the gateway only drains its outbox."""
         ticker = asyncio.create_task(self.tick(started, quiet))
-        resender = asyncio.create_task(self.resend_late(stop))
+        resender = asyncio.create_task(self.resend_late(quiet, stop))
         try:
             while not stop.is_set():
                 wait = self.offline_until - time.monotonic()
@@ -421,9 +421,11 @@ class Gateway:
                 self.summary.resent += len(again)
                 await self.publish(again)
 
-    async def resend_late(self, stop: asyncio.Event) -> None:
-        """As the agent: a message still unconfirmed `resend_after_s` after it was sent goes
-        again, whether or not a watermark comes (the broker may have dropped it)."""
+    async def resend_late(self, quiet: asyncio.Event, stop: asyncio.Event) -> None:
+        """Once the fleet is quiet (draining): a message still unconfirmed `resend_after_s`
+        after it was sent goes again. While readings flow, as on the agent, resends follow
+        the watermarks that the new readings bring (so a cloud outage is not amplified)."""
+        await quiet.wait()
         every = max(0.1, self.settings.resend_after_s / 2)
         while not stop.is_set():
             await asyncio.sleep(every)
