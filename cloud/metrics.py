@@ -85,3 +85,10 @@ BROKER_FIGURES = Gauge(
     ["figure"],
 )
 """Set by `cloud.broker_stats` in ``cloud serve``."""
+
+RETENTION_DROPPED = Counter(
+    "boilertwin_retention_dropped_rows",
+    "Rows removed by the retention policy (samples: whole partitions on PostgreSQL), by table.",
+    ["table"],
+)
+"""Exposed as ``boilertwin_retention_dropped_rows_total{table}`` (`cloud.partitions`)."""

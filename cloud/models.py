@@ -184,7 +184,8 @@ class Uplink(Base):
 
 
 class Sample(Base):
-    """One telemetry reading (the time series)."""
+    """One telemetry reading (the time series). On PostgreSQL the table is partitioned by
+    ``ts_ms`` (`cloud.partitions`; primary key ``(id, ts_ms)`` there, as partitioning needs)."""
 
     __tablename__ = "samples"
     __table_args__ = (Index("ix_samples_device_point_ts", "device_id", "point", "ts_ms"),)
@@ -200,6 +201,26 @@ class Sample(Base):
     text: Mapped[str | None] = mapped_column(String(200))
     quality: Mapped[str] = mapped_column(String(16))
     seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class SampleRollup(Base):
+    """Numeric readings of one point summed up per minute or hour (PostgreSQL only; SQLite
+    charts read `samples`). Maintained by ingest in the transaction that stores the samples,
+    so exactly once like them; long charts read these instead of raw rows (`cloud.twin.rollups`).
+    """
+
+    __tablename__ = "sample_rollups"
+
+    device_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    point: Mapped[str] = mapped_column(String(64), primary_key=True)
+    width_ms: Mapped[int] = mapped_column(Integer, primary_key=True)
+    """60000 (a minute) or 3600000 (an hour)."""
+    bucket_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    """Start of the bucket: ``ts_ms`` rounded down to a whole `width_ms` since the epoch."""
+    n: Mapped[int] = mapped_column(BigInteger)
+    total: Mapped[float] = mapped_column(Float)
+    min: Mapped[float] = mapped_column(Float)
+    max: Mapped[float] = mapped_column(Float)
 
 
 class Alarm(Base):

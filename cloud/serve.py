@@ -31,6 +31,7 @@ from cloud.domain import Clock, wall_ms
 from cloud.ingest import Ingest
 from cloud.keys import CommandKey, load_command_key
 from cloud.mqtt import run_mqtt
+from cloud.partitions import Retention, maintain
 from cloud.periodic import every
 from cloud.portal.app import install_portal
 from cloud.service.config import PlatformConfig
@@ -42,6 +43,9 @@ from cloud.watermarks import WatermarkSender
 
 log = logging.getLogger(__name__)
 
+MAINTENANCE_EVERY_MS = 3_600_000
+"""Partition and retention work runs this often (and at start)."""
+
 SHUTDOWN_GRACE_S = 5
 """On SIGTERM, requests still running after this are cut: a portal page's live stream never
 ends by itself, and must not hold the shutdown for its whole `portal_live_max_s`."""
@@ -50,15 +54,27 @@ ends by itself, and must not hold the shutdown for its whole `portal_live_max_s`
 async def housekeeping(
     ingest: Ingest, sessions: sessionmaker[Session], settings: CloudSettings, clock: Clock
 ) -> None:
-    """Flush ingest counters and detect unexplained seq gaps, forever.
+    """Flush ingest counters and detect unexplained seq gaps, forever; once an hour (and at
+    start) keep the time partitions ready and apply the retention policy (`cloud.partitions`).
 
     A database outage skips a round; anything else ends the loop for the supervisor to
     restart (one device's data never gets this far: `detect_gaps` quarantines it).
     """
+    retention = Retention(
+        settings.samples_partition_days,
+        settings.samples_retention_days,
+        settings.rollups_retention_days,
+    )
+    maintained: list[int] = []
 
     def once() -> None:
         ingest.flush_counters()
-        detect_gaps(sessions, clock(), int(settings.gap_grace_s * 1000))
+        now = clock()
+        detect_gaps(sessions, now, int(settings.gap_grace_s * 1000))
+        if not maintained or now - maintained[0] >= MAINTENANCE_EVERY_MS:
+            engine = sessions.kw["bind"]
+            maintain(engine, now, retention)
+            maintained[:] = [now]
 
     await every(settings.housekeeping_interval_s, once, "housekeeping")
 

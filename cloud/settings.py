@@ -47,6 +47,13 @@ class CloudSettings:
     twice this many unacknowledged messages in flight to a worker (MQTT 5 receive maximum)."""
     ingest_batch_window_s: float = 0.0
     """Wait up to this long after a batch's first message for more (0: never wait)."""
+    samples_partition_days: int = 7
+    """PostgreSQL: days of readings per partition of ``samples`` (`cloud.partitions`)."""
+    samples_retention_days: float | None = None
+    """Raw readings older than this are dropped (whole partitions on PostgreSQL); None keeps
+    them for ever. Hourly rollups are always kept."""
+    rollups_retention_days: float | None = None
+    """Per-minute rollups older than this are deleted; None keeps them for ever."""
     broker_stats: bool = True
     """``cloud serve`` follows the broker's ``$SYS/broker`` figures and exposes them as
     ``boilertwin_broker{figure}`` (Mosquitto; turn off for a broker that has no ``$SYS``)."""
@@ -102,7 +109,11 @@ class CloudSettings:
     """Proxies trusted to say the client's address (``X-Forwarded-For``), comma-separated, as
     uvicorn takes them; empty trusts none, so the address is the connecting peer's."""
     portal_live_poll_s: float = 1.0
-    """How often a portal page's live stream (SSE) looks for a change in what it shows."""
+    """SQLite: how often the portal's change feed looks for changes to what open live streams
+    (SSE) show, in one query for all of them (PostgreSQL is told: LISTEN/NOTIFY)."""
+    portal_live_recheck_s: float = 15.0
+    """A live stream also looks this often when the change feed did not wake it (a twin going
+    stale with time alone, a viewer losing access)."""
     portal_live_max_s: float = 600.0
     """A live stream ends after this long; the browser reconnects at once (bounds each one)."""
     portal_secure_cookie: bool = True
@@ -265,6 +276,7 @@ def _check(s: CloudSettings) -> None:
         "road_factor",
         "portal_live_poll_s",
         "portal_live_max_s",
+        "portal_live_recheck_s",
         "sweep_interval_s",
         "housekeeping_interval_s",
         "watermark_interval_s",
@@ -273,6 +285,15 @@ def _check(s: CloudSettings) -> None:
     for name in positive:
         if getattr(s, name) <= 0:
             raise ConfigError(name, "must be positive")
+    days = s.samples_partition_days
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 366:
+        raise ConfigError("samples_partition_days", "must be a whole number of days, 1 to 366")
+    for name in ("samples_retention_days", "rollups_retention_days"):
+        kept = getattr(s, name)
+        if kept is None:
+            continue
+        if isinstance(kept, bool) or not isinstance(kept, int | float) or kept < 1:
+            raise ConfigError(name, "must be at least 1 day (or left out: keep for ever)")
     for name in ("q_ar", "q_cs", "q_sq", "price_tolerance", "car_co2_kg_per_km"):
         if getattr(s, name) < 0:
             raise ConfigError(name, "must not be negative")

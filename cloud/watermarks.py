@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 MAX_PER_ROUND = 500
 """Watermarks sent per round at most; the rest are due in the next round."""
+ACTIVE_MIN_MS = 600_000
+"""A device heard from within two intervals, or at least this long, is looked at each round
+(a short interval must not make a device that is still resending look inactive)."""
 ASKED_AFTER_MS = 30_000
 """A device sending duplicates gets a watermark again after this long at the earliest."""
 
@@ -78,7 +81,7 @@ class WatermarkSender:
         work)."""
         now = self.clock()
         interval_ms = int(self.settings.watermark_interval_s * 1000)
-        active_since = now - 2 * interval_ms
+        active_since = now - max(2 * interval_ms, ACTIVE_MIN_MS)
         out: list[tuple[str, bytes, _Sent]] = []
         with self.sessions() as session:
             rows = session.execute(

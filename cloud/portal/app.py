@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 
 from cloud.api.deps import API_PREFIX
 from cloud.errors import CloudError
+from cloud.portal.feed import ChangeFeed, source_for
 from cloud.portal.pages import PAGE_MODULES
 from cloud.portal.render import STATIC, page
 from cloud.portal.session import LoginRequired, end_session
@@ -34,7 +35,13 @@ def is_portal(request: Request) -> bool:
 
 
 def install_portal(app: FastAPI) -> None:
-    """Mount the portal's pages and static files on `app` (after the API's routes)."""
+    """Mount the portal's pages and static files on `app` (after the API's routes), and the
+    change feed its live streams share (`cloud.portal.feed`)."""
+    context = app.state.context
+    source = source_for(
+        context.settings.db_url, context.sessions, context.settings.portal_live_poll_s
+    )
+    app.state.live_feed = ChangeFeed(source)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for module in PAGE_MODULES:
         app.include_router(module.router)

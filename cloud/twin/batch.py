@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from cloud import alarms
 from cloud.models import Sample, Twin, TwinValue, Uplink
 from cloud.timing import Timing, order_time
-from cloud.twin import update
+from cloud.twin import rollups, update
 from cloud.twin.rows import dialect_insert
 from protocols.messages import TelemetryBatch, UplinkMessage
 from protocols.reference import FAULT_POINT, STATUS_POINT
@@ -239,9 +239,11 @@ class _Telemetry:
             )
 
     def write(self) -> None:
-        """Samples in one statement (COPY on PostgreSQL), newest values in one upsert."""
+        """Samples in one statement (COPY on PostgreSQL) and their rollups, newest values in
+        one upsert."""
         if self.samples:
             _insert_samples(self.session, self.samples)
+            rollups.add(self.session, ((r[0], r[1], r[2], r[4]) for r in self.samples))
         if self.newest:
             self.session.execute(
                 update.twin_value_upsert(self.session.get_bind().dialect.name),

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from cloud.errors import InvalidInput
 from cloud.models import Alarm, Device, Sample, TwinValue, Uplink
+from cloud.twin import rollups
 from protocols.reference import (
     BURNER_STARTS_POINT,
     OPERATING_HOURS_POINT,
@@ -308,21 +309,64 @@ def _raw(
 def _buckets(
     session: Session, device_id: str, names: list[str], since_ms: int, until_ms: int, step_ms: int
 ) -> dict[str, list[dict[str, Any]]]:
+    """Buckets of `step_ms` from `since_ms`: from the rollups where they tile the buckets
+    (`cloud.twin.rollups`), the rest (or everything, on SQLite) from raw samples."""
+    raw_since = since_ms
+    found: dict[tuple[str, int], rollups.Aggregate] = {}
+    width = rollups.width_for(since_ms, step_ms) if rollups.enabled(session) else None
+    if width is not None:
+        raw_since = max(since_ms, until_ms // width * width)  # the newest part-bucket: raw
+        found = rollups.bucket_rows(session, device_id, names, since_ms, raw_since, step_ms, width)
+    if raw_since < until_ms:
+        for key, aggregate in _raw_buckets(
+            session, device_id, names, since_ms, raw_since, until_ms, step_ms
+        ).items():
+            held = found.get(key)
+            found[key] = aggregate if held is None else _merged(held, aggregate)
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for (point, index), (n, total, low, high) in sorted(found.items()):
+        out[point].append(
+            {
+                "ts": since_ms + index * step_ms,
+                "avg": total / n,
+                "min": float(low),
+                "max": float(high),
+                "count": int(n),
+            }
+        )
+    return out
+
+
+def _merged(a: rollups.Aggregate, b: rollups.Aggregate) -> rollups.Aggregate:
+    return [a[0] + b[0], a[1] + b[1], min(a[2], b[2]), max(a[3], b[3])]
+
+
+def _raw_buckets(
+    session: Session,
+    device_id: str,
+    names: list[str],
+    origin_ms: int,
+    since_ms: int,
+    until_ms: int,
+    step_ms: int,
+) -> dict[tuple[str, int], rollups.Aggregate]:
+    """{(point, bucket index from `origin_ms`): [n, total, min, max]} of raw samples in
+    [since, until)."""
     # The offsets are rendered inline (they are ints we computed): PostgreSQL only accepts a
     # GROUP BY expression that is textually the selected one, and two bind parameters with
     # equal values are not. Integer / integer truncates on both backends, and the operand is
     # never negative, so truncation is floor.
-    origin = literal_column(str(int(since_ms)), BigInteger())
+    origin = literal_column(str(int(origin_ms)), BigInteger())
     width = literal_column(str(int(step_ms)), BigInteger())
     bucket = ((Sample.ts_ms - origin) // width).label("bucket")
     query = (
         select(
             Sample.point,
             bucket,
-            func.avg(Sample.num).label("avg"),
+            func.count(Sample.num).label("n"),
+            func.sum(Sample.num).label("total"),
             func.min(Sample.num).label("min"),
             func.max(Sample.num).label("max"),
-            func.count(Sample.num).label("n"),
         )
         .where(
             Sample.device_id == device_id,
@@ -332,17 +376,8 @@ def _buckets(
             Sample.num.is_not(None),
         )
         .group_by(Sample.point, bucket)
-        .order_by(Sample.point, bucket)
     )
-    out: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
-    for row in session.execute(query):
-        out[row.point].append(
-            {
-                "ts": since_ms + int(row.bucket) * step_ms,
-                "avg": float(row.avg),
-                "min": float(row.min),
-                "max": float(row.max),
-                "count": int(row.n),
-            }
-        )
-    return out
+    return {
+        (row.point, int(row.bucket)): [int(row.n), float(row.total), row.min, row.max]
+        for row in session.execute(query)
+    }

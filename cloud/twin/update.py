@@ -31,6 +31,7 @@ from cloud.errors import PreconditionFailed
 from cloud.limits import code
 from cloud.models import Device, Gap, Sample, Twin, TwinValue
 from cloud.timing import Timing
+from cloud.twin import rollups
 from cloud.twin.gaps import ACCOUNTED, advance_contiguous, resolve_gaps
 from cloud.twin.rows import dialect_insert
 from protocols.messages import (
@@ -256,6 +257,7 @@ def apply_telemetry(
     # Core executemany with one constant statement each: compiled once, cached thereafter
     # (a multi-row VALUES would be compiled anew for every batch size).
     session.execute(_SAMPLE_INSERT, rows)
+    rollups.add(session, ((batch.dev, r.point, r.ts, num_text(r.value)[0]) for r in batch.readings))
     values = [
         {
             "device_id": batch.dev,

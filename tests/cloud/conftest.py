@@ -107,3 +107,23 @@ def db_url(
     url, name = db_templates.postgresql(admin)
     yield url
     db_templates.drop(admin, name)
+
+
+@pytest.fixture
+def pg_url(db_templates: _Templates) -> Iterator[str]:
+    """URL of an empty, migrated PostgreSQL database (for PostgreSQL-only features)."""
+    admin = _admin_url()
+    if admin is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must set TEST_DATABASE_URL: PostgreSQL tests may not be skipped")
+        pytest.skip("PostgreSQL run needs TEST_DATABASE_URL (.ci/run sets it)")
+    _reachable(admin)
+    url, name = db_templates.postgresql(admin)
+    yield url
+    db_templates.drop(admin, name)
+
+
+@pytest.fixture
+def sqlite_url(db_templates: _Templates, tmp_path: Path) -> str:
+    """URL of an empty, migrated SQLite database (for SQLite-only behaviour)."""
+    return db_templates.sqlite(tmp_path / "cloud.db")

@@ -151,7 +151,7 @@ async def test_a_device_resending_what_is_stored_is_told_again_soon(
     assert await sender.send_due(link) == 1
     world.clock.advance(ASKED_AFTER_MS)
     assert await sender.send_due(link) == 0, "nothing new, nothing asked"
-    world.clock.advance(2 * 1_800_000)  # quiet for two intervals: no longer active
+    world.clock.advance(2 * 1_800_000)  # quiet for two intervals (> 10 min): not active
     assert await sender.send_due(link) == 0
     assert world.send(world.dev.data([("flow_temp", T0 + 2, 1.0)], seq=2)).outcome == "duplicate"
     assert world.ingest.flush_counters()

@@ -17,6 +17,7 @@ from cloud.api.deps import ApiContext, ContextDep, SessionDep
 from cloud.domain import Caller, Role
 from cloud.models import Device, Job, ThreadEvent, Twin
 from cloud.portal.charts import chart_svg, lines_from
+from cloud.portal.feed import twin_key
 from cloud.portal.live import Snapshot, live_response
 from cloud.portal.pages.commands import command_on_page, new_key
 from cloud.portal.render import Formats, fragment, page
@@ -24,6 +25,7 @@ from cloud.portal.session import VisitorDep
 from cloud.portal.timeline import describe
 from cloud.twin.figures import timeseries
 from cloud.twin.read import connectivity, stale_ms, twin_json
+from cloud.twin.rollups import HOUR_MS, MINUTE_MS
 from protocols.reference import fault_name, fault_text, status_label
 
 router = APIRouter(include_in_schema=False)
@@ -60,6 +62,14 @@ def now_panel(session: Session, ctx: ApiContext, caller: Caller, device: Device)
     return body if sees_people(session, caller, device) else redact_people(body)
 
 
+def chart_start(now_ms: int, range_ms: int) -> int:
+    """Where a chart of the last `range_ms` begins: on a whole hour for a week or more, else
+    on a whole minute, so that its buckets are read from rollups on PostgreSQL
+    (`cloud.twin.rollups`) instead of every raw reading."""
+    whole = HOUR_MS if range_ms >= 7 * 86_400_000 else MINUTE_MS
+    return (now_ms - range_ms) // whole * whole
+
+
 def now_key(session: Session, ctx: ApiContext, device_id: str) -> tuple[int, str]:
     """Changes whenever the 'now' panel would: the twin's version and connectivity."""
     twin = session.get(Twin, device_id)
@@ -92,7 +102,7 @@ def boiler_page(
     device = visible_device(session, caller, device_id)
     twin = now_panel(session, ctx, caller, device)
     now = ctx.clock()
-    since = now - RANGES[range]
+    since = chart_start(now, RANGES[range])
     series = timeseries(
         session,
         device.id,
@@ -153,7 +163,7 @@ def boiler_live(
             html = fragment(request, "_boiler_now.html", twin=twin, role=caller.role.value)
             return Snapshot(key, html)
 
-    return live_response(request, "now", look)
+    return live_response(request, "now", twin_key(device_id), look)
 
 
 def _thread(session: Session, caller: Caller, device_id: str) -> list[ThreadEvent]:

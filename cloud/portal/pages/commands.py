@@ -21,6 +21,7 @@ from cloud.api.deps import ContextDep, SessionDep
 from cloud.commands import CommandRequest, command_json
 from cloud.domain import Caller, CommandState
 from cloud.models import Command
+from cloud.portal.feed import command_key
 from cloud.portal.forms import act
 from cloud.portal.live import Snapshot, live_response
 from cloud.portal.render import fragment
@@ -130,4 +131,4 @@ def command_live(
             html = fragment(request, "_command.html", command=command_view(row))
             return Snapshot((row.state, row.updated_ms), html, CommandState(row.state).final)
 
-    return live_response(request, "command", look)
+    return live_response(request, "command", command_key(command_id), look)
