@@ -111,8 +111,9 @@ class PollSource:
             if not keys:
                 return
             now = await asyncio.to_thread(self._versions, keys)
-            changed = {k for k, v in now.items() if k in seen and seen[k] != v}
-            changed |= {k for k in keys if k in seen and k not in now}
+            # a key seen for the first time counts as changed: it may have changed between
+            # its stream's first look and this round (one extra look, nothing missed)
+            changed = {k for k, v in now.items() if k not in seen or seen[k] != v}
             seen = now
             if changed:
                 yield changed
