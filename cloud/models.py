@@ -205,17 +205,22 @@ class Sample(Base):
 
 class SampleRollup(Base):
     """Numeric readings of one point summed up per minute or hour (PostgreSQL only; SQLite
-    charts read `samples`). Maintained by ingest in the transaction that stores the samples,
-    so exactly once like them; long charts read these instead of raw rows (`cloud.twin.rollups`).
-    """
+    charts read `samples`). Ingest appends one row per (point, width, bucket) a transaction
+    touches, in the transaction that stores the samples (so exactly once, like them);
+    housekeeping merges the rows of each bucket into one. Rows combine (sum n and total, min
+    of min, max of max), so readers aggregate whatever is there (`cloud.twin.rollups`)."""
 
     __tablename__ = "sample_rollups"
+    __table_args__ = (
+        Index("ix_sample_rollups_key", "device_id", "point", "width_ms", "bucket_ms"),
+    )
 
-    device_id: Mapped[str] = mapped_column(String(63), primary_key=True)
-    point: Mapped[str] = mapped_column(String(64), primary_key=True)
-    width_ms: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(63))
+    point: Mapped[str] = mapped_column(String(64))
+    width_ms: Mapped[int] = mapped_column(Integer)
     """60000 (a minute) or 3600000 (an hour)."""
-    bucket_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    bucket_ms: Mapped[int] = mapped_column(BigInteger)
     """Start of the bucket: ``ts_ms`` rounded down to a whole `width_ms` since the epoch."""
     n: Mapped[int] = mapped_column(BigInteger)
     total: Mapped[float] = mapped_column(Float)

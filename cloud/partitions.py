@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 
 from cloud.metrics import RETENTION_DROPPED
 from cloud.models import Sample, SampleRollup
+from cloud.twin import rollups
 from cloud.twin.rollups import MINUTE_MS
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ DEFAULT_PARTITION = "samples_default"
 AHEAD = 2
 """Periods kept ready beyond the current one."""
 MAINTENANCE_LOCK = 0x62745F70  # "bt_p": one process at a time does partition DDL
+COMPACT_DAYS = 2
+"""Each round merges the rollup rows of the buckets of the last two days (`rollups.compact`)."""
 DELETE_BATCH = 50_000
 """SQLite retention deletes at most this many rows per statement (short write locks)."""
 
@@ -177,7 +180,8 @@ class Retention:
 
 
 def maintain(engine: Engine, now_ms: int, retention: Retention) -> dict[str, int]:
-    """One housekeeping round: partitions ready ahead (PostgreSQL), then retention. Returns
+    """One housekeeping round: partitions ready ahead and recent rollups merged (PostgreSQL),
+    then retention. Returns
     rows dropped per table. On PostgreSQL one process at a time (an advisory lock; the others
     skip the round)."""
     dropped: dict[str, int] = {}
@@ -190,6 +194,7 @@ def maintain(engine: Engine, now_ms: int, retention: Retention) -> dict[str, int
             if not locked:
                 return dropped
             ensure_partitions(connection, now_ms, retention.partition_days)
+            rollups.compact(connection, now_ms - COMPACT_DAYS * DAY_MS, now_ms + DAY_MS)
         if retention.samples_days is not None:
             cutoff = now_ms - int(retention.samples_days * DAY_MS)
             if partitioned:

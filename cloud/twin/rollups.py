@@ -1,22 +1,21 @@
 """Per-minute and per-hour rollups of numeric readings (count, sum, min, max), PostgreSQL only.
 
-Ingest adds each stored sample to its minute and hour rows (`add`) in the transaction that
-stores the sample: a message is stored once (``uplinks``' key), so it is counted once, and
-a batch's readings are summed per row in Python first, so a batch costs one upsert per row it
-touches. The twin row of the device is locked first (`cloud.twin.rows`), so two workers never
-update one device's rollups at once. Charts whose buckets start on a whole minute or hour and
-are a whole number of them wide read rollups (`bucket_rows`): a 30-day chart reads 720 hourly
-rows per point instead of every reading, whatever the reporting rate. SQLite keeps the simple
-path: charts aggregate raw samples there.
+Ingest appends each transaction's readings to their minute and hour rows (`add`), summed per
+(device, point, width, bucket) in Python first and written with ``COPY``: no upsert, no row
+locks, in the transaction that stores the samples (a message is stored once, by ``uplinks``'
+key, so it is counted once). Housekeeping merges the rows of each bucket into one
+(`compact`); rows combine (sum n and total, min of min, max of max), so readers aggregate
+whatever rows there are and never depend on compaction having run. Charts whose buckets start
+on a whole minute or hour and are a whole number of them wide read rollups (`bucket_rows`):
+a 30-day chart reads 720 hourly rows per point instead of every reading, whatever the
+reporting rate. SQLite keeps the simple path: charts aggregate raw samples there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, cast
 
-from sqlalchemy import BigInteger, Table, func, literal_column, select
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import BigInteger, Connection, func, literal_column, select, text
 from sqlalchemy.orm import Session
 
 from cloud.models import SampleRollup
@@ -54,39 +53,42 @@ def add(session: Session, readings: Iterable[tuple[str, str, int, float | None]]
                 held[2] = min(held[2], num)
                 held[3] = max(held[3], num)
     if rows:
-        session.execute(
-            _UPSERT,
-            [
-                {
-                    "device_id": d,
-                    "point": p,
-                    "width_ms": w,
-                    "bucket_ms": b,
-                    "n": int(a[0]),
-                    "total": a[1],
-                    "min": a[2],
-                    "max": a[3],
-                }
-                for (d, p, w, b), a in sorted(rows.items())
-            ],
-        )
+        raw = session.connection().connection.driver_connection
+        statement = f"COPY {SampleRollup.__tablename__} ({', '.join(COLUMNS)}) FROM STDIN"
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
+            for (d, p, w, b), a in rows.items():
+                copy.write_row((d, p, w, b, int(a[0]), a[1], a[2], a[3]))
 
 
-def _upsert() -> Any:
-    statement = postgresql.insert(cast(Table, SampleRollup.__table__))
-    new, held = statement.excluded, SampleRollup.__table__.c
-    return statement.on_conflict_do_update(
-        index_elements=["device_id", "point", "width_ms", "bucket_ms"],
-        set_={
-            "n": held.n + new.n,
-            "total": held.total + new.total,
-            "min": func.least(held.min, new.min),
-            "max": func.greatest(held.max, new.max),
-        },
+COLUMNS = ("device_id", "point", "width_ms", "bucket_ms", "n", "total", "min", "max")
+
+_COMPACT = text(
+    """
+    WITH split AS (
+        SELECT device_id, point, width_ms, bucket_ms FROM sample_rollups
+        WHERE bucket_ms >= :since AND bucket_ms < :until
+        GROUP BY device_id, point, width_ms, bucket_ms HAVING count(*) > 1
+    ), merged AS (
+        DELETE FROM sample_rollups r USING split s
+        WHERE r.device_id = s.device_id AND r.point = s.point AND r.width_ms = s.width_ms
+          AND r.bucket_ms = s.bucket_ms
+        RETURNING r.device_id, r.point, r.width_ms, r.bucket_ms, r.n, r.total, r.min, r.max
     )
+    INSERT INTO sample_rollups (device_id, point, width_ms, bucket_ms, n, total, min, max)
+    SELECT device_id, point, width_ms, bucket_ms, sum(n), sum(total), min(min), max(max)
+    FROM merged GROUP BY device_id, point, width_ms, bucket_ms
+    """
+)
 
 
-_UPSERT = _upsert()
+def compact(connection: Connection, since_ms: int, until_ms: int) -> int:
+    """Merge the rows of each bucket starting in [since, until) that has several into one,
+    atomically (rows appended meanwhile are merged next time); returns the buckets merged.
+    Buckets outside the range keep their rows: still exact, only less compact."""
+    if connection.dialect.name != "postgresql":
+        return 0
+    merged = connection.execute(_COMPACT, {"since": since_ms, "until": until_ms}).rowcount
+    return int(merged or 0)
 
 
 def width_for(since_ms: int, step_ms: int) -> int | None:

@@ -135,20 +135,36 @@ def test_charts_read_the_same_buckets_from_rollups_as_from_raw_samples(
         assert rollups == 0, "SQLite keeps the simple path"
 
 
+def hourly(world: World) -> tuple[int, dict[tuple[str, int], tuple[int, float, float]]]:
+    """(rows, {(point, hour): (n, min, max)}) of the hourly rollups, rows combined."""
+    held: dict[tuple[str, int], list[float]] = {}
+    rows = 0
+    with world.sessions() as session:
+        for r in session.scalars(select(SampleRollup).where(SampleRollup.width_ms == HOUR_MS)):
+            rows += 1
+            a = held.setdefault((r.point, r.bucket_ms), [0, r.min, r.max])
+            a[0] += r.n
+            a[1], a[2] = min(a[1], r.min), max(a[2], r.max)
+    return rows, {k: (int(n), low, high) for k, (n, low, high) in held.items()}
+
+
 def test_rollups_hold_exactly_the_stored_readings_once(pg_world: World) -> None:
     rows = readings(random.Random(7), 300)
     stored(pg_world, rows)
     copy = pg_world.dev.data(rows[:5], seq=1)  # a duplicate of the first message changes nothing
     assert pg_world.send(copy).outcome == "duplicate"
-    with pg_world.sessions() as session:
-        hours = {
-            (r.point, r.bucket_ms): (r.n, r.min, r.max)
-            for r in session.scalars(select(SampleRollup).where(SampleRollup.width_ms == HOUR_MS))
-        }
     want: dict[tuple[str, int], list[float]] = defaultdict(list)
     for point, ts, value in rows:
         want[(point, ts // HOUR_MS * HOUR_MS)].append(value)
-    assert hours == {k: (len(v), min(v), max(v)) for k, v in want.items()}
+    expected_hours = {k: (len(v), min(v), max(v)) for k, v in want.items()}
+    appended, hours = hourly(pg_world)
+    assert hours == expected_hours
+    assert appended > len(expected_hours), "ingest appends a row per bucket and transaction"
+    engine = pg_world.sessions.kw["bind"]
+    maintain(engine, NOW, Retention())  # merges the rows of each recent bucket into one
+    compacted, hours = hourly(pg_world)
+    assert hours == expected_hours
+    assert compacted == len(expected_hours)
 
 
 def test_samples_are_partitioned_and_partitions_are_made_ahead(pg_world: World) -> None:

@@ -29,6 +29,12 @@ COLUMNS = "id, device_id, point, ts_ms, device_ts_ms, num, text, quality, seq"
 def upgrade() -> None:
     op.create_table(
         "sample_rollups",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
         sa.Column("device_id", sa.String(length=63), nullable=False),
         sa.Column("point", sa.String(length=64), nullable=False),
         sa.Column("width_ms", sa.Integer(), nullable=False),
@@ -37,10 +43,12 @@ def upgrade() -> None:
         sa.Column("total", sa.Float(), nullable=False),
         sa.Column("min", sa.Float(), nullable=False),
         sa.Column("max", sa.Float(), nullable=False),
-        sa.PrimaryKeyConstraint(
-            "device_id", "point", "width_ms", "bucket_ms", name=op.f("pk_sample_rollups")
-        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_sample_rollups")),
     )
+    with op.batch_alter_table("sample_rollups", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_sample_rollups_key", ["device_id", "point", "width_ms", "bucket_ms"], unique=False
+        )
     if op.get_bind().dialect.name != "postgresql":
         return
     from cloud.partitions import create_partition  # the same code housekeeping runs
