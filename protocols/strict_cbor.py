@@ -18,6 +18,13 @@ structures), and raises several exception types. This decoder accepts exactly:
 * at most `max_depth` nested arrays and maps.
 
 Anything else raises `MalformedMessage`; no other exception escapes.
+
+Speed: what honest encoders send is canonical (``cbor2.dumps(..., canonical=True)``), so
+`loads` first lets cbor2's C decoder try and keeps its answer only when re-encoding it
+canonically gives back the very same bytes and the value holds nothing the rules above
+reject (`_canonical_fast` says why that is the strict answer); everything else, including
+every error, goes through the strict decoder (`strict_loads`). A differential property test
+(`tests/protocols/test_strict_cbor_fast.py`) holds the two paths to the same answers.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from typing import NoReturn, TypeAlias
+
+import cbor2
 
 from protocols.errors import MalformedMessage
 
@@ -143,9 +152,75 @@ class _Decoder:
 def loads(
     data: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH, tags: frozenset[int] = frozenset()
 ) -> CborValue:
-    """Decode exactly one strict CBOR item from `data`; raise `MalformedMessage` otherwise."""
+    """Decode exactly one strict CBOR item from `data`; raise `MalformedMessage` otherwise.
+
+    Canonical input (what every encoder of the contract sends) takes a fast path: cbor2's C
+    decoder, accepted only if `_canonical_fast` proves the strict decoder would return the
+    same value; anything else is decoded by the strict decoder, which decides."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MalformedMessage(f"CBOR input must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    fast = _canonical_fast(data, max_depth, tags)
+    if fast is not _NO:
+        return fast  # type: ignore[return-value]
+    return strict_loads(data, max_depth=max_depth, tags=tags)
+
+
+_NO = object()
+_INT_MIN, _INT_MAX = -(2**64), 2**64 - 1
+FAST_MAX_BYTES = 1 << 20
+"""Larger inputs always take the strict path (it bounds lengths before allocating)."""
+
+
+def _canonical_fast(data: bytes, max_depth: int, tags: frozenset[int]) -> object:
+    """The value of `data` if it is the canonical encoding of a value made only of what
+    the strict decoder accepts; `_NO` otherwise (including any doubt).
+
+    Why this is the strict decoder's answer: canonical encoding (RFC 8949 section 4.2) has
+    shortest heads, definite lengths and one encoding per value; if re-encoding the decoded
+    value gives back exactly `data`, then `data` holds one item, no trailing bytes, no
+    duplicate or merged keys (they would not re-encode), no tags cbor2 turned into other
+    values (they would not re-encode either); `_allowed` then rejects every type and tag
+    the strict decoder rejects (simple values, sets, dates, bignums beyond 64 bits, keys
+    other than integers and text, nesting deeper than `max_depth`)."""
+    if len(data) > FAST_MAX_BYTES:
+        return _NO
+    try:
+        value = cbor2.loads(data)
+        if cbor2.dumps(value, canonical=True) != data:
+            return _NO
+    except Exception:  # any doubt: the strict decoder decides (and names the problem)
+        return _NO
+    if isinstance(value, cbor2.CBORTag):
+        if value.tag not in tags:
+            return _NO
+        inner = value.value
+        return Tagged(value.tag, inner) if _allowed(inner, 0, max_depth) else _NO
+    return value if _allowed(value, 0, max_depth) else _NO
+
+
+def _allowed(value: object, depth: int, max_depth: int) -> bool:
+    if value is None or isinstance(value, bool | str | bytes | float):
+        return True
+    if isinstance(value, int):
+        return _INT_MIN <= value <= _INT_MAX
+    if isinstance(value, list):
+        return depth < max_depth and all(_allowed(v, depth + 1, max_depth) for v in value)
+    if isinstance(value, dict):
+        return depth < max_depth and all(
+            not isinstance(k, bool)
+            and isinstance(k, int | str)
+            and _allowed(k, depth + 1, max_depth)
+            and _allowed(v, depth + 1, max_depth)
+            for k, v in value.items()
+        )
+    return False
+
+
+def strict_loads(
+    data: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH, tags: frozenset[int] = frozenset()
+) -> CborValue:
+    """The strict decoder alone (`loads` without its fast path)."""
     decoder = _Decoder(bytes(data), max_depth, tags)
     value = decoder.item(0)
     if decoder.remaining():

@@ -231,6 +231,11 @@ class Broker:
         return dict(self._users)
 
     @property
+    def pid(self) -> int | None:
+        """The mosquitto process's id while it runs."""
+        return self._process.pid if self.running and self._process is not None else None
+
+    @property
     def running(self) -> bool:
         """Whether the mosquitto process is alive."""
         return self._process is not None and self._process.returncode is None

@@ -37,6 +37,7 @@ from cloud.registry import add_device
 from protocols.cose import generate_private_key, seal
 from protocols.messages import Quality, Reading, TelemetryBatch
 from protocols.topics import TopicKind, topic
+from tests.bench import resources
 from tests.bench.bench_cloud import (
     POINTS,
     VERIFY_SECONDS,
@@ -183,10 +184,22 @@ async def one_setup(db_url: str, workers: int, workdir: Path) -> dict[str, Any]:
     try:
         await asyncio.sleep(3.0)  # the workers subscribe
         expected = GATEWAYS * PER_GATEWAY
+        groups = {
+            "broker": lambda: {broker.pid} if broker.pid else set(),
+            "workers": lambda: resources.tree(process.pid),
+            "database": (lambda: resources.named("postgres"))
+            if db_url.startswith("postgresql")
+            else (lambda: set()),
+        }
         started = time.perf_counter()
-        await drive(broker, fleet, PER_GATEWAY, None)
-        finished = await until_stored(stack, expected, timeout=60)
+        async with resources.Meter(groups) as meter:
+            await drive(broker, fleet, PER_GATEWAY, None)
+            finished = await until_stored(stack, expected, timeout=60)
         result["rate"] = stored(stack) / (finished - started - 1.0 - GATEWAYS / 200)
+        result["resources"] = {
+            name: (meter.cpu[name] * 1000 / expected, meter.peak_rss[name] / 2**20)
+            for name in groups
+        }
         curve = []
         for share in LOAD_SHARES:
             offered = share * result["rate"]
@@ -229,6 +242,7 @@ def main() -> None:
     backends: list[tuple[str, Any]] = [("SQLite", None)]
     if pg is not None:
         backends.append(("PostgreSQL", pg))
+    used: list[tuple[str, int, dict[str, tuple[float, float]]]] = []
     try:
         for name, database in backends:
             for workers in (1, 2):
@@ -248,6 +262,15 @@ def main() -> None:
                     f"{result['rate'] / rate:.1%} | {curve} | {result['lost']} | "
                     f"{result['duplicated']} |"
                 )
+                used.append((name, workers, result["resources"]))
+        print("  CPU-s per 1,000 messages / peak RSS while saturated (SQLite: in the workers):")
+        for name, workers, figures in used:
+            told = ", ".join(
+                f"{group} {cpu:.2f} CPU-s / {rss:,.0f} MiB"
+                for group, (cpu, rss) in figures.items()
+                if cpu or rss
+            )
+            print(f"    {name}, {workers} worker(s): {told}")
     finally:
         if pg is not None:
             drop_database(*pg)
