@@ -19,6 +19,14 @@ import pytest
 
 from tests.conftest import require_tool
 
+
+def _ctrl_c_reaches_it() -> None:
+    """A suite started in the background by a non-interactive shell inherits SIGINT and
+    SIGQUIT ignored, and bash may not trap a signal ignored when it started: give the demo
+    the terminal's default, as a user's Ctrl-C finds it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,6 +121,7 @@ def test_demo_plays_its_scenarios_and_cleans_up(tmp_path: Path) -> None:
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
+            preexec_fn=_ctrl_c_reaches_it,
         )
     info_path = run_dir / "demo.json"
     try:
