@@ -160,61 +160,77 @@ def loads(
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MalformedMessage(f"CBOR input must be bytes, got {type(data).__name__}")
     data = bytes(data)
-    fast = _canonical_fast(data, max_depth, tags)
-    if fast is not _NO:
-        return fast  # type: ignore[return-value]
+    if not tags and FAST_MIN_BYTES <= len(data) <= FAST_MAX_BYTES:
+        fast = _canonical_fast(data, max_depth)
+        if fast is not _NO:
+            return fast  # type: ignore[return-value]
     return strict_loads(data, max_depth=max_depth, tags=tags)
 
 
 _NO = object()
 _INT_MIN, _INT_MAX = -(2**64), 2**64 - 1
-FAST_MAX_BYTES = 1 << 20
-"""Larger inputs always take the strict path (it bounds lengths before allocating)."""
+FAST_MIN_BYTES, FAST_MAX_BYTES = 64, 1 << 20
+"""Only untagged inputs of these sizes take the fast path: below, and for tagged items (COSE
+envelopes: four items, one a long byte string), the strict decoder is the faster; above,
+it bounds lengths before allocating."""
 
 
-def _canonical_fast(data: bytes, max_depth: int, tags: frozenset[int]) -> object:
+def _canonical_fast(data: bytes, max_depth: int) -> object:
     """The value of `data` if it is the canonical encoding of a value made only of what
-    the strict decoder accepts; `_NO` otherwise (including any doubt).
+    the strict decoder accepts (untagged); `_NO` otherwise (including any doubt).
 
     Why this is the strict decoder's answer: canonical encoding (RFC 8949 section 4.2) has
     shortest heads, definite lengths and one encoding per value; if re-encoding the decoded
     value gives back exactly `data`, then `data` holds one item, no trailing bytes, no
     duplicate or merged keys (they would not re-encode), no tags cbor2 turned into other
-    values (they would not re-encode either); `_allowed` then rejects every type and tag
-    the strict decoder rejects (simple values, sets, dates, bignums beyond 64 bits, keys
-    other than integers and text, nesting deeper than `max_depth`)."""
-    if len(data) > FAST_MAX_BYTES:
-        return _NO
+    values (they would not re-encode either); `_allowed` then rejects every type the strict
+    decoder rejects (tags, simple values, sets, dates, bignums beyond 64 bits, keys other
+    than integers and text, nesting deeper than `max_depth`)."""
     try:
         value = cbor2.loads(data)
         if cbor2.dumps(value, canonical=True) != data:
             return _NO
     except Exception:  # any doubt: the strict decoder decides (and names the problem)
         return _NO
-    if isinstance(value, cbor2.CBORTag):
-        if value.tag not in tags:
-            return _NO
-        inner = value.value
-        return Tagged(value.tag, inner) if _allowed(inner, 0, max_depth) else _NO
     return value if _allowed(value, 0, max_depth) else _NO
 
 
+_LEAVES = frozenset({type(None), bool, float, str, bytes})
+
+
 def _allowed(value: object, depth: int, max_depth: int) -> bool:
-    if value is None or isinstance(value, bool | str | bytes | float):
-        return True
-    if isinstance(value, int):
-        return _INT_MIN <= value <= _INT_MAX
-    if isinstance(value, list):
-        return depth < max_depth and all(_allowed(v, depth + 1, max_depth) for v in value)
-    if isinstance(value, dict):
-        return depth < max_depth and all(
-            not isinstance(k, bool)
-            and isinstance(k, int | str)
-            and _allowed(k, depth + 1, max_depth)
-            and _allowed(v, depth + 1, max_depth)
-            for k, v in value.items()
-        )
-    return False
+    """Whether `value` (at `depth`) holds only what the strict decoder accepts."""
+    stack = [(value, depth)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item, level = pop()
+        kind = type(item)
+        if kind in _LEAVES:
+            continue
+        if kind is int:
+            if not _INT_MIN <= item <= _INT_MAX:  # type: ignore[operator]
+                return False
+        elif kind is list:
+            if level >= max_depth:
+                return False
+            for child in item:  # type: ignore[attr-defined]
+                kind = type(child)
+                if kind in _LEAVES or (kind is int and _INT_MIN <= child <= _INT_MAX):
+                    continue
+                push((child, level + 1))
+        elif kind is dict:
+            if level >= max_depth:
+                return False
+            for key, child in item.items():  # type: ignore[attr-defined]
+                if not (type(key) is str or (type(key) is int and _INT_MIN <= key <= _INT_MAX)):
+                    return False
+                kind = type(child)
+                if kind in _LEAVES or (kind is int and _INT_MIN <= child <= _INT_MAX):
+                    continue
+                push((child, level + 1))
+        else:
+            return False
+    return True
 
 
 def strict_loads(

@@ -60,16 +60,17 @@ def agree(data: bytes, **options: Any) -> None:
 
 
 @settings(max_examples=400)
-@given(values, st.integers(0, 4))
-def test_canonical_values_decode_alike(value: Any, max_depth: int) -> None:
+@given(values, st.integers(0, 4), st.binary(min_size=64, max_size=64))
+def test_canonical_values_decode_alike(value: Any, max_depth: int, padding: bytes) -> None:
     data = cbor2.dumps(value, canonical=True)
     agree(data, max_depth=max_depth)
+    agree(cbor2.dumps([value, padding], canonical=True), max_depth=max_depth)  # fast-path size
 
 
 @settings(max_examples=300)
 @given(values)
 def test_non_canonical_spellings_decode_alike(value: Any) -> None:
-    agree(cbor2.dumps(value))  # floats in full width, keys in insertion order, ...
+    agree(cbor2.dumps([value, bytes(64)]))  # floats in full width, keys in insertion order
 
 
 @settings(max_examples=300)
@@ -84,7 +85,7 @@ def test_tags_decode_alike(value: Any, tag: int, allowed: bool) -> None:
 @settings(max_examples=500)
 @given(values, st.data())
 def test_mutated_bytes_decode_alike(value: Any, data: st.DataObject) -> None:
-    encoded = bytearray(cbor2.dumps(value, canonical=True))
+    encoded = bytearray(cbor2.dumps([value, bytes(64)], canonical=True))  # fast-path size
     for _ in range(data.draw(st.integers(1, 3))):
         if encoded and data.draw(st.booleans()):
             encoded[data.draw(st.integers(0, len(encoded) - 1))] = data.draw(st.integers(0, 255))
@@ -94,9 +95,11 @@ def test_mutated_bytes_decode_alike(value: Any, data: st.DataObject) -> None:
 
 
 @settings(max_examples=500)
-@given(st.binary(max_size=40))
-def test_random_bytes_decode_alike(data: bytes) -> None:
+@given(st.binary(max_size=40), st.binary(min_size=64, max_size=80))
+def test_random_bytes_decode_alike(data: bytes, tail: bytes) -> None:
     agree(data)
+    agree(bytes.fromhex("82") + data + tail)  # an array around them, at fast-path size
+    agree(bytes.fromhex("825840") + tail[:64] + data)
 
 
 @pytest.mark.parametrize(
@@ -119,6 +122,11 @@ def test_what_the_strict_decoder_rejects_the_fast_path_rejects(data: bytes) -> N
     with pytest.raises(MalformedMessage):
         strict_cbor.strict_loads(data)
     agree(data)
+    padded = bytes.fromhex("82") + data + bytes.fromhex("5840") + bytes(64)
+    if data != bytes.fromhex("0000"):  # (inside an array the trailing byte is an item)
+        with pytest.raises(MalformedMessage):
+            strict_cbor.loads(padded)
+    agree(padded)
 
 
 @settings(max_examples=200)
@@ -129,6 +137,4 @@ def test_canonical_input_takes_the_fast_path(value: Any) -> None:
         strict_cbor.strict_loads(data)
     except MalformedMessage:
         return  # (a bignum beyond 64 bits)
-    assert strict_cbor._canonical_fast(data, strict_cbor.DEFAULT_MAX_DEPTH, frozenset()) is not (
-        strict_cbor._NO
-    )
+    assert strict_cbor._canonical_fast(data, strict_cbor.DEFAULT_MAX_DEPTH) is not strict_cbor._NO
