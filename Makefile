@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench.bench_day
 	$(BIN)/python -m tests.bench.bench_cloud
 	$(BIN)/python -m tests.bench.bench_fleet
+	$(BIN)/python -m tests.bench.bench_faults
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
