@@ -16,6 +16,8 @@ processes sending is harmless (a watermark only says what is stored).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import heapq
 import logging
 from dataclasses import dataclass
 
@@ -40,6 +42,8 @@ MAX_PER_ROUND = 500
 ACTIVE_MIN_MS = 600_000
 """A device heard from within two intervals, or at least this long, is looked at each round
 (a short interval must not make a device that is still resending look inactive)."""
+RESCAN_SLACK_MS = 10_000
+"""Each round also rereads devices heard from this long before the previous round began."""
 ASKED_AFTER_MS = 30_000
 """A device sending duplicates gets a watermark again after this long at the earliest."""
 
@@ -53,6 +57,16 @@ class _Sent:
     contiguous_seq: int
     duplicates: int
     at_ms: int
+
+
+def _same(a: _Sent, b: _Sent) -> bool:
+    """The same figures, whenever they were read."""
+    return (a.birth_ms, a.max_seq, a.contiguous_seq, a.duplicates) == (
+        b.birth_ms,
+        b.max_seq,
+        b.contiguous_seq,
+        b.duplicates,
+    )
 
 
 _NOT_TOLD = -1
@@ -74,14 +88,28 @@ class WatermarkSender:
         self.settings = settings
         self.clock = clock
         self._sent: dict[str, _Sent] = {}
+        self._latest: dict[str, _Sent] = {}
+        """Each device heard from since it was last told: its newest figures."""
+        self._wake: list[tuple[int, str]] = []
+        """(when, device): when a device in `_latest` may next be due (a heap)."""
+        self._scanned_to: int | None = None
         self.sent = 0
 
     def due(self) -> list[tuple[str, bytes, _Sent]]:
         """(device, sealed watermark, its figures) for every device due one now (database
-        work)."""
+        work).
+
+        The first round reads every device heard from within the active window; later rounds
+        only those heard from since the previous round (less `RESCAN_SLACK_MS`, for
+        transactions that were still committing). Devices heard from but not yet due wait in
+        memory, ordered by when they may become due, so a round costs what changed, not the
+        fleet."""
         now = self.clock()
         interval_ms = int(self.settings.watermark_interval_s * 1000)
         active_since = now - max(2 * interval_ms, ACTIVE_MIN_MS)
+        since = active_since
+        if self._scanned_to is not None:
+            since = max(active_since, self._scanned_to - RESCAN_SLACK_MS)
         out: list[tuple[str, bytes, _Sent]] = []
         with self.sessions() as session:
             rows = session.execute(
@@ -91,19 +119,46 @@ class WatermarkSender:
                     Twin.max_seq,
                     Twin.contiguous_seq,
                     Twin.duplicates,
-                ).where(Twin.max_seq.is_not(None), Twin.last_seen_ms >= active_since)
+                ).where(Twin.max_seq.is_not(None), Twin.last_seen_ms >= since)
             ).all()
+            self._scanned_to = now
             for device_id, birth_ms, max_seq, contiguous, duplicates in rows:
                 figures = _Sent(birth_ms, max_seq or 0, contiguous or 0, duplicates or 0, now)
+                held = self._latest.get(device_id)
+                if held is not None and _same(held, figures):
+                    continue  # reread (slack), nothing new: its wake-up is queued already
+                self._latest[device_id] = figures
+                when = self._due_at(self._sent.get(device_id), figures)
+                if when is not None:
+                    heapq.heappush(self._wake, (when, device_id))
+            chosen: set[str] = set()
+            while self._wake and self._wake[0][0] <= now and len(out) < MAX_PER_ROUND:
+                _, device_id = heapq.heappop(self._wake)
+                latest = self._latest.get(device_id)
+                if latest is None or device_id in chosen:
+                    continue  # told already, or twice in the heap
+                chosen.add(device_id)
+                figures = dataclasses.replace(latest, at_ms=now)
                 if not self._is_due(self._sent.get(device_id), figures):
                     continue
                 watermark = watermark_for(session, device_id, now)
                 if watermark is None:
                     continue
                 out.append((device_id, seal(watermark, self.key.key, self.key.kid), figures))
-                if len(out) == MAX_PER_ROUND:
-                    break
         return out
+
+    def _due_at(self, sent: _Sent | None, now: _Sent) -> int | None:
+        """When a device with figures `now` becomes due (see `_is_due`); None: not unless
+        it is heard from again."""
+        if sent is None or sent.birth_ms != now.birth_ms:
+            return now.at_ms
+        interval_ms = int(self.settings.watermark_interval_s * 1000)
+        times = []
+        if now.duplicates > sent.duplicates:
+            times.append(sent.at_ms + min(interval_ms, ASKED_AFTER_MS))
+        if now.max_seq > sent.max_seq or now.contiguous_seq > sent.contiguous_seq:
+            times.append(sent.at_ms + interval_ms)
+        return min(times) if times else None
 
     def _is_due(self, sent: _Sent | None, now: _Sent) -> bool:
         """Never told (by this process), connected anew since, more stored since (after the
@@ -126,6 +181,9 @@ class WatermarkSender:
             WATERMARKS_SENT.labels(outcome).inc()
             if outcome == "sent":
                 self._sent[device_id] = figures
+                latest = self._latest.get(device_id)
+                if latest is not None and _same(latest, figures):
+                    del self._latest[device_id]  # nothing newer heard meanwhile
                 accepted += 1
                 self.sent += 1
             else:
@@ -134,6 +192,9 @@ class WatermarkSender:
                 self._sent[device_id] = _Sent(
                     figures.birth_ms, lost, lost, figures.duplicates, figures.at_ms
                 )
+                retry = self._due_at(self._sent[device_id], figures)
+                if retry is not None:
+                    heapq.heappush(self._wake, (retry, device_id))
                 log.debug("%s: watermark not accepted (PUBACK 0x%02x)", device_id, code)
         return accepted
 

@@ -157,3 +157,33 @@ async def test_a_device_resending_what_is_stored_is_told_again_soon(
     assert world.ingest.flush_counters()
     assert await sender.send_due(link) == 1, "a duplicate asks again (and is a sign of life)"
     assert await sender.send_due(link) == 0, "and is answered once"
+
+
+async def test_a_device_silent_since_it_became_due_is_still_told(
+    world: World, tmp_path: Path
+) -> None:
+    """Rounds after the first read only devices heard from lately; one that sent something
+    and then went quiet is remembered and told once its interval has passed."""
+    key = keygen(tmp_path / "keys", "cloud-test")
+    settings = CloudSettings(db_url="sqlite://", watermark_interval_s=600)
+    sender = WatermarkSender(world.sessions, key, settings, world.clock)
+    world.clock.advance(1000)
+    assert world.send(world.dev.birth(seq=1)).outcome == "accepted"
+    link = MemoryLink()
+    assert await sender.send_due(link) == 1
+    world.clock.advance(1000)
+    send(world, 2)
+    assert await sender.send_due(link) == 0, "not before the interval"
+    for _ in range(5):  # quiet rounds: the device is no longer among those read
+        world.clock.advance(100_000)
+        assert await sender.send_due(link) == 0
+    world.clock.advance(100_000)
+    assert await sender.send_due(link) == 1, "told from memory once the interval passed"
+    mark = open_watermark(link.published[-1][1], DEV, {key.kid: key.key.public_key()})
+    assert mark.upto == 2
+    world.queries.clear()
+    world.clock.advance(100_000)
+    assert await sender.send_due(link) == 0
+    assert not any("FROM seq_gaps" in q or "FROM uplinks" in q for q in world.queries), (
+        "a quiet round computes no watermark"
+    )
