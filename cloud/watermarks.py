@@ -9,7 +9,9 @@ shorter). A watermark is computed from the database at send time (`cloud.twin.de
 and signed with the command key; one the broker does not accept (no session: PUBACK 0x10)
 is due again after the interval, or at once on the device's next connection.
 
-State is in memory: a restarted cloud sends every active device one at once. Several cloud
+State is in memory: a restarted cloud sends every active device one at once. Each round reads
+only the twins heard from since the previous round; the devices that are heard from but not
+yet due wait in memory, in order of when they may be due (`WatermarkSender.due`). Several cloud
 processes sending is harmless (a watermark only says what is stored).
 """
 
