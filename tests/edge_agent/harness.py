@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,12 +150,16 @@ class Gateway:
 
     # -- as its own process -------------------------------------------------------------------
 
-    async def spawn(self, *, importtime: bool = False) -> asyncio.subprocess.Process:
+    async def spawn(
+        self, *, importtime: bool = False, prefix: Sequence[str] = ()
+    ) -> asyncio.subprocess.Process:
         """Run ``boilertwin edge run`` on a written edge.toml; with `importtime`, Python logs
-        every module the process imports (``-X importtime``) to the agent's log."""
+        every module the process imports (``-X importtime``) to the agent's log; `prefix`
+        runs it under another command (``ip netns exec NAME``)."""
         config = self.directory / "edge.toml"
         config.write_text(_toml(self.config))
         self.process = await asyncio.create_subprocess_exec(
+            *prefix,
             sys.executable,
             *(("-X", "importtime") if importtime else ()),
             "-c",
