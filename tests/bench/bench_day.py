@@ -19,16 +19,18 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocols.messages import Health
-from protocols.topics import TopicKind
+from protocols.cose import seal
+from protocols.messages import Health, Watermark
+from protocols.topics import TopicKind, topic
 from tests.bench.netns import AgentNamespace, LinkCounters, NamespaceUnavailable, agent_namespace
 from tests.broker import Broker, running_broker
-from tests.edge_agent.harness import CloudListener, Gateway, _toml
+from tests.edge_agent.harness import CLOUD_KID, CloudListener, Gateway, _toml
 
 SCALE = float(os.environ.get("BENCH_DAY_SCALE", "240"))
 DAY_S = 86_400
@@ -237,6 +239,50 @@ async def real_time_cpu(workdir: Path) -> tuple[float, float]:
     return used * 3600 / REAL_TIME_WINDOW_S, used / polls * 1000
 
 
+WATERMARKS_PER_DAY = 48
+"""At the cloud's default `watermark_interval_s` (1800 s) to a device that keeps sending."""
+
+
+async def watermark_wire_bytes(workdir: Path, ns: AgentNamespace, rounds: int = 3) -> list[int]:
+    """IP bytes on the agent's link for one watermark (the cloud's signed PUBLISH over TLS,
+    the agent's PUBACK, TCP's ACKs), measured at x1 in quiet moments: the veth counters
+    across 2 s after the watermark, between two batches (the link carries nothing else)."""
+    async with running_broker(workdir / "mosquitto", tls=True, host=ns.host_ip) as broker:
+        pty = workdir / "boiler0"
+        sim_argv = [
+            *CLI,
+            "sim", "boiler", "--pty", str(pty), "--parity", "N", "--seed", "1",
+            "--start", SIM_START, "--log-level", "warning",
+        ]  # fmt: skip
+        async with process(sim_argv, workdir / "sim.log", workdir):
+            await wait_for_path(pty)
+            gateway = day_gateway(workdir / "gateway", broker, str(pty))
+            config = gateway.directory / "edge.toml"
+            config.write_text(_toml(gateway.config))
+            agent_argv = [*ns.exec_prefix(), *CLI, "edge", "run", "--config", str(config)]
+            async with (
+                CloudListener(broker, gateway) as listener,
+                process(agent_argv, gateway.directory / "agent.log", gateway.directory),
+                broker.client("cloud", identifier="cloud-bench-watermarks") as cloud,
+            ):
+                await listener.wait_for(lambda li: len(li.received) >= 2, 120)
+                sizes: list[int] = []
+                while len(sizes) < rounds:
+                    before, heard = ns.counters(), len(listener.received)
+                    await asyncio.sleep(2.0)
+                    if ns.counters() != before:
+                        continue  # not quiet (a batch, a keepalive): try again
+                    upto = max(listener.unique())
+                    mark = Watermark(dev=gateway.device_id, upto=upto, iat=int(time.time() * 1000))
+                    envelope = seal(mark, gateway.cloud_key, kid=CLOUD_KID)
+                    await cloud.publish(topic(gateway.device_id, TopicKind.STORED), envelope, qos=1)
+                    await asyncio.sleep(2.0)  # delayed ACKs included
+                    after = ns.counters()
+                    if len(listener.received) == heard:  # nothing else crossed meanwhile
+                        sizes.append((after - before).ip_total)
+                return sizes
+
+
 def day_gateway(directory: Path, broker: Broker, pty: str) -> Gateway:
     """A gateway with the shipped defaults, save what the bench must set (where things are)."""
     gateway = Gateway(directory, broker, pty)
@@ -263,6 +309,18 @@ def day_gateway(directory: Path, broker: Broker, pty: str) -> Gateway:
 def kb(n: float) -> str:
     """Bytes as kB (1000)."""
     return f"{n / 1000:,.1f} kB"
+
+
+def day_wire_bytes(day: Day) -> float:
+    """The day's IP bytes on the agent's link, scaled to 24 h (0 if not measured)."""
+    if day.first.link is None or day.last.link is None:
+        return 0.0
+    window_s = (day.last.ts_ms - day.first.ts_ms) / 1000
+    return float((day.last.link - day.first.link).ip_total) * DAY_S / window_s
+
+
+def ns_available() -> bool:
+    return os.geteuid() == 0
 
 
 def delta(day: Day, key: str) -> float:
@@ -397,6 +455,23 @@ async def main() -> None:
             raise
     print(table(day))
     sys.stdout.flush()
+    if ns_available():
+        with tempfile.TemporaryDirectory(prefix="bench-wm-") as tmp, maybe_namespace() as ns:
+            if ns is not None:
+                sizes = await watermark_wire_bytes(Path(tmp), ns)
+                one = sorted(sizes)[len(sizes) // 2]
+                day_bytes = day_wire_bytes(day)
+                share = (
+                    f", {one * WATERMARKS_PER_DAY / day_bytes:.1%} of the day's wire bytes"
+                    if day_bytes
+                    else ""
+                )
+                print(
+                    f"Watermarks on the wire (x1, quiet link, {len(sizes)} measured: "
+                    f"{', '.join(map(str, sizes))} bytes): {one} bytes each, "
+                    f"{WATERMARKS_PER_DAY} a day = {kb(one * WATERMARKS_PER_DAY)}{share} "
+                    "(budget 5%)"
+                )
     with tempfile.TemporaryDirectory(prefix="bench-day-x1-") as tmp:
         per_hour, per_poll = await real_time_cpu(Path(tmp))
     print(
