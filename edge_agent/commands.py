@@ -41,10 +41,11 @@ from protocols.wire import decode_payload
 log = logging.getLogger(__name__)
 
 READBACK_FIRST_S = 0.02
-READBACK_MAX_S = 0.5
-"""Read-back after a reset: first after 20 ms, doubling up to 0.5 s, until `readback_s`. The
+READBACK_MAX_S = 0.1
+"""Read-back after a reset: first after 20 ms, doubling up to 0.1 s, until `readback_s`. The
 boiler usually leaves lockout within a poll or two of the reset; a fixed 0.5 s wait was most of
-a restart's round trip."""
+a restart's round trip, and steps growing to 0.5 s could still add a few hundred ms to it.
+At 0.1 s a restart costs at most ten reads a second on the bus for a few seconds."""
 RESET_POINT = "reset_request"
 
 
