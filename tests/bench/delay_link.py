@@ -104,19 +104,21 @@ def delayed_namespace(one_way_s: float) -> Iterator[DelayedLink]:
     fds: list[int] = []
     relay: _Relay | None = None
     try:
-        _ip("netns", "add", link.name)
-        fds = [_tun(outer_if), _tun(inner_if)]
-        _ip("link", "set", inner_if, "netns", link.name)
-        _ip("addr", "add", link.host_ip, "peer", link.inner_ip, "dev", outer_if)
-        _ip("link", "set", outer_if, "up")
-        _ip("-n", link.name, "addr", "add", link.inner_ip, "peer", link.host_ip, "dev", inner_if)
-        _ip("-n", link.name, "link", "set", inner_if, "up")
-        _ip("-n", link.name, "link", "set", "lo", "up")
+        try:
+            _ip("netns", "add", link.name)
+            fds = [_tun(outer_if), _tun(inner_if)]
+            _ip("link", "set", inner_if, "netns", link.name)
+            _ip("addr", "add", link.host_ip, "peer", link.inner_ip, "dev", outer_if)
+            _ip("link", "set", outer_if, "up")
+            inside = ("-n", link.name)
+            _ip(*inside, "addr", "add", link.inner_ip, "peer", link.host_ip, "dev", inner_if)
+            _ip(*inside, "link", "set", inner_if, "up")
+            _ip(*inside, "link", "set", "lo", "up")
+        except (subprocess.CalledProcessError, OSError) as exc:
+            raise NamespaceUnavailable(f"cannot make the delayed link: {exc}") from exc
         relay = _Relay(fds[0], fds[1], one_way_s)
         relay.start()
-        yield link
-    except (subprocess.CalledProcessError, OSError) as exc:
-        raise NamespaceUnavailable(f"cannot make the delayed link: {exc}") from exc
+        yield link  # what the caller's block raises passes through unchanged
     finally:
         if relay is not None:
             relay.stop()
