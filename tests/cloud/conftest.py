@@ -90,6 +90,19 @@ def _reachable(admin: str) -> None:
         pytest.fail(f"TEST_DATABASE_URL={admin} is unreachable: {exc}")
 
 
+def _postgresql(db_templates: _Templates) -> Iterator[str]:
+    """An empty, migrated PostgreSQL database; fails in CI without one, else skips."""
+    admin = _admin_url()
+    if admin is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must set TEST_DATABASE_URL: PostgreSQL tests may not be skipped")
+        pytest.skip("PostgreSQL run needs TEST_DATABASE_URL (.ci/run sets it)")
+    _reachable(admin)
+    url, name = db_templates.postgresql(admin)
+    yield url
+    db_templates.drop(admin, name)
+
+
 @pytest.fixture(params=BACKENDS)
 def db_url(
     request: pytest.FixtureRequest, db_templates: _Templates, tmp_path: Path
@@ -98,29 +111,13 @@ def db_url(
     if request.param == "sqlite":
         yield db_templates.sqlite(tmp_path / "cloud.db")
         return
-    admin = _admin_url()
-    if admin is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must set TEST_DATABASE_URL: PostgreSQL tests may not be skipped")
-        pytest.skip("PostgreSQL run needs TEST_DATABASE_URL (.ci/run sets it)")
-    _reachable(admin)
-    url, name = db_templates.postgresql(admin)
-    yield url
-    db_templates.drop(admin, name)
+    yield from _postgresql(db_templates)
 
 
 @pytest.fixture
 def pg_url(db_templates: _Templates) -> Iterator[str]:
     """URL of an empty, migrated PostgreSQL database (for PostgreSQL-only features)."""
-    admin = _admin_url()
-    if admin is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must set TEST_DATABASE_URL: PostgreSQL tests may not be skipped")
-        pytest.skip("PostgreSQL run needs TEST_DATABASE_URL (.ci/run sets it)")
-    _reachable(admin)
-    url, name = db_templates.postgresql(admin)
-    yield url
-    db_templates.drop(admin, name)
+    yield from _postgresql(db_templates)
 
 
 @pytest.fixture
