@@ -138,6 +138,26 @@ async def wait_for_path(path: Path, timeout: float = 15) -> None:
             await asyncio.sleep(0.05)
 
 
+@contextlib.asynccontextmanager
+async def boiler_and_gateway(
+    workdir: Path, broker: Broker, scale: float
+) -> AsyncIterator[tuple[Gateway, Path]]:
+    """The simulated boiler on a pty at `scale`, and a gateway with the shipped defaults
+    wired to it and to `broker`: (gateway, its written edge.toml)."""
+    pty = workdir / "boiler0"
+    sim_argv = [
+        *CLI,
+        "sim", "boiler", "--pty", str(pty), "--parity", "N", "--seed", "1",
+        "--time-scale", f"{scale:g}", "--start", SIM_START, "--log-level", "warning",
+    ]  # fmt: skip
+    async with process(sim_argv, workdir / "sim.log", workdir):
+        await wait_for_path(pty)
+        gateway = day_gateway(workdir / "gateway", broker, str(pty))
+        config = gateway.directory / "edge.toml"
+        config.write_text(_toml(gateway.config))
+        yield gateway, config
+
+
 @dataclass(frozen=True, slots=True)
 class Day:
     """The measured day, and the run around it."""
@@ -159,49 +179,39 @@ async def run_day(workdir: Path, ns: AgentNamespace | None) -> Day:
     host = ns.host_ip if ns is not None else "127.0.0.1"
     loop = asyncio.get_running_loop()
     started = loop.time()
-    async with running_broker(workdir / "mosquitto", tls=True, host=host) as broker:
-        pty = workdir / "boiler0"
-        sim_argv = [
-            *CLI,
-            "sim", "boiler", "--pty", str(pty), "--parity", "N", "--seed", "1",
-            "--time-scale", f"{SCALE:g}", "--start", SIM_START, "--log-level", "warning",
+    async with (
+        running_broker(workdir / "mosquitto", tls=True, host=host) as broker,
+        boiler_and_gateway(workdir, broker, SCALE) as (gateway, config),
+    ):
+        agent_argv = [
+            *(ns.exec_prefix() if ns is not None else []),
+            *CLI, "edge", "run", "--config", str(config), "--time-scale", f"{SCALE:g}",
         ]  # fmt: skip
-        async with process(sim_argv, workdir / "sim.log", workdir):
-            await wait_for_path(pty)
-            gateway = day_gateway(workdir / "gateway", broker, str(pty))
-            config = gateway.directory / "edge.toml"
-            config.write_text(_toml(gateway.config))
-            agent_argv = [
-                *(ns.exec_prefix() if ns is not None else []),
-                *CLI, "edge", "run", "--config", str(config), "--time-scale", f"{SCALE:g}",
-            ]  # fmt: skip
-            async with CloudListener(broker, gateway) as listener:
-                start_link = ns.counters() if ns is not None else None
-                async with process(
-                    agent_argv, gateway.directory / "agent.log", gateway.directory
-                ) as agent:
-                    real_day = DAY_S / SCALE
-                    first = await mark_at(listener, 1, agent.pid, ns, 60)
-                    last = await mark_at(
-                        listener, DAY_HEALTHS + 1, agent.pid, ns, real_day * 1.5 + 60
-                    )
-                    agent.send_signal(signal.SIGTERM)
-                    exit_code = await asyncio.wait_for(agent.wait(), 30)
-                await asyncio.sleep(1.0)  # the last PUBLISHes of the drain reach the cloud
-                window = listener.received[first.received : last.received]
-                unique = listener.unique()
-                return Day(
-                    first=first,
-                    last=last,
-                    start_link=start_link,
-                    by_kind=Counter(str(r.kind) for r in window),
-                    payload_bytes=sum(len(r.envelope) for r in window),
-                    seqs=sorted(unique),
-                    duplicates=len(listener.received) - len(unique),
-                    rejected=len(listener.rejected),
-                    exit_code=exit_code,
-                    wall_s=loop.time() - started,
-                )
+        async with CloudListener(broker, gateway) as listener:
+            start_link = ns.counters() if ns is not None else None
+            async with process(
+                agent_argv, gateway.directory / "agent.log", gateway.directory
+            ) as agent:
+                real_day = DAY_S / SCALE
+                first = await mark_at(listener, 1, agent.pid, ns, 60)
+                last = await mark_at(listener, DAY_HEALTHS + 1, agent.pid, ns, real_day * 1.5 + 60)
+                agent.send_signal(signal.SIGTERM)
+                exit_code = await asyncio.wait_for(agent.wait(), 30)
+            await asyncio.sleep(1.0)  # the last PUBLISHes of the drain reach the cloud
+            window = listener.received[first.received : last.received]
+            unique = listener.unique()
+            return Day(
+                first=first,
+                last=last,
+                start_link=start_link,
+                by_kind=Counter(str(r.kind) for r in window),
+                payload_bytes=sum(len(r.envelope) for r in window),
+                seqs=sorted(unique),
+                duplicates=len(listener.received) - len(unique),
+                rejected=len(listener.rejected),
+                exit_code=exit_code,
+                wall_s=loop.time() - started,
+            )
 
 
 REAL_TIME_WARMUP_S = 40.0
@@ -214,27 +224,19 @@ async def real_time_cpu(workdir: Path) -> tuple[float, float]:
     `REAL_TIME_WARMUP_S` (start-up and the first TLS handshake stay outside). The accelerated
     day compresses real-time costs (keepalives, timers, TCP's own) into fewer CPU-seconds per
     simulated hour; this window does not."""
-    async with running_broker(workdir / "mosquitto", tls=True) as broker:
-        pty = workdir / "boiler0"
-        sim_argv = [
-            *CLI,
-            "sim", "boiler", "--pty", str(pty), "--parity", "N", "--seed", "1",
-            "--start", SIM_START, "--log-level", "warning",
-        ]  # fmt: skip
-        async with process(sim_argv, workdir / "sim.log", workdir):
-            await wait_for_path(pty)
-            gateway = day_gateway(workdir / "gateway", broker, str(pty))
-            config = gateway.directory / "edge.toml"
-            config.write_text(_toml(gateway.config))
-            agent_argv = [*CLI, "edge", "run", "--config", str(config)]
-            async with (
-                CloudListener(broker, gateway),
-                process(agent_argv, gateway.directory / "agent.log", gateway.directory) as agent,
-            ):
-                await asyncio.sleep(REAL_TIME_WARMUP_S)
-                before = proc_sample(agent.pid).cpu_s
-                await asyncio.sleep(REAL_TIME_WINDOW_S)
-                used = proc_sample(agent.pid).cpu_s - before
+    async with (
+        running_broker(workdir / "mosquitto", tls=True) as broker,
+        boiler_and_gateway(workdir, broker, 1.0) as (gateway, config),
+    ):
+        agent_argv = [*CLI, "edge", "run", "--config", str(config)]
+        async with (
+            CloudListener(broker, gateway),
+            process(agent_argv, gateway.directory / "agent.log", gateway.directory) as agent,
+        ):
+            await asyncio.sleep(REAL_TIME_WARMUP_S)
+            before = proc_sample(agent.pid).cpu_s
+            await asyncio.sleep(REAL_TIME_WINDOW_S)
+            used = proc_sample(agent.pid).cpu_s - before
     polls = REAL_TIME_WINDOW_S / 10  # the default poll interval
     return used * 3600 / REAL_TIME_WINDOW_S, used / polls * 1000
 
@@ -247,40 +249,32 @@ async def watermark_wire_bytes(workdir: Path, ns: AgentNamespace, rounds: int = 
     """IP bytes on the agent's link for one watermark (the cloud's signed PUBLISH over TLS,
     the agent's PUBACK, TCP's ACKs), measured at x1 in quiet moments: the veth counters
     across 2 s after the watermark, between two batches (the link carries nothing else)."""
-    async with running_broker(workdir / "mosquitto", tls=True, host=ns.host_ip) as broker:
-        pty = workdir / "boiler0"
-        sim_argv = [
-            *CLI,
-            "sim", "boiler", "--pty", str(pty), "--parity", "N", "--seed", "1",
-            "--start", SIM_START, "--log-level", "warning",
-        ]  # fmt: skip
-        async with process(sim_argv, workdir / "sim.log", workdir):
-            await wait_for_path(pty)
-            gateway = day_gateway(workdir / "gateway", broker, str(pty))
-            config = gateway.directory / "edge.toml"
-            config.write_text(_toml(gateway.config))
-            agent_argv = [*ns.exec_prefix(), *CLI, "edge", "run", "--config", str(config)]
-            async with (
-                CloudListener(broker, gateway) as listener,
-                process(agent_argv, gateway.directory / "agent.log", gateway.directory),
-                broker.client("cloud", identifier="cloud-bench-watermarks") as cloud,
-            ):
-                await listener.wait_for(lambda li: len(li.received) >= 2, 120)
-                sizes: list[int] = []
-                while len(sizes) < rounds:
-                    before, heard = ns.counters(), len(listener.received)
-                    await asyncio.sleep(2.0)
-                    if ns.counters() != before:
-                        continue  # not quiet (a batch, a keepalive): try again
-                    upto = max(listener.unique())
-                    mark = Watermark(dev=gateway.device_id, upto=upto, iat=int(time.time() * 1000))
-                    envelope = seal(mark, gateway.cloud_key, kid=CLOUD_KID)
-                    await cloud.publish(topic(gateway.device_id, TopicKind.STORED), envelope, qos=1)
-                    await asyncio.sleep(2.0)  # delayed ACKs included
-                    after = ns.counters()
-                    if len(listener.received) == heard:  # nothing else crossed meanwhile
-                        sizes.append((after - before).ip_total)
-                return sizes
+    async with (
+        running_broker(workdir / "mosquitto", tls=True, host=ns.host_ip) as broker,
+        boiler_and_gateway(workdir, broker, 1.0) as (gateway, config),
+    ):
+        agent_argv = [*ns.exec_prefix(), *CLI, "edge", "run", "--config", str(config)]
+        async with (
+            CloudListener(broker, gateway) as listener,
+            process(agent_argv, gateway.directory / "agent.log", gateway.directory),
+            broker.client("cloud", identifier="cloud-bench-watermarks") as cloud,
+        ):
+            await listener.wait_for(lambda li: len(li.received) >= 2, 120)
+            sizes: list[int] = []
+            while len(sizes) < rounds:
+                before, heard = ns.counters(), len(listener.received)
+                await asyncio.sleep(2.0)
+                if ns.counters() != before:
+                    continue  # not quiet (a batch, a keepalive): try again
+                upto = max(listener.unique())
+                mark = Watermark(dev=gateway.device_id, upto=upto, iat=int(time.time() * 1000))
+                envelope = seal(mark, gateway.cloud_key, kid=CLOUD_KID)
+                await cloud.publish(topic(gateway.device_id, TopicKind.STORED), envelope, qos=1)
+                await asyncio.sleep(2.0)  # delayed ACKs included
+                after = ns.counters()
+                if len(listener.received) == heard:  # nothing else crossed meanwhile
+                    sizes.append((after - before).ip_total)
+            return sizes
 
 
 def day_gateway(directory: Path, broker: Broker, pty: str) -> Gateway:
