@@ -3,11 +3,13 @@
 Run with ``make bench`` (or ``python -m tests.bench.bench_fleet``). Prints a table; asserts
 nothing about speed, but counts lost and duplicated messages (they must read 0).
 
-* `GATEWAYS` gateways, each with its own key and broker login (the production dynamic-security
-  plugin, bulk-written before the broker starts), publish signed telemetry batches of 10
-  readings at QoS 1 from one load process (asyncio, one MQTT connection per gateway).
-* Saturation: every gateway publishes `PER_GATEWAY` messages as fast as the broker acks
-  them; the figure is messages stored per second from the first publish to the last commit.
+* For each fleet size in `GATEWAYS`: that many gateways, each with its own key and broker
+  login (the production dynamic-security plugin, bulk-written before the broker starts),
+  publish signed telemetry batches of 10 readings at QoS 1 from one load process (asyncio,
+  one MQTT connection per gateway).
+* Saturation: the fleet publishes `SATURATION_MESSAGES` (at least 3 per gateway) as fast as
+  the broker acks them; the figure is messages stored per second from the first publish to
+  the last commit. The gateways connect once, `CONNECTING` at a time, before any load.
 * Latency: the same at a fixed offered load (a share of the saturated rate); p50 / p95 of
   publish (the message's signed ts, sealed at publish time) to store (``received_ms``).
 * The raw Ed25519 verify rate is timed in the same run, over at least `VERIFY_SECONDS`.
@@ -19,6 +21,7 @@ database. The figures are a floor for a real deployment, where they run on separ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
@@ -48,8 +51,12 @@ from tests.bench.bench_cloud import (
 from tests.broker import CLOUD_PASSWORD, Broker
 from tests.cloud.stack import Stack
 
-GATEWAYS = int(os.environ.get("BENCH_FLEET_GATEWAYS", "200"))
-PER_GATEWAY = int(os.environ.get("BENCH_FLEET_MESSAGES", "60"))
+GATEWAYS = tuple(int(n) for n in os.environ.get("BENCH_FLEET_GATEWAYS", "1000,10000").split(","))
+"""Fleet sizes to measure, one after another."""
+SATURATION_MESSAGES = int(os.environ.get("BENCH_FLEET_MESSAGES", "30000"))
+"""Messages in the saturation run, spread over the fleet (at least 3 per gateway)."""
+CONNECTING = 200
+"""Gateways logging in at once while the fleet connects."""
 LOAD_SHARES = (0.25, 0.5, 0.8)
 
 
@@ -91,37 +98,61 @@ class Fleet:
         return seal(batch, self.keys[device_id], kid=device_id)
 
 
-async def drive(broker: Broker, fleet: Fleet, per_gateway: int, rate: float | None) -> None:
-    """Every gateway publishes `per_gateway` messages; at `rate` msgs/s for the fleet (None:
-    as fast as the broker acks)."""
-    interval = None if rate is None else len(fleet.ids) / rate
+class Connections:
+    """One MQTT connection per gateway, opened once (at most `CONNECTING` at a time, so ten
+    thousand logins do not storm the broker and the load process) and kept for every phase."""
 
-    async def gateway(device_id: str, offset: float) -> None:
-        async with aiomqtt.Client(
-            broker.host,
-            broker.port,
-            username=device_id,
-            password=device_id,
-            identifier=device_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            timeout=30,
-        ) as client:
-            await ready.wait()
-            if interval is not None:
-                await asyncio.sleep(offset * interval)
-            start = time.perf_counter()
+    def __init__(self, broker: Broker, fleet: Fleet) -> None:
+        self.broker, self.fleet = broker, fleet
+        self.clients: dict[str, aiomqtt.Client] = {}
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Connections:
+        await self._stack.__aenter__()
+        gate = asyncio.Semaphore(CONNECTING)
+
+        async def connect(device_id: str) -> None:
+            client = aiomqtt.Client(
+                self.broker.host,
+                self.broker.port,
+                username=device_id,
+                password=device_id,
+                identifier=device_id,
+                protocol=aiomqtt.ProtocolVersion.V5,
+                timeout=60,
+                max_inflight_messages=20,
+            )
+            async with gate:
+                await client.__aenter__()
+            self.clients[device_id] = client
+
+        try:
+            await asyncio.gather(*(connect(d) for d in self.fleet.ids))
+        finally:
+            for client in self.clients.values():
+                self._stack.push_async_exit(client)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.__aexit__(None, None, None)
+
+    async def drive(self, per_gateway: int, rate: float | None) -> None:
+        """Every gateway publishes `per_gateway` messages; at `rate` msgs/s for the fleet
+        (None: as fast as the broker acks)."""
+        ids = self.fleet.ids
+        interval = None if rate is None else len(ids) / rate
+        start = time.perf_counter()
+
+        async def gateway(device_id: str, offset: float) -> None:
+            client = self.clients[device_id]
+            data_topic = topic(device_id, TopicKind.DATA)
             for n in range(per_gateway):
                 if interval is not None:
-                    await asyncio.sleep(max(0.0, start + n * interval - time.perf_counter()))
-                data_topic = topic(device_id, TopicKind.DATA)
-                await client.publish(data_topic, fleet.message(device_id), qos=1)
+                    due = start + (offset + n) * interval
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                await client.publish(data_topic, self.fleet.message(device_id), qos=1)
 
-    ready = asyncio.Event()
-    count = len(fleet.ids)
-    tasks = [asyncio.create_task(gateway(d, i / count)) for i, d in enumerate(fleet.ids)]
-    await asyncio.sleep(1.0 + count / 200)  # connections up
-    ready.set()
-    await asyncio.gather(*tasks)
+        await asyncio.gather(*(gateway(d, i / len(ids)) for i, d in enumerate(ids)))
 
 
 async def start_ingest(stack: Stack, workers: int, log: Path) -> asyncio.subprocess.Process:
@@ -168,10 +199,10 @@ def percentile(values: list[float], share: float) -> float:
     return values[min(len(values) - 1, round(share * (len(values) - 1)))] if values else 0.0
 
 
-async def one_setup(db_url: str, workers: int, workdir: Path) -> dict[str, Any]:
-    """Saturated rate and the latency curve for `workers` workers on `db_url`."""
+async def one_setup(db_url: str, gateways: int, workers: int, workdir: Path) -> dict[str, Any]:
+    """Saturated rate and the latency curve for `gateways` gateways and `workers` workers."""
     broker = Broker(workdir / "broker")
-    fleet = Fleet(GATEWAYS)
+    fleet = Fleet(gateways)
     fleet.broker_logins(broker)
     await broker.start()
     engine = make_engine(db_url)
@@ -182,35 +213,37 @@ async def one_setup(db_url: str, workers: int, workdir: Path) -> dict[str, Any]:
     process = await start_ingest(stack, workers, workdir / "ingest.log")
     result: dict[str, Any] = {}
     try:
-        await asyncio.sleep(3.0)  # the workers subscribe
-        expected = GATEWAYS * PER_GATEWAY
-        groups = {
-            "broker": lambda: {broker.pid} if broker.pid else set(),
-            "workers": lambda: resources.tree(process.pid),
-            "database": (lambda: resources.named("postgres"))
-            if db_url.startswith("postgresql")
-            else (lambda: set()),
-        }
-        started = time.perf_counter()
-        async with resources.Meter(groups) as meter:
-            await drive(broker, fleet, PER_GATEWAY, None)
-            finished = await until_stored(stack, expected, timeout=60)
-        result["rate"] = stored(stack) / (finished - started - 1.0 - GATEWAYS / 200)
-        result["resources"] = {
-            name: (meter.cpu[name] * 1000 / expected, meter.peak_rss[name] / 2**20)
-            for name in groups
-        }
-        curve = []
-        for share in LOAD_SHARES:
-            offered = share * result["rate"]
-            per_gateway = max(5, int(offered * 10 / GATEWAYS))  # about 10 s of load
-            before = stored(stack)
-            mark = int(time.time() * 1000)
-            await drive(broker, fleet, per_gateway, offered)
-            await until_stored(stack, before + GATEWAYS * per_gateway, timeout=60)
-            values = latencies(stack, mark)
-            curve.append((offered, percentile(values, 0.5), percentile(values, 0.95)))
-        result["curve"] = curve
+        async with Connections(broker, fleet) as connections:
+            per_gateway = max(3, SATURATION_MESSAGES // gateways)
+            expected = gateways * per_gateway
+            groups = {
+                "broker": lambda: {broker.pid} if broker.pid else set(),
+                "workers": lambda: resources.tree(process.pid),
+                "database": (lambda: resources.named("postgres"))
+                if db_url.startswith("postgresql")
+                else (lambda: set()),
+            }
+            started = time.perf_counter()
+            async with resources.Meter(groups) as meter:
+                await connections.drive(per_gateway, None)
+                finished = await until_stored(stack, expected)
+            result["rate"] = stored(stack) / (finished - started)
+            result["resources"] = {
+                name: (meter.cpu[name] * 1000 / expected, meter.peak_rss[name] / 2**20)
+                for name in groups
+            }
+            curve = []
+            for share in LOAD_SHARES:
+                offered = share * result["rate"]
+                # about 10 s of load, and every gateway sends at least once
+                per_gateway = max(1, round(offered * 10 / gateways))
+                before = stored(stack)
+                mark = int(time.time() * 1000)
+                await connections.drive(per_gateway, offered)
+                await until_stored(stack, before + gateways * per_gateway)
+                values = latencies(stack, mark)
+                curve.append((offered, percentile(values, 0.5), percentile(values, 0.95)))
+            result["curve"] = curve
         sent = sum(fleet.seq.values())
         with stack.sessions() as session:
             samples = session.scalar(select(func.count()).select_from(Sample)) or 0
@@ -229,51 +262,57 @@ def main() -> None:
     rate = verify_rate()
     print(f"  raw Ed25519 verify, 1 core, timed over {VERIFY_SECONDS:.0f} s: {rate:,.0f} /s")
     print(
-        f"  {GATEWAYS} gateways (own keys and broker logins), batches of {len(POINTS)} "
-        f"readings at QoS 1 through Mosquitto; load, broker, workers and database share the "
-        f"{os.cpu_count()} cores"
+        f"  gateways with their own keys and broker logins, batches of {len(POINTS)} readings "
+        f"at QoS 1 through Mosquitto, {SATURATION_MESSAGES:,} messages when saturated; load, "
+        f"broker, workers and database share the {os.cpu_count()} cores"
     )
     print(
-        "  | database | workers | saturated msgs/s | % of verify | latency p50/p95 at offered "
-        "load | lost | duplicated |"
+        "  | gateways | database | workers | saturated msgs/s | % of verify | latency p50/p95 "
+        "at offered load | lost | duplicated |"
     )
-    print("  |---|---|---|---|---|---|---|")
+    print("  |---|---|---|---|---|---|---|---|")
     pg = postgres_database()
     backends: list[tuple[str, Any]] = [("SQLite", None)]
     if pg is not None:
         backends.append(("PostgreSQL", pg))
-    used: list[tuple[str, int, dict[str, tuple[float, float]]]] = []
+    used: list[tuple[int, str, int, dict[str, tuple[float, float]]]] = []
     try:
-        for name, database in backends:
-            for workers in (1, 2):
-                with tempfile.TemporaryDirectory() as tmp:
-                    if database is None:
-                        url = f"sqlite:///{tmp}/fleet.db"
-                    else:
-                        url = database[1]
-                        _reset(url)
-                    result = asyncio.run(one_setup(url, workers, Path(tmp)))
-                curve = "; ".join(
-                    f"{offered:,.0f}/s: {p50 * 1000:,.0f}/{p95 * 1000:,.0f} ms"
-                    for offered, p50, p95 in result["curve"]
-                )
-                print(
-                    f"  | {name} | {workers} | {result['rate']:,.0f} | "
-                    f"{result['rate'] / rate:.1%} | {curve} | {result['lost']} | "
-                    f"{result['duplicated']} |"
-                )
-                used.append((name, workers, result["resources"]))
+        for gateways in GATEWAYS:
+            for name, database in backends:
+                for workers in (1, 2):
+                    result = _run(database, gateways, workers)
+                    curve = "; ".join(
+                        f"{offered:,.0f}/s: {p50 * 1000:,.0f}/{p95 * 1000:,.0f} ms"
+                        for offered, p50, p95 in result["curve"]
+                    )
+                    print(
+                        f"  | {gateways:,} | {name} | {workers} | {result['rate']:,.0f} | "
+                        f"{result['rate'] / rate:.1%} | {curve} | {result['lost']} | "
+                        f"{result['duplicated']} |",
+                        flush=True,
+                    )
+                    used.append((gateways, name, workers, result["resources"]))
         print("  CPU-s per 1,000 messages / peak RSS while saturated (SQLite: in the workers):")
-        for name, workers, figures in used:
+        for gateways, name, workers, figures in used:
             told = ", ".join(
                 f"{group} {cpu:.2f} CPU-s / {rss:,.0f} MiB"
                 for group, (cpu, rss) in figures.items()
                 if cpu or rss
             )
-            print(f"    {name}, {workers} worker(s): {told}")
+            print(f"    {gateways:,} gateways, {name}, {workers} worker(s): {told}")
     finally:
         if pg is not None:
             drop_database(*pg)
+
+
+def _run(database: Any, gateways: int, workers: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        if database is None:
+            url = f"sqlite:///{tmp}/fleet.db"
+        else:
+            url = database[1]
+            _reset(url)
+        return asyncio.run(one_setup(url, gateways, workers, Path(tmp)))
 
 
 def _reset(url: str) -> None:
