@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from hw_sim import degradation as effects
+from hw_sim.degradation import Degradation, Mode
 from hw_sim.errors import SimulatorError
 from hw_sim.physics import HeatMode, Plant, PlantParameters
 from protocols.reference import PRESSURE_SENSOR_FAULT, BoilerStatus, FaultCode
@@ -37,6 +39,8 @@ class Cause(StrEnum):
     GAS_SUPPLY = "gas_supply"  # no gas reaches the burner -> F28
     FLAME_SENSE = "flame_sense"  # weak flame signal, flame lost while running -> F29
     PRESSURE_SENSOR = "pressure_sensor"  # sensor reads nothing -> F75
+    SCALING = "scaling"  # scaled heat exchanger overheats -> F20
+    FAN_WEAR = "fan_wear"  # fan cannot reach purge speed -> F32
 
 
 CAUSE_OF_FAULT = {
@@ -44,7 +48,18 @@ CAUSE_OF_FAULT = {
     FaultCode.F28: Cause.GAS_SUPPLY,
     FaultCode.F29: Cause.FLAME_SENSE,
     FaultCode.F75: Cause.PRESSURE_SENSOR,
+    FaultCode.F20: Cause.SCALING,
+    FaultCode.F32: Cause.FAN_WEAR,
 }
+
+CAUSE_OF_MODE = {
+    Mode.LEAK: Cause.WATER_LEAK,
+    Mode.ELECTRODE: Cause.FLAME_SENSE,
+    Mode.SCALING: Cause.SCALING,
+    Mode.FAN: Cause.FAN_WEAR,
+    Mode.SENSOR_DRIFT: Cause.PRESSURE_SENSOR,
+}
+"""The cause a degradation becomes when it reaches its fault (and that `repair` removes)."""
 
 
 class Phase(StrEnum):
@@ -157,7 +172,9 @@ class Boiler:
     reset_count: int = 0
     resets_refused: int = 0
     failed_ignitions: int = 0
+    degradations: dict[Mode, Degradation] = field(default_factory=dict)
     _phase_s: float = 0.0
+    _miss: bool | None = None
     _reset_times: deque[float] = field(default_factory=deque)
     _rng: random.Random = field(init=False)
 
@@ -191,11 +208,28 @@ class Boiler:
         self.causes.add(cause)
         return cause
 
+    def degrade(self, degradation: Degradation) -> None:
+        """Start a slow degradation (replacing one of the same mode); `onset_s` counts from
+        now when it is not in the future already."""
+        if degradation.onset_s < self.sim_s:
+            degradation = Degradation(degradation.mode, self.sim_s, degradation.rate)
+        self.degradations[degradation.mode] = degradation
+        if degradation.mode is Mode.HEAVY_DHW:
+            self.plant.dhw_heavy = True
+
+    def wear(self, mode: Mode) -> float:
+        """How far `mode` has progressed (0 = not degrading, 1 = its fault is due)."""
+        found = self.degradations.get(mode)
+        return found.progress(self.sim_s) if found is not None else 0.0
+
     def repair(self, cause: Cause | None = None) -> None:
         """Remove one cause (or all): refill the circuit, restore gas, fix sensor and flame."""
         removed = set(self.causes) if cause is None else {cause} & self.causes
         self.causes -= removed
-        if Cause.WATER_LEAK in removed or cause is None:
+        for mode in [m for m in self.degradations if m in CAUSE_OF_MODE]:
+            if cause is None or CAUSE_OF_MODE[mode] in removed or CAUSE_OF_MODE[mode] is cause:
+                del self.degradations[mode]
+        if cause is None or cause is Cause.WATER_LEAK:
             self.plant.cold_fill_bar = self.plant.params.fill_pressure_bar
 
     def request_reset(self) -> ResetOutcome:
@@ -278,12 +312,13 @@ class Boiler:
         """Combustion fan speed in rpm."""
         if not self.powered:
             return 0
+        factor = effects.fan_speed_factor(self.wear(Mode.FAN))
         if self.phase in (Phase.PRE_PURGE, Phase.INTER_PURGE, Phase.POST_PURGE):
-            return 3600
+            return int(3600 * factor)
         if self.phase is Phase.IGNITION:
-            return 2400
+            return int(2400 * factor)
         if self.phase is Phase.RUNNING:
-            return int(1500 + 3500 * self.modulation)
+            return int((1500 + 3500 * self.modulation) * factor)
         return 0
 
     @property
@@ -291,13 +326,35 @@ class Boiler:
         """Ionisation current: about 4.5 uA with a good flame, weak with a dirty flame rod."""
         if not self.flame_on:
             return 0.0
-        base = 0.9 if Cause.FLAME_SENSE in self.causes else 4.5
-        return round(base + self._rng.uniform(-0.2, 0.2), 1)
+        return round(self._flame_base_ua() + self._rng.uniform(-0.2, 0.2), 1)
+
+    def _flame_base_ua(self) -> float:
+        if Cause.FLAME_SENSE in self.causes:
+            return 0.9
+        return effects.flame_current_ua(self.wear(Mode.ELECTRODE))
+
+    def _pressure_reading(self) -> float | None:
+        """What the pressure sensor reports (None: sensor fault), drift and noise included."""
+        if not self.pressure_sensor_ok:
+            return None
+        reading = self.plant.pressure_bar()
+        drift = self.wear(Mode.SENSOR_DRIFT)
+        if drift > 0:
+            noise = effects.sensor_noise_bar(drift)
+            reading += effects.sensor_offset_bar(drift) + self._rng.gauss(0.0, noise)
+        return round(max(0.0, reading), 2)
+
+    def _return_reading(self) -> float:
+        """Return temperature as measured: a scaled exchanger widens the flow-return gap."""
+        extra = 0.0
+        if self.pump_on and self.mode is HeatMode.CH:
+            extra = effects.SCALING_EXTRA_DELTA_K * effects.scaling_factor(self.wear(Mode.SCALING))
+        return round(self.plant.return_temp - extra, 1)
 
     def register_values(self) -> dict[str, Any]:
         """Every point of the reference register map, in engineering units."""
         plant = self.plant
-        pressure = round(plant.pressure_bar(), 2) if self.pressure_sensor_ok else None
+        pressure = self._pressure_reading()
         return {
             "flame_on": self.flame_on,
             "pump_on": self.pump_on,
@@ -310,7 +367,7 @@ class Boiler:
             "status": int(self.status),
             "fault_code": int(self.fault),
             "flow_temp": round(plant.flow_temp, 1),
-            "return_temp": round(plant.return_temp, 1),
+            "return_temp": self._return_reading(),
             "dhw_temp": round(plant.dhw_temp, 1),
             "outdoor_temp": round(plant.outdoor_temp(self.wall_s), 1),
             "ch_pressure": pressure if pressure is not None else PRESSURE_SENSOR_FAULT * 0.01,
@@ -355,6 +412,14 @@ class Boiler:
             "ch_override": self.ch_override.value,
             "dhw_override": self.dhw_override.value,
             "resets_refused": self.resets_refused,
+            "degradations": {
+                mode.value: {
+                    "onset_s": d.onset_s,
+                    "rate_per_day": d.rate,
+                    "progress": round(d.progress(self.sim_s), 4),
+                }
+                for mode, d in self.degradations.items()
+            },
             "registers": self.register_values(),
         }
 
@@ -363,6 +428,7 @@ class Boiler:
     def _enter(self, phase: Phase) -> None:
         self.phase = phase
         self._phase_s = 0.0
+        self._miss = None
 
     def _burner_off(self) -> None:
         self.flame_on = False
@@ -402,11 +468,13 @@ class Boiler:
         s = self.settings
         self.sim_s += dt
         self._phase_s += dt
+        plant = self.plant
         if Cause.WATER_LEAK in self.causes:
-            plant = self.plant
             plant.cold_fill_bar = max(
                 s.leak_floor_bar, plant.cold_fill_bar - s.leak_rate_bar_s * dt
             )
+        if self.degradations:
+            self._degrade()
         if self.powered:
             self._sequence(dt)
         burner_kw = self._burner_kw() if self.flame_on else 0.0
@@ -445,7 +513,9 @@ class Boiler:
                 self._enter(Phase.IDLE)
             else:
                 self.mode = wanted
-                if elapsed >= s.pre_purge_s:
+                if elapsed >= s.pre_purge_s and self.wear(Mode.FAN) >= 1.0:
+                    self._lock_out(FaultCode.F32)  # purge speed never reached
+                elif elapsed >= s.pre_purge_s:
                     self.attempt = 1
                     self._enter(Phase.IGNITION)
         elif phase is Phase.IGNITION:
@@ -470,7 +540,10 @@ class Boiler:
 
     def _ignite(self, elapsed: float) -> None:
         s = self.settings
-        if Cause.GAS_SUPPLY in self.causes:
+        if self._miss is None and elapsed >= s.ignition_time_s:
+            chance = effects.ignition_failure_chance(self.wear(Mode.ELECTRODE))
+            self._miss = chance > 0 and self._rng.random() < chance
+        if Cause.GAS_SUPPLY in self.causes or self._miss:
             if elapsed >= s.ignition_safety_s:
                 self.failed_ignitions += 1
                 if self.attempt >= s.max_ignition_attempts:
@@ -487,8 +560,12 @@ class Boiler:
 
     def _run(self, wanted: HeatMode, elapsed: float) -> None:
         s = self.settings
-        if Cause.FLAME_SENSE in self.causes and elapsed >= s.flame_loss_after_s:
+        if self._flame_base_ua() < 1.0 and elapsed >= s.flame_loss_after_s:
             self._lock_out(FaultCode.F29)
+            return
+        scaled = effects.scaling_factor(self.wear(Mode.SCALING))
+        if scaled >= 1.0 and elapsed >= s.flame_loss_after_s:
+            self._lock_out(FaultCode.F20)  # the high-limit thermostat trips
             return
         if wanted is HeatMode.NONE or wanted is not self.mode:
             self._burner_off()
@@ -496,7 +573,8 @@ class Boiler:
             return
         flow = self.plant.flow_temp
         if self.mode is HeatMode.CH:
-            if flow > self.ch_setpoint + s.ch_switch_off_above_k:
+            overshoot = effects.SCALING_OVERSHOOT_K * scaled
+            if flow > self.ch_setpoint + s.ch_switch_off_above_k + overshoot:
                 self._burner_off()
                 self._enter(Phase.POST_PURGE)
                 return
@@ -507,4 +585,17 @@ class Boiler:
         self.modulation = min(1.0, max(minimum, 0.5 + error / 10))
 
     def _burner_kw(self) -> float:
-        return self.modulation * self.plant.params.max_output_kw
+        # scale on the exchanger: less of the burner's heat reaches the water
+        transfer = 1.0 - 0.15 * effects.scaling_factor(self.wear(Mode.SCALING))
+        return self.modulation * self.plant.params.max_output_kw * transfer
+
+    def _degrade(self) -> None:
+        """Apply the slow degradations' effects on the physical state."""
+        plant = self.plant
+        leak = self.wear(Mode.LEAK)
+        if leak > 0:
+            fill = plant.params.fill_pressure_bar
+            lost = effects.pressure_loss_bar(leak, fill, self.settings.f22_below_bar)
+            plant.cold_fill_bar = min(plant.cold_fill_bar, fill - lost)
+        if self.wear(Mode.SENSOR_DRIFT) >= 1.0:
+            self.causes.add(Cause.PRESSURE_SENSOR)

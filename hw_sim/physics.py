@@ -75,14 +75,17 @@ class Draw:
         return self.start_s <= second_of_day < self.start_s + self.duration_s
 
 
-def daily_draws(seed: int, day: int) -> tuple[Draw, ...]:
-    """The hot-water draws of one day, the same for the same seed and day."""
+def daily_draws(seed: int, day: int, heavy: bool = False) -> tuple[Draw, ...]:
+    """The hot-water draws of one day, the same for the same seed and day. A `heavy` household
+    (healthy but unusual) adds baths and long showers through the day."""
     rng = random.Random(f"{seed}:{day}")
     draws = [
         Draw(rng.gauss(7 * 3600, 1200), rng.uniform(360, 600)),  # morning shower
         Draw(rng.uniform(19 * 3600, 21 * 3600), rng.uniform(300, 600)),  # evening shower
     ]
     draws += [Draw(rng.uniform(7 * 3600, 22 * 3600), rng.uniform(30, 120)) for _ in range(4)]
+    if heavy:
+        draws += [Draw(rng.uniform(6 * 3600, 23 * 3600), rng.uniform(600, 1200)) for _ in range(4)]
     return tuple(sorted(draws, key=lambda d: d.start_s))
 
 
@@ -99,6 +102,8 @@ class Plant:
     cold_fill_bar: float = 1.5
     heat_output_kw: float = 0.0
     thermostat_calling: bool = False
+    dhw_heavy: bool = False
+    """A household using far more hot water than most (healthy, but unusual)."""
     _draw_cache: tuple[int, tuple[Draw, ...]] = (-1, ())
 
     def outdoor_temp(self, wall_s: float) -> float:
@@ -131,7 +136,7 @@ class Plant:
         """Whether a hot-water tap is open at a wall-clock time."""
         day = int(wall_s // SECONDS_PER_DAY)
         if self._draw_cache[0] != day:
-            self._draw_cache = (day, daily_draws(self.seed, day))
+            self._draw_cache = (day, daily_draws(self.seed, day, self.dhw_heavy))
         second = wall_s % SECONDS_PER_DAY
         return any(d.active(second) for d in self._draw_cache[1])
 

@@ -17,6 +17,7 @@ from typing import Any
 from hw_sim.boiler import CAUSE_OF_FAULT, Boiler, Cause, DemandOverride
 from hw_sim.clock import Clock, SystemClock
 from hw_sim.control import ControlError, ControlServer, Handler, require_object
+from hw_sim.degradation import Degradation, Mode
 from hw_sim.device import BoilerDevice
 from hw_sim.faults import CommsFaults, CommsFaultSettings
 from hw_sim.modem import ModemState, serve_modem
@@ -159,6 +160,7 @@ class Simulator:
             ("GET", "/state"): self._state,
             ("POST", "/fault"): self._fault,
             ("POST", "/repair"): self._repair,
+            ("POST", "/degrade"): self._degrade,
             ("POST", "/comms"): self._comms,
             ("POST", "/power-cycle"): self._power_cycle,
             ("POST", "/demand"): self._demand,
@@ -209,6 +211,23 @@ class Simulator:
         self.boiler.repair(cause)
         log.info("repaired %s", cause.value if cause else "every cause")
         return {"repaired": cause.value if cause else "all", "state": self.snapshot()}
+
+    async def _degrade(self, body: Any) -> Any:
+        fields = require_object(body, allowed={"mode", "rate", "onset_s"}, required={"mode"})
+        try:
+            mode = Mode(fields["mode"])
+        except ValueError:
+            known = ", ".join(m.value for m in Mode)
+            raise ControlError(
+                HTTPStatus.BAD_REQUEST, f"unknown mode {fields['mode']!r}; known: {known}"
+            ) from None
+        rate, onset = fields.get("rate", 0.1), fields.get("onset_s", self.boiler.sim_s)
+        for name, value in (("rate", rate), ("onset_s", onset)):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ControlError(HTTPStatus.BAD_REQUEST, f"{name} must be a number")
+        self.boiler.degrade(Degradation(mode, float(onset), float(rate)))
+        log.info("degradation %s started (%.3g of the way to its fault per day)", mode, rate)
+        return {"degrading": mode.value, "rate_per_day": rate, "state": self.snapshot()}
 
     async def _comms(self, body: Any) -> Any:
         fields = require_object(body, allowed={"drop", "corrupt", "delay_ms"})

@@ -38,15 +38,17 @@ class FaultCode(IntEnum):
     """Value of the ``fault_code`` register (0 = no fault)."""
 
     NONE = 0
+    F20 = 20  # flow overheat (high-limit thermostat tripped): lockout
     F22 = 22  # low water pressure: blocking, clears when pressure is restored
     F28 = 28  # ignition failure: lockout after 3 failed ignition attempts
     F29 = 29  # flame loss during operation: lockout
+    F32 = 32  # fan speed fault (the fan cannot reach its purge speed): lockout
     F75 = 75  # water pressure sensor fault: blocking, clears when the sensor is repaired
 
     @property
     def is_lockout(self) -> bool:
         """Whether the fault locks the boiler out until someone resets it."""
-        return self in (FaultCode.F28, FaultCode.F29)
+        return self in (FaultCode.F20, FaultCode.F28, FaultCode.F29, FaultCode.F32)
 
     @property
     def text(self) -> str:
@@ -67,9 +69,11 @@ class FaultCode(IntEnum):
 
 _FAULT_TEXT = {
     FaultCode.NONE: "no fault",
+    FaultCode.F20: "flow overheat (lockout)",
     FaultCode.F22: "low water pressure",
     FaultCode.F28: "ignition failure (lockout)",
     FaultCode.F29: "flame loss (lockout)",
+    FaultCode.F32: "fan speed fault (lockout)",
     FaultCode.F75: "water pressure sensor fault",
 }
 

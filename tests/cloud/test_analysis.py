@@ -48,7 +48,7 @@ def test_packaged_rules_load(rules: ServiceRules) -> None:
     assert rules.service_types == ("repair", "annual_check", "service")
     assert "no_heating" in rules.problems("repair")
     assert rules.problems("annual_check") == ("annual_check",)
-    assert set(rules.faults) == {22, 28, 29, 75}
+    assert set(rules.faults) == {20, 22, 28, 29, 32, 75}
     assert rules.cold is not None and rules.cold.outdoor_below_c == 5.0
     assert rules.history is not None and rules.history.repeat_episodes == 2
     assert rules.owner is not None and rules.owner.urgency is Urgency.NORMAL

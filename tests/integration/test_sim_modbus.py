@@ -251,3 +251,31 @@ async def test_tcp_unknown_unit_and_broken_mbap(sim: Any) -> None:
     assert await asyncio.wait_for(reader.read(), 2) == b"", "server closes the connection"
     writer.close()
     assert (await sim.state())["tcp"]["protocol_errors"] == 1
+
+
+async def test_degrade_starts_a_slow_fault_that_the_registers_then_show(sim: Any) -> None:
+    from tests.conftest import http
+
+    status, body = await http(sim.url + "/degrade", "POST", {"mode": "leak", "rate": 2.0})
+    assert status == 200, body
+    assert body["state"]["degradations"]["leak"]["rate_per_day"] == 2.0
+    await sim.control("/advance", {"seconds": 86_400})
+    state = await sim.state()
+    assert state["degradations"]["leak"]["progress"] >= 2.0
+    assert state["fault_code"] == "F22"
+    await sim.control("/repair", {"code": "F22"})
+    state = await sim.state()
+    assert state["degradations"] == {}
+
+
+async def test_bad_degradations_are_rejected_with_a_reason(sim: Any) -> None:
+    from tests.conftest import http
+
+    status, body = await http(sim.url + "/degrade", "POST", {"mode": "rust"})
+    assert status == 400 and "electrode" in body["error"]
+    status, body = await http(sim.url + "/degrade", "POST", {"mode": "leak", "rate": -1})
+    assert status == 400 and "rate" in body["error"]
+    status, body = await http(sim.url + "/degrade", "POST", {"mode": "leak", "rate": "fast"})
+    assert status == 400 and "rate" in body["error"]
+    status, body = await http(sim.url + "/degrade", "POST", {"rate": 1})
+    assert status == 400 and "mode" in body["error"]
