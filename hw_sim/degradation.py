@@ -141,4 +141,4 @@ def sensor_offset_bar(progress: float) -> float:
 
 def sensor_noise_bar(progress: float) -> float:
     """Extra spread of a drifting pressure sensor's readings (standard deviation)."""
-    return 0.12 * float(max(0.0, min(progress, 1.0))) ** 1.5
+    return 0.12 * math.pow(max(0.0, min(progress, 1.0)), 1.5)
