@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -106,6 +107,63 @@ async def one(db_url: str, fault: Fault, options: dict[str, str] | None, tmp: Pa
             await stop(workers)
 
 
+RESTART_ROUNDS = 20
+TERMINAL = ("succeeded", "failed", "rejected", "expired", "cancelled")
+
+
+async def restarts_under_load(db_url: str, tmp: Path) -> str:
+    """Restart round trips (API 202 to ``succeeded``) to locked-out gateways of the fleet
+    while the whole fleet publishes: the cloud, broker and workers loaded, the gateway side
+    simulated (it acks at once; the real agent's read-back is in bench_cloud)."""
+    from cloud.domain import Role
+    from tests.bench.bench_cloud import _summary
+
+    async with fleet_stack(tmp, db_url, None, gateways=GATEWAYS) as fleet:
+        workers = await fleet.workers(tmp / "workers.log", 2)
+        fleet.stack.user("sue", Role.SUPPORT)
+        try:
+            await asyncio.sleep(3.0)
+            settings = fleet.settings(
+                time_scale=TIME_SCALE, duration_s=2 * DURATION_S, lockouts_per_day=6.0
+            )
+            running = asyncio.create_task(fleet.run(settings))
+            await asyncio.sleep(6.0)
+            times: list[float] = []
+            tried: set[str] = set()
+            while len(times) < RESTART_ROUNDS and not running.done():
+                with fleet.stack.sessions() as session:
+                    locked = [
+                        d
+                        for d in session.scalars(select(Twin.device_id).where(Twin.status == 7))
+                        if d not in tried
+                    ]
+                if not locked:
+                    await asyncio.sleep(0.2)
+                    continue
+                tried.add(locked[0])
+                started = time.perf_counter()
+                response = await fleet.stack.restart("sue", locked[0])
+                if response.status_code != 202:
+                    continue  # e.g. the lockout cleared meanwhile: not a round
+                command_id = response.json()["id"]
+                while True:
+                    command = await fleet.stack.command("sue", command_id)
+                    if command["state"] in TERMINAL:
+                        break
+                    await asyncio.sleep(0.01)
+                if command["state"] == "succeeded":
+                    times.append(time.perf_counter() - started)
+            summary = await running
+            told = _summary(times)[0] if times else "no round completed"
+            return (
+                f"  restart round trip while {GATEWAYS} gateways publish ({sum(summary.sent.values()):,} "
+                f"messages in {settings.duration_s / TIME_SCALE:.0f} s), {len(times)} rounds: "
+                f"{told}"
+            )
+        finally:
+            await stop(workers)
+
+
 def main() -> None:
     pg = postgres_database()
     name = "PostgreSQL" if pg is not None else "SQLite"
@@ -122,18 +180,26 @@ def main() -> None:
     try:
         for fault, options in FAULTS:
             with tempfile.TemporaryDirectory() as tmp:
-                if pg is None:
-                    url = f"sqlite:///{tmp}/faults.db"
-                    upgrade_engine = make_engine(url)
-                    upgrade(upgrade_engine)
-                    upgrade_engine.dispose()
-                else:
-                    url = pg[1]
-                    _reset(url)
+                url = _fresh(pg, tmp)
                 print(asyncio.run(one(url, fault, options, Path(tmp))), flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            url = _fresh(pg, tmp)
+            print(asyncio.run(restarts_under_load(url, Path(tmp))), flush=True)
     finally:
         if pg is not None:
             drop_database(*pg)
+
+
+def _fresh(pg: tuple[str, str] | None, tmp: str) -> str:
+    """An empty, migrated database: SQLite in `tmp`, or the bench's PostgreSQL emptied."""
+    if pg is None:
+        url = f"sqlite:///{tmp}/faults.db"
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        return url
+    _reset(pg[1])
+    return pg[1]
 
 
 def _reset(url: str) -> None:
