@@ -36,6 +36,8 @@ class LazyGroup(TyperGroup):
         module = importlib.import_module(GROUPS[cmd_name])
         command = typer.main.get_command(module.app)
         command.name = cmd_name
+        if cmd_name == "sim" and isinstance(command, TyperGroup):
+            command.add_command(typer.main.get_command(evaluate_app), "evaluate")
         return command
 
 
@@ -59,6 +61,68 @@ def show_version() -> None:
         typer.echo(version("boilertwin"))
     except PackageNotFoundError:
         typer.echo("unknown (not installed)")
+
+
+evaluate_app = typer.Typer(add_completion=False)
+
+
+@evaluate_app.command("evaluate")
+def evaluate(
+    boilers: int = typer.Option(200, help="Boilers in the simulated fleet."),
+    days: int = typer.Option(90, help="Simulated days."),
+    seed: int = typer.Option(0, help="Seed for the fleet: patterns, onsets, rates, weather."),
+    rules: str = typer.Option("", help="Detector rules file (default: the packaged rules)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+    db: str = typer.Option("", help="Database URL (default: a temporary SQLite file)."),
+) -> None:
+    """Predictive maintenance on a simulated fleet: per failure mode, precision, recall and
+    lead time of the cloud's warnings, and false warnings on healthy boilers.
+
+    The simulator (`hw_sim.evaluation`) drives the real cloud ingest and detectors
+    (`cloud.predict.harness`); it lives here, the one place that may know both."""
+    import json
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from cloud.predict.harness import LocalTwin
+    from cloud.predict.rules import RulesError, load_rules
+    from hw_sim.evaluation import EvaluationSettings
+    from hw_sim.scoring import evaluate as run_evaluation
+    from hw_sim.scoring import report_json, report_table
+
+    try:
+        settings = EvaluationSettings(boilers=boilers, days=days, seed=seed)
+        detector_rules = load_rules(Path(rules) if rules else None)
+    except (ValueError, RulesError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    with tempfile.TemporaryDirectory() as tmp:
+        twin = (
+            LocalTwin(db, detector_rules)
+            if db
+            else LocalTwin.in_directory(Path(tmp), detector_rules)
+        )
+        started = time.perf_counter()
+        try:
+            report = run_evaluation(settings, twin)
+        finally:
+            twin.close()
+        costs = {
+            "wall_s": round(time.perf_counter() - started, 1),
+            "messages": twin.messages,
+            "ingest_cpu_ms_per_message": round(1000 * twin.ingest_cpu_s / max(1, twin.messages), 3),
+            "detector_cpu_ms_per_message": round(
+                1000 * twin.predictor.stats.cpu_s / max(1, twin.messages), 3
+            ),
+            "detector_cpu_ms_per_boiler_day": round(
+                1000 * twin.predictor.stats.cpu_s / max(1, twin.predictor.stats.boiler_days), 3
+            ),
+            "rules_version": detector_rules.version,
+        }
+    if as_json:
+        typer.echo(json.dumps(report_json(report) | {"costs": costs}, indent=2))
+    else:
+        typer.echo(report_table(report, costs))
 
 
 def main() -> None:

@@ -484,3 +484,60 @@ class Reminder(Base):
     due_date: Mapped[str] = mapped_column(String(10), primary_key=True)
     """The anniversary the reminder is for (YYYY-MM-DD)."""
     sent_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class BoilerDay(Base):
+    """One boiler's features of one UTC day (`cloud.predict.features`): what the detectors
+    follow. Written once, when the day has closed."""
+
+    __tablename__ = "boiler_days"
+
+    device_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    day: Mapped[int] = mapped_column(Integer, primary_key=True)
+    """Days since 1970-01-01 (UTC)."""
+    model: Mapped[str | None] = mapped_column(String(100))
+    features: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    computed_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Prediction(Base):
+    """A warning that a boiler is heading for a fault (`cloud.predict`), with its evidence.
+    Shown as an alarm of kind ``predicted`` (`alarm_id`) while active."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (
+        Index("ix_predictions_device_state", "device_id", "state"),
+        Index("ix_predictions_state_due", "state", "due_ms"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
+    alarm_id: Mapped[int | None] = mapped_column(BigInteger)
+    mode: Mapped[str] = mapped_column(String(32))
+    fault: Mapped[str] = mapped_column(String(16))
+    """The fault it leads to if nobody acts, e.g. F22."""
+    state: Mapped[str] = mapped_column(String(16))
+    """active | cleared | fulfilled (`cloud.predict.store.PredictionState`)."""
+    raised_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+    ended_ms: Mapped[int | None] = mapped_column(BigInteger)
+    ended_reason: Mapped[str | None] = mapped_column(String(32))
+    days_to_fault: Mapped[float] = mapped_column(Float)
+    days_low: Mapped[float] = mapped_column(Float)
+    days_high: Mapped[float] = mapped_column(Float)
+    due_ms: Mapped[int] = mapped_column(BigInteger)
+    """When the fault is forecast: the last analysed day's end plus `days_to_fault`."""
+    evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    model_version: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    """The preventive service job raised from this warning, if any."""
+
+
+class PredictorState(Base):
+    """Where the detectors have got to (one row per named cursor)."""
+
+    __tablename__ = "predictor_state"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day: Mapped[int] = mapped_column(Integer)
+    """The last UTC day whose features and detectors have run."""

@@ -30,6 +30,7 @@ class NotificationKind:
     """What a notification is about (the portal picks an icon and a link from it)."""
 
     BOILER_ALARM = "boiler_alarm"
+    PREDICTED_FAULT = "predicted_fault"
     REQUEST_TO_AUTHORIZE = "request_to_authorize"
     REQUEST_DECLINED = "request_declined"
     REQUEST_FLAGGED = "request_flagged"

@@ -26,6 +26,8 @@ class ThreadKind:
     """A command changed state (who/what moved it, with the device's evidence)."""
     DEVICE = "device"
     """Registry changes: registered, key rotated, revoked, attributes changed."""
+    PREDICTION = "prediction"
+    """A predictive-maintenance warning raised, cleared or fulfilled (`cloud.predict`)."""
 
 
 BOILER_KINDS = [
@@ -36,6 +38,7 @@ BOILER_KINDS = [
     ThreadKind.COMMAND,
     ThreadKind.COMMAND_STATE,
     ThreadKind.DEVICE,
+    ThreadKind.PREDICTION,
 ]
 """The boiler's own events (what engineers see of a thread); the rest are service jobs'."""
 

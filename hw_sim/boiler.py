@@ -412,14 +412,7 @@ class Boiler:
             "ch_override": self.ch_override.value,
             "dhw_override": self.dhw_override.value,
             "resets_refused": self.resets_refused,
-            "degradations": {
-                mode.value: {
-                    "onset_s": d.onset_s,
-                    "rate_per_day": d.rate,
-                    "progress": round(d.progress(self.sim_s), 4),
-                }
-                for mode, d in self.degradations.items()
-            },
+            "degradations": {m.value: d.snapshot(self.sim_s) for m, d in self.degradations.items()},
             "registers": self.register_values(),
         }
 

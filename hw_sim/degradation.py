@@ -83,6 +83,14 @@ class Degradation:
             return 0.0
         return (sim_s - self.onset_s) / SECONDS_PER_DAY * self.rate
 
+    def snapshot(self, sim_s: float) -> dict[str, float]:
+        """JSON-friendly state at `sim_s` (for the control endpoint)."""
+        return {
+            "onset_s": self.onset_s,
+            "rate_per_day": self.rate,
+            "progress": round(self.progress(sim_s), 4),
+        }
+
     @property
     def due_s(self) -> float | None:
         """Simulated second at which progress reaches 1 (None for healthy patterns)."""

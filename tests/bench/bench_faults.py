@@ -155,8 +155,9 @@ async def restarts_under_load(db_url: str, tmp: Path) -> str:
                     times.append(time.perf_counter() - started)
             summary = await running
             told = _summary(times)[0] if times else "no round completed"
+            sent = sum(summary.sent.values())
             return (
-                f"  restart round trip while {GATEWAYS} gateways publish ({sum(summary.sent.values()):,} "
+                f"  restart round trip while {GATEWAYS} gateways publish ({sent:,} "
                 f"messages in {settings.duration_s / TIME_SCALE:.0f} s), {len(times)} rounds: "
                 f"{told}"
             )

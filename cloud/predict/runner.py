@@ -1,0 +1,348 @@
+"""The predictor: closes each UTC day, sums every boiler's day up, runs the detectors and
+keeps the warnings (``predictions`` rows, ``predicted`` alarms, thread events,
+notifications) in step with what they find.
+
+It reads what ingest stored (a worker fed by ingest, not a step inside it: ingest's cost per
+message does not change). `Predictor.run_due` processes every day that has closed: ended
+at least `grace_ms` ago (readings that arrive later than that are left out of the day's
+features). One transaction per day; on PostgreSQL an advisory lock lets one process work
+while others skip, and a cursor row (``predictor_state``) makes each day run once.
+
+A day for N boilers is one pass over that day's samples of the `POINTS`, in chunks of
+`CHUNK` boilers, then one pass over their recent ``boiler_days``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from cloud import thread
+from cloud.db import transaction
+from cloud.domain import Clock, Role
+from cloud.models import Alarm, BoilerDay, Device, Prediction, PredictorState, Sample, Twin, User
+from cloud.notify import NotificationKind, end_user, notify
+from cloud.predict.detectors import Forecast, detect
+from cloud.predict.features import POINTS, DayFeatures, day_features, peer_medians
+from cloud.predict.rules import DetectorRules
+from protocols.reference import FaultCode
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 86_400_000
+CHUNK = 500
+CURSOR = "days"
+PREDICTOR_LOCK = 0x6274_7072  # "btpr"
+PREDICTED = "predicted"
+"""The alarm kind of a warning."""
+
+
+class PredictionState:
+    """Where a warning stands."""
+
+    ACTIVE = "active"
+    CLEARED = "cleared"
+    """The detector no longer sees the condition (or a repair was verified)."""
+    FULFILLED = "fulfilled"
+    """The fault it forecast arrived."""
+
+
+@dataclass(slots=True)
+class PredictorStats:
+    """What the predictor has done since it started (for metrics and the evaluation)."""
+
+    days: int = 0
+    boiler_days: int = 0
+    raised: int = 0
+    cleared: int = 0
+    fulfilled: int = 0
+    cpu_s: float = 0.0
+
+
+class Predictor:
+    """Runs the detectors over closed days (see the module doc)."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        rules: DetectorRules,
+        clock: Clock,
+        *,
+        grace_ms: int = 3_600_000,
+        backfill_days: int = 2,
+    ) -> None:
+        self.sessions = sessions
+        self.rules = rules
+        self.clock = clock
+        self.grace_ms = grace_ms
+        self.backfill_days = backfill_days
+        self.stats = PredictorStats()
+        self._support: list[str] | None = None
+
+    def run_due(self) -> int:
+        """Process every day closed by now; returns how many days ran."""
+        closed = (self.clock() - self.grace_ms) // DAY_MS - 1
+        ran = 0
+        while True:
+            cpu = time.process_time()
+            with transaction(self.sessions) as session:
+                if not self._locked(session):
+                    return ran
+                cursor = session.get(PredictorState, CURSOR)
+                if cursor is None:
+                    cursor = PredictorState(name=CURSOR, day=closed - self.backfill_days)
+                    session.add(cursor)
+                if cursor.day >= closed:
+                    return ran
+                cursor.day += 1
+                self.run_day(session, cursor.day)
+            self.stats.cpu_s += time.process_time() - cpu
+            self.stats.days += 1
+            ran += 1
+
+    @staticmethod
+    def _locked(session: Session) -> bool:
+        if session.get_bind().dialect.name != "postgresql":
+            return True
+        return bool(
+            session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": PREDICTOR_LOCK})
+        )
+
+    def run_day(self, session: Session, day: int) -> None:
+        """Features, peers and detectors for one UTC `day` (days since the epoch)."""
+        start, end = day * DAY_MS, (day + 1) * DAY_MS
+        now = self.clock()
+        devices = list(
+            session.execute(
+                select(Device.id, Device.model)
+                .join(Twin, Twin.device_id == Device.id)
+                .where(Twin.last_seen_ms >= start, Device.revoked.is_(False))
+                .order_by(Device.id)
+            ).tuples()
+        )
+        features: dict[str, DayFeatures] = {}
+        models = dict(devices)
+        for i in range(0, len(devices), CHUNK):
+            chunk = [d for d, _ in devices[i : i + CHUNK]]
+            rows: dict[str, list[tuple[int, str, float | None]]] = defaultdict(list)
+            for device_id, ts, point, num in session.execute(
+                select(Sample.device_id, Sample.ts_ms, Sample.point, Sample.num).where(
+                    Sample.device_id.in_(chunk),
+                    Sample.point.in_(POINTS),
+                    Sample.ts_ms >= start,
+                    Sample.ts_ms < end,
+                    Sample.quality == "good",
+                )
+            ):
+                rows[device_id].append((ts, point, num))
+            for device_id in chunk:
+                if rows.get(device_id):
+                    _, feature_rules = self.rules.for_model(models[device_id])
+                    features[device_id] = day_features(rows[device_id], feature_rules)
+        by_model: dict[str | None, list[str]] = defaultdict(list)
+        for device_id in features:
+            by_model[models[device_id]].append(device_id)
+        for members in by_model.values():
+            medians = peer_medians(features[d] for d in members)
+            for device_id in members:
+                features[device_id] = features[device_id].with_peers(medians)
+        for device_id, found in features.items():
+            session.merge(
+                BoilerDay(
+                    device_id=device_id,
+                    day=day,
+                    model=models[device_id],
+                    features=found.to_json(),
+                    computed_ms=now,
+                )
+            )
+        self.stats.boiler_days += len(features)
+        ids = sorted(features)
+        for i in range(0, len(ids), CHUNK):
+            self._detect(session, ids[i : i + CHUNK], models, day, now)
+
+    def _detect(
+        self,
+        session: Session,
+        chunk: Sequence[str],
+        models: dict[str, str | None],
+        day: int,
+        now: int,
+    ) -> None:
+        longest = max(m.history_days for m in self.rules.modes)
+        history: dict[str, list[tuple[int, DayFeatures]]] = defaultdict(list)
+        session.flush()
+        for row in session.scalars(
+            select(BoilerDay)
+            .where(BoilerDay.device_id.in_(chunk), BoilerDay.day > day - longest)
+            .order_by(BoilerDay.device_id, BoilerDay.day)
+        ):
+            history[row.device_id].append((row.day, DayFeatures.from_json(row.features)))
+        active: dict[str, dict[str, Prediction]] = defaultdict(dict)
+        for prediction in session.scalars(
+            select(Prediction).where(
+                Prediction.device_id.in_(chunk), Prediction.state == PredictionState.ACTIVE
+            )
+        ):
+            active[prediction.device_id][prediction.mode] = prediction
+        for device_id in chunk:
+            days = history.get(device_id, [])
+            modes, _ = self.rules.for_model(models[device_id])
+            forecasts = {f.mode: f for f in detect(modes, days)}
+            today = days[-1][1] if days and days[-1][0] == day else None
+            for mode, prediction in active[device_id].items():
+                if today is not None and today.faulted:
+                    self._end(session, prediction, PredictionState.FULFILLED, "fault_arrived", now)
+                elif mode in forecasts:
+                    _refresh(prediction, forecasts.pop(mode), day, now)
+                elif now - prediction.updated_ms >= _clear_after_ms(self.rules, mode):
+                    self._end(session, prediction, PredictionState.CLEARED, "condition_gone", now)
+            if today is not None and today.faulted:
+                continue
+            for forecast in forecasts.values():
+                self._raise(session, device_id, forecast, day, now)
+
+    def _raise(
+        self, session: Session, device_id: str, forecast: Forecast, day: int, now: int
+    ) -> None:
+        code = int(FaultCode.parse(forecast.fault))
+        alarm = Alarm(
+            device_id=device_id, kind=PREDICTED, code=code, name=forecast.mode[:16],
+            start_ms=now, end_ms=None, seq=0,
+        )  # fmt: skip
+        session.add(alarm)
+        session.flush()
+        prediction = Prediction(
+            device_id=device_id,
+            alarm_id=alarm.id,
+            mode=forecast.mode,
+            fault=forecast.fault,
+            state=PredictionState.ACTIVE,
+            raised_ms=now,
+            updated_ms=now,
+            evidence={},
+            model_version=self.rules.version,
+            days_to_fault=0.0,
+            days_low=0.0,
+            days_high=0.0,
+            due_ms=now,
+        )
+        _refresh(prediction, forecast, day, now)
+        session.add(prediction)
+        session.flush()
+        self.stats.raised += 1
+        thread.record(
+            session,
+            device_id=device_id,
+            kind=thread.ThreadKind.PREDICTION,
+            ts_ms=now,
+            recorded_ms=now,
+            actor=f"detector:{self.rules.version}",
+            data={"event": "raised", "prediction": prediction.id, **_summary(prediction)},
+        )
+        device = session.get(Device, device_id)
+        if device is None:
+            return
+        what = MODE_TEXT.get(forecast.mode, forecast.mode)
+        low, high = prediction.days_low, prediction.days_high
+        notify(
+            session,
+            [device.owner_id, end_user(device), *self._support_users(session)],
+            NotificationKind.PREDICTED_FAULT,
+            f"Boiler {device_id} is heading for {forecast.fault} ({what})",
+            f"Forecast in about {prediction.days_to_fault:.0f} days ({low:.0f} to {high:.0f}). "
+            "A preventive visit can be booked from the boiler's page.",
+            now_ms=now,
+            device_id=device_id,
+            data={"prediction": prediction.id, "mode": forecast.mode, "fault": forecast.fault},
+        )
+
+    def _end(
+        self, session: Session, prediction: Prediction, state: str, reason: str, now: int
+    ) -> None:
+        end_prediction(session, prediction, state, reason, now)
+        if state == PredictionState.FULFILLED:
+            self.stats.fulfilled += 1
+        else:
+            self.stats.cleared += 1
+
+    def _support_users(self, session: Session) -> list[str]:
+        if self._support is None:
+            self._support = list(
+                session.scalars(
+                    select(User.id).where(User.role == Role.SUPPORT, User.disabled.is_(False))
+                )
+            )
+        return self._support
+
+
+MODE_TEXT = {
+    "leak": "a slow water leak",
+    "electrode": "ignition electrode wear",
+    "scaling": "heat-exchanger scaling",
+    "fan": "fan wear",
+    "sensor_drift": "a failing pressure sensor",
+}
+
+
+def _clear_after_ms(rules: DetectorRules, mode: str) -> int:
+    rule = rules.mode(mode)
+    return (rule.clear_after_days if rule is not None else 3) * DAY_MS
+
+
+def _refresh(prediction: Prediction, forecast: Forecast, day: int, now: int) -> None:
+    prediction.days_to_fault = round(forecast.days_to_fault, 2)
+    prediction.days_low = round(forecast.days_low, 2)
+    prediction.days_high = round(forecast.days_high, 2)
+    prediction.due_ms = (day + 1) * DAY_MS + int(forecast.days_to_fault * DAY_MS)
+    prediction.evidence = forecast.evidence
+    prediction.updated_ms = now
+
+
+def _summary(prediction: Prediction) -> dict[str, object]:
+    return {
+        "mode": prediction.mode,
+        "fault": prediction.fault,
+        "days_to_fault": prediction.days_to_fault,
+        "days_low": prediction.days_low,
+        "days_high": prediction.days_high,
+        "model_version": prediction.model_version,
+    }
+
+
+def end_prediction(
+    session: Session,
+    prediction: Prediction,
+    state: str,
+    reason: str,
+    now: int,
+    actor: str = "detector",
+) -> None:
+    """Close a warning (and its alarm) and record why in the thread."""
+    prediction.state = state
+    prediction.ended_ms = now
+    prediction.ended_reason = reason
+    if prediction.alarm_id is not None:
+        alarm = session.get(Alarm, prediction.alarm_id)
+        if alarm is not None and alarm.end_ms is None:
+            alarm.end_ms = now
+    thread.record(
+        session,
+        device_id=prediction.device_id,
+        kind=thread.ThreadKind.PREDICTION,
+        ts_ms=now,
+        recorded_ms=now,
+        actor=actor,
+        data={
+            "event": state,
+            "reason": reason,
+            "prediction": prediction.id,
+            **_summary(prediction),
+        },
+    )
