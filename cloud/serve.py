@@ -28,12 +28,15 @@ from cloud.commands import CommandService, RestartRule
 from cloud.db import make_engine, session_factory, upgrade
 from cloud.dispatch import Dispatcher, Sweeper
 from cloud.domain import Clock, wall_ms
+from cloud.errors import ConfigError
 from cloud.ingest import Ingest
 from cloud.keys import CommandKey, load_command_key
 from cloud.mqtt import run_mqtt
 from cloud.partitions import Retention, maintain
 from cloud.periodic import every
 from cloud.portal.app import install_portal
+from cloud.predict.rules import RulesError, load_rules
+from cloud.predict.runner import Predictor
 from cloud.service.config import PlatformConfig
 from cloud.service.platform import ServicePlatform
 from cloud.settings import CloudSettings
@@ -77,6 +80,24 @@ async def housekeeping(
             maintained[:] = [now]
 
     await every(settings.housekeeping_interval_s, once, "housekeeping")
+
+
+async def predictor_loop(predictor: Predictor, interval_s: float) -> None:
+    """Run the detectors over every day that has closed, forever (`cloud.predict.runner`)."""
+
+    def once() -> None:
+        if days := predictor.run_due():
+            stats = predictor.stats
+            log.info(
+                "predictor: %d day(s) analysed; %d warnings raised, %d cleared, %d fulfilled "
+                "so far",
+                days,
+                stats.raised,
+                stats.cleared,
+                stats.fulfilled,
+            )
+
+    await every(interval_s, once, "predictor")
 
 
 async def service_sweeper(platform: ServicePlatform, interval_s: float) -> None:
@@ -211,6 +232,18 @@ async def serve_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:
     }
     if settings.broker_stats:
         loops["broker-stats"] = lambda: run_broker_stats(settings)
+    if settings.predict:
+        try:
+            detector_rules = load_rules(settings.predict_rules_file)
+        except RulesError as exc:
+            raise ConfigError("predict_rules_file", str(exc)) from None
+        predictor = Predictor(
+            sessions,
+            detector_rules,
+            clock,
+            grace_ms=int(settings.predict_grace_s * 1000),
+        )
+        loops["predictor"] = lambda: predictor_loop(predictor, settings.predict_interval_s)
     await _run(server.serve, supervisor, loops)
 
 

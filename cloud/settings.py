@@ -122,6 +122,17 @@ class CloudSettings:
     portal_timezone: str = "Europe/London"
     """IANA zone the portal shows times in."""
 
+    # --- Predictive maintenance (docs/predictive-maintenance.md) ---
+    predict: bool = True
+    """``cloud serve`` runs the detectors over every closed day (`cloud.predict`)."""
+    predict_rules_file: Path | None = None
+    """Detector rules (TOML) replacing the packaged ``cloud/predict/rules.toml``."""
+    predict_interval_s: float = 300.0
+    """How often the predictor looks for a day that has closed."""
+    predict_grace_s: float = 3600.0
+    """A UTC day is analysed this long after it ends (readings later than that are left out
+    of its features: a gateway offline for longer brings them to the next days' trends)."""
+
     # --- Service platform (README "Service platform"; the paper's eqs. 2-17) ---
     service_rules_file: Path | None = None
     """Service-analysis rules (TOML) replacing the packaged ``cloud/service/rules.toml``."""
@@ -202,6 +213,7 @@ _PATHS = {
     "mqtt_ca_file",
     "keys_dir",
     "service_rules_file",
+    "predict_rules_file",
     "metrics_token_file",
 }
 
@@ -281,7 +293,10 @@ def _check(s: CloudSettings) -> None:
         "housekeeping_interval_s",
         "watermark_interval_s",
         "watermark_check_s",
+        "predict_interval_s",
     )
+    if s.predict_grace_s < 0:
+        raise ConfigError("predict_grace_s", "must not be negative")
     for name in positive:
         if getattr(s, name) <= 0:
             raise ConfigError(name, "must be positive")

@@ -88,7 +88,7 @@ class LocalTwin:
         with self.sessions() as session:
             rows = session.execute(
                 select(Prediction.device_id, Prediction.mode, Prediction.raised_ms)
-            ).tuples()
+            )
             return [Raised(*row) for row in rows]
 
     def close(self) -> None:

@@ -124,7 +124,7 @@ class Predictor:
                 .join(Twin, Twin.device_id == Device.id)
                 .where(Twin.last_seen_ms >= start, Device.revoked.is_(False))
                 .order_by(Device.id)
-            ).tuples()
+            )
         )
         features: dict[str, DayFeatures] = {}
         models = dict(devices)
@@ -236,6 +236,7 @@ class Predictor:
         _refresh(prediction, forecast, day, now)
         session.add(prediction)
         session.flush()
+        _touch_twin(session, device_id)
         self.stats.raised += 1
         thread.record(
             session,
@@ -327,6 +328,7 @@ def end_prediction(
     """Close a warning (and its alarm) and record why in the thread."""
     prediction.state = state
     prediction.ended_ms = now
+    _touch_twin(session, prediction.device_id)
     prediction.ended_reason = reason
     if prediction.alarm_id is not None:
         alarm = session.get(Alarm, prediction.alarm_id)
@@ -346,3 +348,10 @@ def end_prediction(
             **_summary(prediction),
         },
     )
+
+
+def _touch_twin(session: Session, device_id: str) -> None:
+    """A new version of the twin (its ETag, and the portal's live pages, follow)."""
+    twin = session.get(Twin, device_id, with_for_update=True)
+    if twin is not None:
+        twin.version += 1

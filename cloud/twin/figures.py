@@ -22,6 +22,8 @@ DAY_MS = 86_400_000
 WINDOW_MS = 30 * DAY_MS
 """Derived figures look back this far."""
 AVAILABILITY_GUARANTEE = 0.98
+EPISODE_KINDS = ("fault", "lockout")
+"""Alarm kinds that are episodes of the boiler being faulty (a ``predicted`` warning is not)."""
 
 
 def derived_figures(session: Session, device: Device, now_ms: int) -> dict[str, Any]:
@@ -43,6 +45,7 @@ def derived_figures(session: Session, device: Device, now_ms: int) -> dict[str, 
             select(Alarm)
             .where(
                 Alarm.device_id == device.id,
+                Alarm.kind.in_(EPISODE_KINDS),
                 Alarm.start_ms < now_ms,
                 or_(Alarm.end_ms.is_(None), Alarm.end_ms > since),
             )

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from cloud.domain import Connectivity
 from cloud.models import Alarm, Device, Gap, Twin, TwinValue
+from cloud.predict.views import device_predictions, prediction_json
 from cloud.settings import CloudSettings
 from cloud.twin.figures import derived_figures
 from protocols.reference import (
@@ -126,6 +127,9 @@ def twin_json(
         "reported": {value.point: _value_json(value) for value in values},
         "health": {**(twin.health if twin else {}), "ts": twin.health_ms if twin else None},
         "alarms": [_alarm_json(alarm, now_ms) for alarm in recent_alarms(session, device.id)],
+        "predictions": [
+            prediction_json(p, evidence=False) for p in device_predictions(session, device.id)
+        ],
         "derived": derived_figures(session, device, now_ms),
         "delivery": _delivery_json(session, device.id, twin),
     }

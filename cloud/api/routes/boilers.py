@@ -35,6 +35,7 @@ from cloud.domain import STAFF, Connectivity, Role
 from cloud.errors import Conflict, PreconditionFailed, PreconditionRequired
 from cloud.fleet_views import boiler_rows
 from cloud.models import Twin, User
+from cloud.predict.views import device_predictions, prediction_json
 from cloud.service.domain import JobEvent
 from cloud.twin import update
 from cloud.twin.figures import timeseries
@@ -264,3 +265,17 @@ def boiler_thread(
         headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
     body = {"events": [thread.event_json(e) for e in page.events], "next": page.next_after}
     return JSONResponse(body, headers=headers)
+
+
+@router.get("/{device_id}/predictions")
+def boiler_predictions(
+    device_id: str,
+    caller: CallerDep,
+    session: SessionDep,
+    include_ended: Annotated[bool, Query(description="also cleared and fulfilled ones")] = False,
+) -> dict[str, Any]:
+    """Predictive-maintenance warnings for the boiler: the failure mode, the fault it leads
+    to, the forecast time to fault with its bounds, the evidence and the rules version."""
+    device = visible_device(session, caller, device_id)
+    rows = device_predictions(session, device.id, include_ended=include_ended)
+    return {"predictions": [prediction_json(p) for p in rows]}

@@ -11,6 +11,7 @@ from cloud.api.deps import API_PREFIX, CallerDep, SessionDep
 from cloud.api.problems import AUTHENTICATED_RESPONSES
 from cloud.domain import STAFF
 from cloud.fleet_views import ingest_figures
+from cloud.predict.views import at_risk, at_risk_count, prediction_json
 
 router = APIRouter(prefix=API_PREFIX, tags=["fleet"], responses=AUTHENTICATED_RESPONSES)
 
@@ -21,3 +22,18 @@ def ingest_stats(caller: CallerDep, session: SessionDep) -> dict[str, Any]:
     duplicated, what the gateways said they dropped, and what is missing unexplained."""
     require_role(caller, STAFF, "read ingest statistics")
     return ingest_figures(session)
+
+
+@router.get("/fleet/at-risk")
+def fleet_at_risk(caller: CallerDep, session: SessionDep) -> dict[str, Any]:
+    """Boilers with an active predictive-maintenance warning, the soonest forecast fault
+    first (at most 200 warnings; ``boilers`` counts them all)."""
+    require_role(caller, STAFF, "read the fleet's warnings")
+    rows = at_risk(session)
+    return {
+        "boilers": at_risk_count(session),
+        "warnings": [
+            prediction_json(p, evidence=False) | {"model": d.model, "address": d.address}
+            for p, d in rows
+        ],
+    }
