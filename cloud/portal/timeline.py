@@ -10,6 +10,7 @@ from cloud.models import ThreadEvent
 TITLES = {
     "alarm": "Alarm",
     "connectivity": "Connection",
+    "prediction": "Fault warning",
     "birth": "Gateway started",
     "gap": "Missing data",
     "command": "Command requested",
@@ -95,7 +96,16 @@ def _shortlist(data: dict[str, Any]) -> str:
     )
 
 
-SUMMARIES = {"crowdsourcing": _invited, "shortlist": _shortlist}
+def _prediction(data: dict[str, Any]) -> str:
+    what = {"raised": "raised", "cleared": "cleared", "fulfilled": "the fault came"}
+    said = f"{data.get('mode', '?')} heading for {data.get('fault', '?')}"
+    days = data.get("days_to_fault")
+    if data.get("event") == "raised" and isinstance(days, int | float):
+        said += f" in about {days:.0f} days"
+    return f"{said}: {what.get(str(data.get('event')), data.get('event'))}"
+
+
+SUMMARIES = {"crowdsourcing": _invited, "shortlist": _shortlist, "prediction": _prediction}
 """Kinds whose essence is in a list, not in scalar fields."""
 
 

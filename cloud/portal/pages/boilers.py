@@ -4,6 +4,7 @@ guarantee; fault history; service jobs; and the digital thread."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -23,6 +24,7 @@ from cloud.portal.pages.commands import command_on_page, new_key
 from cloud.portal.render import Formats, fragment, page
 from cloud.portal.session import VisitorDep
 from cloud.portal.timeline import describe
+from cloud.predict.views import device_predictions, prediction_json
 from cloud.twin.figures import timeseries
 from cloud.twin.read import connectivity, stale_ms, twin_json
 from cloud.twin.rollups import HOUR_MS, MINUTE_MS
@@ -143,6 +145,8 @@ def boiler_page(
         restart_refusal=restart,
         restart_key=new_key(),
         command=command_on_page(session, caller, device.id, command, now),
+        predictions=[prediction_json(p) for p in device_predictions(session, device.id)],
+        day_text=_day_text,
     )
 
 
@@ -176,3 +180,9 @@ def _thread(session: Session, caller: Caller, device_id: str) -> list[ThreadEven
 
 def _short_when(ctx: ApiContext) -> Any:
     return Formats(ctx.settings.portal_timezone).when
+
+
+def _day_text(day: int) -> str:
+    """A UTC day number (days since 1970-01-01) as ``5 Dec``."""
+    moment = dt.datetime.fromtimestamp(day * 86_400, dt.UTC)
+    return f"{moment.day} {moment:%b}"

@@ -26,6 +26,7 @@ from cloud.fleet_views import STATUS_BY_LABEL, boiler_query, boiler_rows, count_
 from cloud.models import Job, User
 from cloud.portal.render import number, page
 from cloud.portal.session import Visitor, VisitorDep
+from cloud.predict.views import at_risk, at_risk_count, prediction_json
 from cloud.service.engineers import engineer_json, list_engineers, load_engineer
 
 router = APIRouter(include_in_schema=False)
@@ -152,6 +153,8 @@ def fleet_page(
         next=fleet_link(filters, number + 1) if number < pages else None,
         ingest=ingest_summary(figures),
         gaps=figures["gaps"],
+        at_risk=[(prediction_json(p, evidence=False), d) for p, d in at_risk(session, limit=50)],
+        at_risk_total=at_risk_count(session),
     )
 
 
