@@ -174,6 +174,25 @@ async def start_ingest(stack: Stack, workers: int, log: Path) -> asyncio.subproc
         )
 
 
+async def subscribed(broker: Broker, workers: int, timeout: float = 60.0) -> None:
+    """Wait until every worker's subscription is acknowledged (the broker's log says so)."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        log = broker.log_file.read_text(errors="replace") if broker.log_file.exists() else ""
+        if all(_last_suback(log, i) for i in range(workers)):
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{workers} ingest worker(s) did not subscribe in {timeout:.0f} s")
+
+
+def _last_suback(log: str, worker: int) -> str:
+    marker = f"-w{worker}"
+    for line in reversed(log.splitlines()):
+        if "Sending SUBACK to bt-cloud-" in line and line.rstrip().endswith(marker):
+            return line
+    return ""
+
+
 def stored(stack: Stack) -> int:
     with stack.sessions() as session:
         return session.scalar(select(func.count()).select_from(Uplink)) or 0
@@ -213,6 +232,9 @@ async def one_setup(db_url: str, gateways: int, workers: int, workdir: Path) -> 
     process = await start_ingest(stack, workers, workdir / "ingest.log")
     result: dict[str, Any] = {}
     try:
+        # Before any load: a message published with no subscriber yet is answered "no
+        # matching subscribers" (0x10), which this load generator does not resend.
+        await subscribed(broker, workers)
         async with Connections(broker, fleet) as connections:
             per_gateway = max(3, SATURATION_MESSAGES // gateways)
             expected = gateways * per_gateway
