@@ -129,7 +129,9 @@ def parse_rules(data: Mapping[str, Any]) -> DetectorRules:
         if not isinstance(overrides, dict):
             raise RulesError(f"model.{model}: must be a table")
         _only(overrides, names | {"features"}, f"model.{model}")
-        model_features = _features(_table(overrides, "features"), features, f"model.{model}")
+        model_features = _features(
+            _table(overrides, "features"), features, f"model.{model}.features"
+        )
         model_modes = tuple(
             _override(m, _table(overrides, m.name), f"model.{model}.{m.name}") for m in modes
         )
@@ -161,7 +163,7 @@ def _number(value: Any, where: str, *, positive: bool = False) -> float:
 
 
 def _features(data: Mapping[str, Any], base: FeatureRules, where: str) -> FeatureRules:
-    _only(data, _FEATURE_KEYS, where + ".features" if not where.endswith("features") else where)
+    _only(data, _FEATURE_KEYS, where)
     values = {k: _number(v, f"{where}.{k}", positive=True) for k, v in data.items()}
     return replace(base, **values)
 
