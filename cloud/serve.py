@@ -28,14 +28,12 @@ from cloud.commands import CommandService, RestartRule
 from cloud.db import make_engine, session_factory, upgrade
 from cloud.dispatch import Dispatcher, Sweeper
 from cloud.domain import Clock, wall_ms
-from cloud.errors import ConfigError
 from cloud.ingest import Ingest
 from cloud.keys import CommandKey, load_command_key
 from cloud.mqtt import run_mqtt
 from cloud.partitions import Retention, maintain
 from cloud.periodic import every
 from cloud.portal.app import install_portal
-from cloud.predict.rules import RulesError, load_rules
 from cloud.predict.runner import Predictor
 from cloud.service.config import PlatformConfig
 from cloud.service.platform import ServicePlatform
@@ -233,13 +231,9 @@ async def serve_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:
     if settings.broker_stats:
         loops["broker-stats"] = lambda: run_broker_stats(settings)
     if settings.predict:
-        try:
-            detector_rules = load_rules(settings.predict_rules_file)
-        except RulesError as exc:
-            raise ConfigError("predict_rules_file", str(exc)) from None
         predictor = Predictor(
             sessions,
-            detector_rules,
+            cloud.platform.config.detectors,
             clock,
             grace_ms=int(settings.predict_grace_s * 1000),
         )

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cloud.domain import Role
 from cloud.errors import InvalidInput
 from cloud.service.crowd import Principle
-from cloud.service.domain import RequestInput, ResponseInput
+from cloud.service.domain import RequestInput, ResponseInput, WarningRequest
 from protocols.messages import CommandName
 
 _STRICT = ConfigDict(extra="forbid")
@@ -117,6 +117,31 @@ class JobCreate(BaseModel):
             principle=self.principle,
             min_performance=self.min_performance,
             idempotency_key=idempotency_key,
+        )
+
+
+class PreventiveCreate(BaseModel):
+    """A preventive visit from a warning: everything else comes from the warning."""
+
+    model_config = _STRICT
+
+    description: str = Field(default="", max_length=1000)
+    """Added to the warning's own description (access, times that suit...)."""
+    preferred_time: datetime | None = None
+    principle: Principle = Principle.LOW_CARBON
+    min_performance: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    def warning_request(self, prediction_id: int) -> WarningRequest:
+        """The service platform's input; the time must carry a zone."""
+        preferred = self.preferred_time
+        if preferred is not None and preferred.tzinfo is None:
+            raise InvalidInput("preferred_time needs a time zone (e.g. Z)", field="preferred_time")
+        return WarningRequest(
+            prediction_id=prediction_id,
+            description=self.description,
+            preferred_ms=int(preferred.timestamp() * 1000) if preferred else 0,
+            principle=self.principle,
+            min_performance=self.min_performance,
         )
 
 

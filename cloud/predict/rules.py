@@ -44,8 +44,6 @@ class ModeRule:
     threshold: float | None = None
     threshold_change: float | None = None
     unless: tuple[str, ...] = ()
-    skills: tuple[str, ...] = ()
-    cost: float = 0.0
     history_days: int = 45
     baseline_days: int = 10
     window_days: int = 21
@@ -199,7 +197,7 @@ def _override(
                 values[key] = f"F{int(FaultCode.parse(str(value)))}"
             except ValueError:
                 raise RulesError(f"{at}: {value!r} is not a fault code (e.g. F22)") from None
-        elif key in ("unless", "skills"):
+        elif key == "unless":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise RulesError(f"{at}: must be a list of names")
             values[key] = tuple(value)
@@ -212,7 +210,7 @@ def _override(
             values[key] = _number(value, at)
             if not 0.5 <= values[key] < 1:
                 raise RulesError(f"{at}: must be in [0.5, 1)")
-        elif key in ("threshold", "threshold_change", "cost"):
+        elif key in ("threshold", "threshold_change"):
             values[key] = _number(value, at)
         else:
             values[key] = _number(value, at, positive=True)

@@ -84,6 +84,9 @@ class Observation:
     """Latest numeric twin values: ``ch_pressure`` (bar), ``outdoor_temp`` (°C)..."""
     fault_history: Mapping[int, int] = field(default_factory=dict)
     """Fault code -> number of fault/lockout episodes in the history window."""
+    predictions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Failure mode -> the boiler's active predictive-maintenance warning of it (its id,
+    the fault forecast and when)."""
 
     def evidence(self) -> dict[str, Any]:
         """What was seen, as JSON, for the request's record."""
@@ -97,6 +100,7 @@ class Observation:
             "fault_text": None if fault is None else _fault_text(fault),
             "values": dict(self.values),
             "fault_history": {fault_name(c): n for c, n in sorted(self.fault_history.items())},
+            "predictions": {mode: dict(p) for mode, p in sorted(self.predictions.items())},
         }
 
 
@@ -196,6 +200,16 @@ def _level(kind: type[_Level], default: Any = _REQUIRED) -> _Reader:
     return read
 
 
+def _name(default: Any = _REQUIRED) -> _Reader:
+    def read(table: _Table, key: str) -> str | None:
+        value = table.get(key, str, "a name", default)
+        if value is not None and not value:
+            raise table.error(key, "must be a non-empty name")
+        return value
+
+    return read
+
+
 def _flag(default: bool) -> _Reader:
     return lambda table, key: table.get(key, bool, "true or false", default)
 
@@ -255,6 +269,8 @@ class Problem(Rule):
     """Any nonzero fault code confirms it."""
     confirmed_below: Mapping[str, float] = field(metadata=_reads(_below))
     """Twin value -> limit: a value below its limit confirms it."""
+    confirmed_by_prediction: str | None = field(metadata=_reads(_name(None)))
+    """An active predictive-maintenance warning of this failure mode confirms it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +422,8 @@ def check_status(
     if not problem.observable:
         reason = f"{what} cannot be seen in boiler data: a person must confirm it"
         return Validation(StatusCheck.NOT_OBSERVABLE, reason, evidence)
+    if problem.confirmed_by_prediction is not None:
+        return _check_prediction(problem.confirmed_by_prediction, what, observation, evidence)
     if observation.connectivity != "online":
         reason = f"boiler is {observation.connectivity}: its live status cannot be checked"
         return Validation(StatusCheck.UNVERIFIED_OFFLINE, reason, evidence)
@@ -439,6 +457,22 @@ def check_status(
     if fault is not None:
         seen += f" with fault {fault_name(fault)}" if fault else " with no fault code"
     return Validation(StatusCheck.STATUS_MISMATCH, "; ".join([seen, *not_shown]), evidence)
+
+
+def _check_prediction(
+    mode: str, what: str, observation: Observation, evidence: dict[str, Any]
+) -> Validation:
+    """A predicted problem is confirmed by the warning itself (days of stored data), not by
+    the live status: it holds whether or not the boiler is online right now."""
+    warning = observation.predictions.get(mode)
+    if warning is None:
+        reason = f"no active warning of {_words(mode)}: nothing confirms {what}"
+        return Validation(StatusCheck.STATUS_MISMATCH, reason, evidence)
+    reason = (
+        f"an active warning shows {what}: {warning.get('fault')} forecast in about "
+        f"{float(warning.get('days_to_fault') or 0):.0f} days"
+    )
+    return Validation(StatusCheck.MATCHED, reason, evidence)
 
 
 _STATUS_PHRASE: dict[int, str] = {
@@ -538,11 +572,13 @@ def _parse(top: _Table) -> ServiceRules:
     for name, table in top.entries("problem").items():
         problems[name] = problem = table.build(Problem, name=name)
         confirms = problem.confirmed_by_status or problem.confirmed_by_fault
-        if problem.observable != bool(confirms or problem.confirmed_below):
+        if problem.observable != bool(
+            confirms or problem.confirmed_below or problem.confirmed_by_prediction
+        ):
             raise table.error(
                 "observable",
-                "true needs confirmed_by_status, confirmed_by_fault or confirmed_below; "
-                "false allows none of them",
+                "true needs confirmed_by_status, confirmed_by_fault, confirmed_below or "
+                "confirmed_by_prediction; false allows none of them",
             )
     services = {}
     for name, table in top.entries("service").items():

@@ -10,7 +10,10 @@
   operation (online, not in lockout or blocking error, no fault code) continuously for
   ``verify_normal_s``; ``failed_verification`` if a new lockout episode begins after the
   report (by device time, or by a seq above the twin's at the report), or if it never runs
-  normally within ``verify_timeout_s``.
+  normally within ``verify_timeout_s``. A job raised from a predictive-maintenance warning
+  (`cloud.service.preventive`) also needs the warning's precursor seen gone in the readings
+  since the report (`cloud.predict.recovery`); verifying it ends the warning
+  (``repair_verified``), and a precursor still there at ``verify_timeout_s`` fails it.
 * Evaluation: only the boiler's end user (the tenant, or the owner where there is none) gets a
   one-time token when the job is verified; their CS and SQ scores (1-5) update the engineer's
   running means (eqs. 15-16), kept as sums over evaluated jobs.
@@ -30,6 +33,7 @@ from cloud.domain import Caller, Connectivity, JobState, Role
 from cloud.errors import Conflict, Forbidden, InvalidInput, NotFound
 from cloud.models import Alarm, Device, Engineer, EngineerPrice, Job, Twin
 from cloud.notify import NotificationKind, notify
+from cloud.service import preventive
 from cloud.service.config import PlatformConfig
 from cloud.service.crowd import updated_means
 from cloud.service.domain import CompletionReport, JobEvent
@@ -195,7 +199,7 @@ def sweep_verification(session: Session, config: PlatformConfig, now: int) -> li
             if job.normal_since_ms is None:
                 job.normal_since_ms = now
             if now - job.normal_since_ms >= settings.verify_normal_s * 1000:
-                _verify(session, config, job, _evidence(twin, state), now)
+                _verify_with_precursor(session, config, job, _evidence(twin, state), now)
         else:
             job.normal_since_ms = None
             if now - job.completed_ms > settings.verify_timeout_s * 1000:
@@ -205,6 +209,31 @@ def sweep_verification(session: Session, config: PlatformConfig, now: int) -> li
         if job.state != JobState.COMPLETED:
             changed.append((job.id, job.state))
     return changed
+
+
+def _verify_with_precursor(
+    session: Session, config: PlatformConfig, job: Job, evidence: dict[str, Any], now: int
+) -> None:
+    """Verify a job that has run normally long enough, unless it was raised from a warning
+    whose precursor has not (yet) been seen gone: that job waits, and fails at the deadline."""
+    checked = preventive.check_precursor(session, config, job, now)
+    if checked is None:
+        _verify(session, config, job, evidence, now)
+        return
+    warning, recovery = checked
+    evidence = evidence | {"precursor": recovery.as_json()}
+    if recovery.gone:
+        _verify(session, config, job, evidence, now)
+        preventive.close_warning(session, warning, job, now)
+        return
+    assert job.completed_ms is not None
+    if now - job.completed_ms > config.settings.verify_timeout_s * 1000:
+        why = (
+            "still shows the warning's precursor after the repair"
+            if recovery.gone is False
+            else "sent too little data to show the warning's precursor gone"
+        )
+        _fail(session, job, why, evidence, now)
 
 
 def _after_report(job: Job) -> ColumnElement[bool]:

@@ -55,6 +55,18 @@ class RequestInput:
 
 
 @dataclass(frozen=True, slots=True)
+class WarningRequest:
+    """A preventive visit asked for from a predictive-maintenance warning: the boiler,
+    service type and problem come from the warning, the rest from whoever asks."""
+
+    prediction_id: int
+    description: str = ""
+    preferred_ms: int = 0
+    principle: Principle = Principle.LOW_CARBON
+    min_performance: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class ResponseInput:
     """An invited engineer's answer."""
 

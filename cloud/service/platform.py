@@ -19,10 +19,10 @@ from cloud.domain import Caller, Clock, wall_ms
 from cloud.errors import NotFound
 from cloud.models import Invitation, Job
 from cloud.notify import LoggingSender, Sender, deliver_pending
-from cloud.service import delivery, market, reminders, requests
+from cloud.service import delivery, market, preventive, reminders, requests
 from cloud.service.config import PlatformConfig
 from cloud.service.crowd import Principle
-from cloud.service.domain import CompletionReport, RequestInput, ResponseInput
+from cloud.service.domain import CompletionReport, RequestInput, ResponseInput, WarningRequest
 from cloud.service.views import visible_job
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,11 @@ class ServicePlatform:
             with transaction(self.sessions) as session:
                 requests.ownership_failure(session, caller, data.device_id, self.clock())
             raise
+
+    def raise_preventive(self, caller: Caller, data: WarningRequest) -> tuple[Job, bool]:
+        """A preventive visit from a warning (or the job already open for it)."""
+        with transaction(self.sessions) as session:
+            return preventive.raise_from_warning(session, self.config, caller, data, self.clock())
 
     def authorize(self, caller: Caller, job_id: str, approve: bool, note: str) -> Job:
         """The owner approves or declines a tenant's request."""

@@ -21,8 +21,19 @@ from sqlalchemy.orm import Session
 from cloud import thread
 from cloud.domain import Caller, InvitationState, JobState, Role
 from cloud.errors import Conflict, Forbidden, InvalidInput, NotFound
-from cloud.models import Alarm, Device, Engineer, EngineerPrice, Invitation, Job, Twin, TwinValue
+from cloud.models import (
+    Alarm,
+    Device,
+    Engineer,
+    EngineerPrice,
+    Invitation,
+    Job,
+    Prediction,
+    Twin,
+    TwinValue,
+)
 from cloud.notify import NotificationKind, notify, when_text
+from cloud.predict.runner import PredictionState
 from cloud.service.analysis import Observation, ServiceRequest, analyse, check_status
 from cloud.service.config import PlatformConfig
 from cloud.service.crowd import EngineerRecord, Place, Task, crowdsource
@@ -88,12 +99,26 @@ def observe(session: Session, device: Device, config: PlatformConfig, now: int) 
         )
         .group_by(Alarm.code)
     ).all()
+    warnings = session.scalars(
+        select(Prediction).where(
+            Prediction.device_id == device.id, Prediction.state == PredictionState.ACTIVE
+        )
+    )
     return Observation(
         connectivity=connectivity(twin, now, stale_ms).value,
         status=twin.status if twin else None,
         fault_code=twin.fault_code if twin else None,
         values=values,
         fault_history={int(code): int(count) for code, count in history if code is not None},
+        predictions={
+            w.mode: {
+                "id": w.id,
+                "fault": w.fault,
+                "days_to_fault": w.days_to_fault,
+                "due": w.due_ms,
+            }
+            for w in warnings
+        },
     )
 
 
@@ -189,7 +214,22 @@ def create(
     mine = device is not None and caller.user_id in (device.owner_id, device.tenant_id)
     if device is None or not mine or device.revoked:
         raise NotFound(f"no boiler {data.device_id}", device_id=data.device_id)
-    as_tenant = caller.user_id == device.tenant_id and caller.user_id != device.owner_id
+    return open_request(session, config, caller, device, data, now), True
+
+
+def open_request(
+    session: Session,
+    config: PlatformConfig,
+    caller: Caller,
+    device: Device,
+    data: RequestInput,
+    now: int,
+    *,
+    evidence: dict[str, Any] | None = None,
+) -> Job:
+    """The job for a checked request by `caller` (the boiler's owner or tenant, or support):
+    recorded with the twin as `evidence`; then, raised by anyone but a recorded owner, it
+    waits for the owner's authorisation, else it is validated and crowdsourced at once."""
     job = Job(
         id=str(uuid.uuid4()),
         device_id=device.id,
@@ -230,21 +270,22 @@ def create(
             "role": caller.role.value,
             "open_alarms": open_alarms(session, device.id),
             "twin": observe(session, device, config, now).evidence(),
+            **(evidence or {}),
         },
     )
-    if as_tenant and device.owner_id:
+    if device.owner_id and caller.user_id != device.owner_id:
         notify(
             session,
             [device.owner_id],
             NotificationKind.REQUEST_TO_AUTHORIZE,
-            f"{caller.user_id} asks for a {job.service_type.replace('_', ' ')} "
+            f"{caller.user_id} asks for a {service_words(job.service_type)} "
             f"at {device.address or device.id}",
             job.description,
             now_ms=now,
             device_id=device.id,
             job_id=job.id,
         )
-        return job, True
+        return job
     job.authorized_by = caller.user_id
     record(
         session,
@@ -255,7 +296,13 @@ def create(
         {"approved": True, "by": "requester"},
     )
     validate_and_source(session, config, job, device, caller.actor, now)
-    return job, True
+    return job
+
+
+def service_words(service_type: str) -> str:
+    """A service type in a sentence: "repair", "annual check", "preventive visit"."""
+    words = service_type.replace("_", " ")
+    return f"{words} visit" if service_type == "preventive" else words
 
 
 def authorize(
@@ -304,7 +351,8 @@ def validate_and_source(
         job.service_type, job.problem, job.description, device.tenant_id is not None
     )
     validation = check_status(config.rules, request, observation)
-    job.validation = {"ownership": "owner_or_tenant", **validation.as_json()}
+    raised_by = "owner_or_tenant" if job.requested_by in (job.owner_id, job.tenant_id) else "staff"
+    job.validation = {"ownership": raised_by, **validation.as_json()}
     record(
         session,
         job,

@@ -45,7 +45,7 @@ def repair(problem: str, description: str = "") -> ServiceRequest:
 
 
 def test_packaged_rules_load(rules: ServiceRules) -> None:
-    assert rules.service_types == ("repair", "annual_check", "service")
+    assert rules.service_types == ("repair", "annual_check", "service", "preventive")
     assert "no_heating" in rules.problems("repair")
     assert rules.problems("annual_check") == ("annual_check",)
     assert set(rules.faults) == {20, 22, 28, 29, 32, 75}
@@ -230,6 +230,7 @@ def test_lockout_matches_no_heating(rules: ServiceRules) -> None:
         "fault_text": "ignition failure (lockout)",
         "values": {"ch_pressure": 1.4},
         "fault_history": {"F28": 1},
+        "predictions": {},
     }
     assert result.as_json() == {
         "outcome": "matched",
@@ -305,6 +306,33 @@ def test_not_observable(
     assert result.outcome is StatusCheck.NOT_OBSERVABLE and result.outcome.proceeds
     assert "cannot be seen in boiler data" in result.reason
     assert result.evidence["connectivity"] == connectivity
+
+
+@pytest.mark.parametrize("connectivity", ["online", "offline", "stale", "unknown"])
+def test_a_predicted_problem_is_confirmed_by_the_warning_not_the_live_status(
+    rules: ServiceRules, connectivity: str
+) -> None:
+    request = ServiceRequest("preventive", "predicted_leak")
+    warning = {"id": 7, "fault": "F22", "days_to_fault": 9.4, "due": 1}
+    warned = Observation(connectivity, RUNNING, 0, predictions={"leak": warning})
+    result = check_status(rules, request, warned)
+    assert result.outcome is StatusCheck.MATCHED
+    assert result.reason == "an active warning shows predicted leak: F22 forecast in about 9 days"
+    assert result.evidence["predictions"] == {"leak": warning}
+    other = Observation(connectivity, RUNNING, 0, predictions={"fan": warning})
+    result = check_status(rules, request, other)
+    assert result.outcome is StatusCheck.STATUS_MISMATCH and not result.outcome.proceeds
+    assert result.reason == "no active warning of leak: nothing confirms predicted leak"
+
+
+def test_a_preventive_task_takes_its_skills_and_cost_from_the_mode(rules: ServiceRules) -> None:
+    task = analyse(rules, ServiceRequest("preventive", "predicted_electrode"), running())
+    assert task.skills == {"gas_safe", "gas", "ignition"}
+    assert (task.cost, task.complexity, task.urgency) == (
+        130.0,
+        Complexity.MEDIUM,
+        Urgency.PLANNED,
+    )
 
 
 def test_unknown_status_and_fault_in_evidence(rules: ServiceRules) -> None:
@@ -401,6 +429,21 @@ def test_override_changes_the_numbers(tmp_path: Path) -> None:
         (MINIMAL + "[fault.X28]\ncost = 1\n", "fault.X28", "not a fault code"),
         (MINIMAL + "[fault.F28]\ncost = -1\n", "fault.F28.cost", ">= 0"),
         (MINIMAL + "[problem.vague]\n", "problem.vague.observable", "needs confirmed_by"),
+        (
+            MINIMAL + '[problem.p]\nobservable = false\nconfirmed_by_prediction = "leak"\n',
+            "problem.p.observable",
+            "false allows none",
+        ),
+        (
+            MINIMAL + "[problem.p]\nconfirmed_by_prediction = 3\n",
+            "problem.p.confirmed_by_prediction",
+            "a name",
+        ),
+        (
+            MINIMAL + '[problem.p]\nconfirmed_by_prediction = ""\n',
+            "problem.p.confirmed_by_prediction",
+            "non-empty",
+        ),
         (
             MINIMAL + "[history]\nrepeat_episodes = 0\nrepeat_cost_factor = 1.5\n",
             "history.repeat_episodes",

@@ -10,33 +10,12 @@ import pytest
 from cloud.domain import Role
 from cloud.predict.rules import packaged_rules
 from cloud.predict.runner import Predictor
-from tests.cloud.api_helpers import DAY, HOUR, T0, World, world_for
+from tests.cloud.api_helpers import HOUR, T0, World, world_for
 from tests.cloud.portal_helpers import Visitor
+from tests.cloud.predict_helpers import DAYS, hourly
 
 DEV = "boiler-leak"
 CALM = "boiler-calm"
-DAYS = 30
-
-
-def hourly(world: World, device_id: str, leak_from_day: int | None) -> None:
-    """`DAYS` days of hourly readings; from `leak_from_day` the pressure falls 0.06 bar/day."""
-    start = T0 - DAYS * DAY
-    rows: dict[str, list[tuple[int, float | str]]] = {
-        p: [] for p in ("status", "fault_code", "flow_temp", "return_temp", "ch_pressure")
-    }
-    for hour in range(DAYS * 24):
-        ts = start + hour * HOUR
-        day = hour / 24
-        lost = 0.06 * max(0.0, day - leak_from_day) if leak_from_day is not None else 0.0
-        flow = 40.0 + 20.0 * ((hour % 24) / 24)
-        rows["status"].append((ts, 4.0))
-        rows["fault_code"].append((ts, 0.0))
-        rows["flow_temp"].append((ts, flow))
-        rows["return_temp"].append((ts, flow - 12.0))
-        rows["ch_pressure"].append((ts, round(1.4 - lost + 0.008 * (flow - 20.0), 2)))
-    for point, values in rows.items():
-        world.samples(device_id, point, values)
-    world.twin(device_id, last_seen_ms=T0 - HOUR)
 
 
 @pytest.fixture

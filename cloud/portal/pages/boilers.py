@@ -25,6 +25,7 @@ from cloud.portal.render import Formats, fragment, page
 from cloud.portal.session import VisitorDep
 from cloud.portal.timeline import describe
 from cloud.predict.views import device_predictions, prediction_json
+from cloud.service import preventive
 from cloud.twin.figures import timeseries
 from cloud.twin.read import connectivity, stale_ms, twin_json
 from cloud.twin.rollups import HOUR_MS, MINUTE_MS
@@ -124,6 +125,7 @@ def boiler_page(
         .order_by(Job.created_ms.desc())
         .limit(20)
     ).all()
+    warnings = device_predictions(session, device.id)
     restart = None
     if caller.is_staff:
         restart = ctx.commands.restart_refusal(session, caller, device)
@@ -145,7 +147,9 @@ def boiler_page(
         restart_refusal=restart,
         restart_key=new_key(),
         command=command_on_page(session, caller, device.id, command, now),
-        predictions=[prediction_json(p) for p in device_predictions(session, device.id)],
+        predictions=[prediction_json(p) for p in warnings],
+        booked={p.id for p in warnings if preventive.open_job(session, p) is not None},
+        may_book=caller.is_staff or caller.role in (Role.OWNER, Role.TENANT),
         day_text=_day_text,
     )
 

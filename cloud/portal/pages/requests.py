@@ -21,14 +21,15 @@ from sqlalchemy.orm import Session
 
 from cloud.access import visible_device
 from cloud.api.deps import ApiContext, ContextDep, SessionDep
-from cloud.api.schemas import JobCreate
+from cloud.api.schemas import JobCreate, PreventiveCreate
 from cloud.domain import Caller, JobState, Role
 from cloud.errors import Forbidden, InvalidInput, NotFound
-from cloud.models import Device, Job
+from cloud.models import Device, Job, Prediction
 from cloud.portal.forms import act, parse
 from cloud.portal.pages.boilers import open_job
 from cloud.portal.render import JOB_STATE_WORDS, Formats, page
 from cloud.portal.session import PosterDep, VisitorDep
+from cloud.service.config import PREVENTIVE
 from cloud.service.crowd import Principle
 from cloud.service.domain import RequestInput
 
@@ -159,6 +160,37 @@ def submit_request(
     return act(back, create)
 
 
+@router.post("/predictions/{prediction_id}/job")
+def book_preventive(
+    prediction_id: str,
+    visitor: PosterDep,
+    session: SessionDep,
+    ctx: ContextDep,
+    description: Annotated[str, Form(max_length=10_000)] = "",
+) -> Response:
+    """The warning's "book a preventive visit" button, as ``POST /api/v1/predictions/{id}/jobs``
+    does it (the same schema and platform call); then to the job's page, or back to the
+    boiler's warnings with the reason it was refused."""
+    found = None
+    if prediction_id.isdigit() and 0 < int(prediction_id) < 2**62:
+        found = session.get(Prediction, int(prediction_id))
+    if found is None:
+        raise NotFound(f"no warning {prediction_id}", prediction_id=prediction_id)
+    back = f"/boilers/{visible_device(session, visitor.caller, found.device_id).id}#predictions"
+    session.rollback()  # the platform works in its own transaction
+
+    def book() -> tuple[str, str]:
+        body = parse(PreventiveCreate, {"description": description})
+        job, created = ctx.platform.raise_preventive(
+            visitor.caller, body.warning_request(int(prediction_id))
+        )
+        if not created:
+            return f"/jobs/{job.id}", "A visit was already booked for this warning; here it is."
+        return f"/jobs/{job.id}", what_next(ctx, job, created)
+
+    return act(back, book)
+
+
 def request_input(ctx: ApiContext, fields: dict[str, Any], key: str | None) -> RequestInput:
     """The form as the API's `JobCreate` checks it, then as `create_job` builds the input."""
     if key is not None and len(key) > MAX_KEY:
@@ -180,8 +212,9 @@ def what_next(ctx: ApiContext, job: Job, created: bool) -> str:
         return "Request sent to the owner for approval. You will be told when they answer."
     if state == JobState.CROWDSOURCING:
         due = Formats(ctx.settings.portal_timezone).when(job.responses_due_ms)
+        checked = "its warning" if job.service_type == PREVENTIVE else "the boiler's live data"
         return (
-            "Request validated against the boiler's live data, and engineers invited to "
+            f"Request validated against {checked}, and engineers invited to "
             f"answer by {due}. You will be told when the shortlist is ready."
         )
     if state == JobState.FLAGGED:
