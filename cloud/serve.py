@@ -236,6 +236,7 @@ async def serve_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:
             cloud.platform.config.detectors,
             clock,
             grace_ms=int(settings.predict_grace_s * 1000),
+            day_ms=int(settings.predict_day_s * 1000),
         )
         loops["predictor"] = lambda: predictor_loop(predictor, settings.predict_interval_s)
     await _run(server.serve, supervisor, loops)

@@ -1,9 +1,10 @@
 """A boiler-day in a few numbers: what the detectors follow from day to day.
 
 `day_features` reads one boiler's good-quality samples of one (UTC) day in time order and
-carries every point's last value forward, so it works the same on report-by-exception data
-(a point appears only when it changed) as on regular snapshots. Each feature is a median over
-the moments its condition held, so a burst of readings or one wild value moves it little:
+carries every point's last value forward (from the day before, too), so it works the same
+on report-by-exception data (a point appears only when it changed) as on regular snapshots.
+Each feature is a median over the moments its condition held, so a burst of readings or one
+wild value moves it little:
 
 =====================  ======================================================================
 feature                what it is
@@ -81,6 +82,8 @@ class DayFeatures:
     run_share: float | None = None
     vs_peers: Mapping[str, float] = field(default_factory=dict)
     """Feature minus the median of the same model's boilers that day (`with_peers`)."""
+    last: Mapping[str, float] = field(default_factory=dict)
+    """Every point's value at the end of the day: the next day starts from it."""
 
     def to_json(self) -> dict[str, Any]:
         """JSON-friendly, rounded, without empty features."""
@@ -89,7 +92,7 @@ class DayFeatures:
             if isinstance(value, float):
                 value = round(value, 4)
             elif isinstance(value, dict):
-                value = {k: round(v, 4) for k, v in value.items()} or None
+                value = {k: round(v, 4) for k, v in sorted(value.items())} or None
             if value is not None:
                 out[key] = value
         return out
@@ -144,16 +147,25 @@ def _median(values: list[float]) -> float | None:
 
 
 def day_features(
-    rows: Iterable[tuple[int, str, float | None]], rules: FeatureRules = FeatureRules()
+    rows: Iterable[tuple[int, str, float | None]],
+    rules: FeatureRules = FeatureRules(),
+    start: Mapping[str, float] | None = None,
 ) -> DayFeatures:
-    """Features of one boiler-day from its ``(ts_ms, point, value)`` samples (any order)."""
+    """Features of one boiler-day from its ``(ts_ms, point, value)`` samples (any order).
+
+    `start`: each point's value when the day began (the previous day's `DayFeatures.last`),
+    so a point that did not change all day (report by exception) still counts, and the
+    counters count from where they stood."""
     ordered = sorted((r for r in rows if r[2] is not None), key=lambda r: r[0])
-    state: dict[str, float] = {}
+    state: dict[str, float] = dict(start or {})
     pressures: list[float] = []
     flames: list[float] = []
     deltas: list[float] = []
     fans: list[float] = []
-    counters: dict[str, list[float]] = {"burner_starts": [], "failed_ignitions": []}
+    counters: dict[str, list[float]] = {
+        name: [state[name]] if name in state else []
+        for name in ("burner_starts", "failed_ignitions")
+    }
     moments = running_moments = 0
     faulted = False
     index = 0
@@ -206,6 +218,7 @@ def day_features(
         delta_t=_median(deltas),
         fan_ratio=_median(fans),
         run_share=running_moments / moments if moments else None,
+        last=state,
     )
 
 

@@ -5,7 +5,10 @@ engineer's completion report (at most the last `WINDOW_MS`), that feature must b
 the mode's ``min_change`` of the baseline the warning was raised against: pressure back up
 and holding, flame current back in band, the fan back on target. A peer feature
 (``..._vs_peers``) is compared with the peers' median of the boiler's last analysed day.
-Too few readings to tell is "not yet known", never "gone".
+Each point starts from its last value before the report (report by exception: a value holds
+until the next reading), so the level after a refill counts even if nothing has changed
+since; a feature with no value at all (e.g. flame current while the boiler has not run) is
+"not yet known", never "gone".
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ from cloud.predict.rules import DetectorRules
 
 WINDOW_MS = 86_400_000
 """The readings a check looks at: since the report, but no more than the last day."""
-MIN_READINGS = 6
-"""Fewer moments with readings than this: too early to tell."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,17 +60,23 @@ def precursor_gone(
             Sample.quality == "good",
         )
     )
-    features = day_features([(ts, point, num) for ts, point, num in rows], feature_rules)
+    readings = sorted((ts, point, num) for ts, point, num in rows if num is not None)
+    before = _state_at(session, warning.device_id, start)
+    # Report by exception: what was last reported still holds now (the caller checks that the
+    # boiler is online), so "now" is one more moment of the same state.
+    status = next((n for _, p, n in reversed(readings) if p == "status"), before.get("status"))
+    moments = [*readings, (now, "status", status)] if status is not None else readings
+    features = day_features(moments, feature_rules, before)
     stem = rule.feature.removesuffix(PEER_SUFFIX)
     value = features.value(stem)
     evidence: dict[str, Any] = {
         "feature": rule.feature,
         "since": start,
-        "readings": features.readings,
+        "readings": len({ts for ts, _, _ in readings}),
         "baseline": baseline,
     }
-    if value is None or features.readings < MIN_READINGS:
-        return Recovery(None, f"not enough {stem} readings since the visit yet", evidence)
+    if value is None:
+        return Recovery(None, f"no {stem} known since the visit yet", evidence)
     if stem != rule.feature:
         peers = _peer_median(session, warning.device_id, stem)
         if peers is None:
@@ -82,6 +89,27 @@ def precursor_gone(
     if sign * (value - limit) < 0:
         return Recovery(True, f"{rule.feature} {value:.3g} is back within {limit:.3g}", evidence)
     return Recovery(False, f"{rule.feature} {value:.3g} is still beyond {limit:.3g}", evidence)
+
+
+def _state_at(session: Session, device_id: str, ts: int) -> dict[str, float]:
+    """Each point's last good value before `ts` (report by exception: what still held)."""
+    state = {}
+    for point in POINTS:
+        value = session.scalar(
+            select(Sample.num)
+            .where(
+                Sample.device_id == device_id,
+                Sample.point == point,
+                Sample.ts_ms < ts,
+                Sample.quality == "good",
+                Sample.num.is_not(None),
+            )
+            .order_by(Sample.ts_ms.desc())
+            .limit(1)
+        )
+        if value is not None:
+            state[point] = float(value)
+    return state
 
 
 def _peer_median(session: Session, device_id: str, stem: str) -> float | None:

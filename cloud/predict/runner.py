@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
 CHUNK = 500
 CURSOR = "days"
+SEED_DAYS = 7
+"""A day starts from the end of the boiler's latest analysed day at most this many days ago."""
 PREDICTOR_LOCK = 0x6274_7072  # "btpr"
 PREDICTED = "predicted"
 """The alarm kind of a warning."""
@@ -76,27 +78,34 @@ class Predictor:
         *,
         grace_ms: int = 3_600_000,
         backfill_days: int = 2,
+        day_ms: int = DAY_MS,
     ) -> None:
+        """`day_ms`: the length of a "day"; only tests and demos, with a simulator whose
+        days are as short, change it (its days keep their own cursor)."""
+        if day_ms < 1000:
+            raise ValueError(f"a predictor day must be at least 1 s, got {day_ms} ms")
         self.sessions = sessions
         self.rules = rules
         self.clock = clock
         self.grace_ms = grace_ms
         self.backfill_days = backfill_days
+        self.day_ms = day_ms
+        self.cursor = CURSOR if day_ms == DAY_MS else f"{CURSOR}-{day_ms}"
         self.stats = PredictorStats()
         self._support: list[str] | None = None
 
     def run_due(self) -> int:
         """Process every day closed by now; returns how many days ran."""
-        closed = (self.clock() - self.grace_ms) // DAY_MS - 1
+        closed = (self.clock() - self.grace_ms) // self.day_ms - 1
         ran = 0
         while True:
             cpu = time.process_time()
             with transaction(self.sessions) as session:
                 if not self._locked(session):
                     return ran
-                cursor = session.get(PredictorState, CURSOR)
+                cursor = session.get(PredictorState, self.cursor)
                 if cursor is None:
-                    cursor = PredictorState(name=CURSOR, day=closed - self.backfill_days)
+                    cursor = PredictorState(name=self.cursor, day=closed - self.backfill_days)
                     session.add(cursor)
                 if cursor.day >= closed:
                     return ran
@@ -116,7 +125,7 @@ class Predictor:
 
     def run_day(self, session: Session, day: int) -> None:
         """Features, peers and detectors for one UTC `day` (days since the epoch)."""
-        start, end = day * DAY_MS, (day + 1) * DAY_MS
+        start, end = day * self.day_ms, (day + 1) * self.day_ms
         now = self.clock()
         devices = list(
             session.execute(
@@ -141,10 +150,13 @@ class Predictor:
                 )
             ):
                 rows[device_id].append((ts, point, num))
+            starts = self._day_starts(session, chunk, day)
             for device_id in chunk:
                 if rows.get(device_id):
                     _, feature_rules = self.rules.for_model(models[device_id])
-                    features[device_id] = day_features(rows[device_id], feature_rules)
+                    features[device_id] = day_features(
+                        rows[device_id], feature_rules, starts.get(device_id)
+                    )
         by_model: dict[str | None, list[str]] = defaultdict(list)
         for device_id in features:
             by_model[models[device_id]].append(device_id)
@@ -166,6 +178,27 @@ class Predictor:
         ids = sorted(features)
         for i in range(0, len(ids), CHUNK):
             self._detect(session, ids[i : i + CHUNK], models, day, now)
+
+    @staticmethod
+    def _day_starts(
+        session: Session, chunk: Sequence[str], day: int
+    ) -> dict[str, dict[str, float]]:
+        """Where each boiler's points stood when `day` began: the end of its latest analysed
+        day in the week before (older is too stale to carry forward)."""
+        starts: dict[str, dict[str, float]] = {}
+        for row in session.scalars(
+            select(BoilerDay)
+            .where(
+                BoilerDay.device_id.in_(chunk),
+                BoilerDay.day >= day - SEED_DAYS,
+                BoilerDay.day < day,
+            )
+            .order_by(BoilerDay.day)
+        ):
+            last = row.features.get("last")
+            if isinstance(last, dict):
+                starts[row.device_id] = last
+        return starts
 
     def _detect(
         self,
@@ -200,8 +233,8 @@ class Predictor:
                 if today is not None and today.faulted:
                     self._end(session, prediction, PredictionState.FULFILLED, "fault_arrived", now)
                 elif mode in forecasts:
-                    _refresh(prediction, forecasts.pop(mode), day, now)
-                elif now - prediction.updated_ms >= _clear_after_ms(self.rules, mode):
+                    self._refresh(prediction, forecasts.pop(mode), day, now)
+                elif now - prediction.updated_ms >= self._clear_after_ms(mode):
                     self._end(session, prediction, PredictionState.CLEARED, "condition_gone", now)
             if today is not None and today.faulted:
                 continue
@@ -233,7 +266,7 @@ class Predictor:
             days_high=0.0,
             due_ms=now,
         )
-        _refresh(prediction, forecast, day, now)
+        self._refresh(prediction, forecast, day, now)
         session.add(prediction)
         session.flush()
         _touch_twin(session, device_id)
@@ -273,6 +306,18 @@ class Predictor:
         else:
             self.stats.cleared += 1
 
+    def _clear_after_ms(self, mode: str) -> int:
+        rule = self.rules.mode(mode)
+        return (rule.clear_after_days if rule is not None else 3) * self.day_ms
+
+    def _refresh(self, prediction: Prediction, forecast: Forecast, day: int, now: int) -> None:
+        prediction.days_to_fault = round(forecast.days_to_fault, 2)
+        prediction.days_low = round(forecast.days_low, 2)
+        prediction.days_high = round(forecast.days_high, 2)
+        prediction.due_ms = (day + 1) * self.day_ms + int(forecast.days_to_fault * self.day_ms)
+        prediction.evidence = forecast.evidence
+        prediction.updated_ms = now
+
     def _support_users(self, session: Session) -> list[str]:
         if self._support is None:
             self._support = list(
@@ -290,20 +335,6 @@ MODE_TEXT = {
     "fan": "fan wear",
     "sensor_drift": "a failing pressure sensor",
 }
-
-
-def _clear_after_ms(rules: DetectorRules, mode: str) -> int:
-    rule = rules.mode(mode)
-    return (rule.clear_after_days if rule is not None else 3) * DAY_MS
-
-
-def _refresh(prediction: Prediction, forecast: Forecast, day: int, now: int) -> None:
-    prediction.days_to_fault = round(forecast.days_to_fault, 2)
-    prediction.days_low = round(forecast.days_low, 2)
-    prediction.days_high = round(forecast.days_high, 2)
-    prediction.due_ms = (day + 1) * DAY_MS + int(forecast.days_to_fault * DAY_MS)
-    prediction.evidence = forecast.evidence
-    prediction.updated_ms = now
 
 
 def _summary(prediction: Prediction) -> dict[str, object]:

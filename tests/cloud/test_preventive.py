@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import delete
 
 from cloud.domain import Role
 from cloud.errors import ConfigError
-from cloud.models import Prediction
+from cloud.models import Prediction, Sample
 from cloud.predict.rules import packaged_rules
 from cloud.predict.runner import PredictionState, Predictor, end_prediction
 from cloud.registry import Location
@@ -229,13 +230,54 @@ def test_a_repair_that_leaves_the_pressure_falling_fails_verification(
     assert warning["state"] == "active" and warning["job_id"] == job["id"]
 
 
-def test_no_readings_since_the_visit_is_not_proof(world: World, portal: Portal) -> None:
+def test_no_readings_since_the_visit_leave_the_level_before_it(
+    world: World, portal: Portal
+) -> None:
+    """Report by exception: nothing new since the report means the last level still holds,
+    here the leak's low pressure, so the repair is not verified."""
     job = contracted(portal)
     complete(portal, job["id"])
     for _ in range(3):
         world.clock.advance(int(VERIFY_S * 1000))
         online(world)
         world.platform.sweep()
+    assert portal.state(job["id"]) == "completed"
+    world.clock.advance(2 * 86_400_000)
+    portal.logins.clear()
+    online(world)
+    world.platform.sweep()
+    body = portal.job("olivia", job["id"])
+    assert body["closed_reason"] == "still shows the warning's precursor after the repair"
+    events = portal.get("olivia", f"/jobs/{job['id']}/thread").json()["events"]
+    precursor = next(e for e in events if e["kind"] == "verification")["data"]["evidence"]
+    assert precursor["precursor"]["readings"] == 0
+    assert precursor["precursor"]["value"] < precursor["precursor"]["limit"]
+
+
+def test_a_refill_reported_before_the_completion_report_counts(
+    world: World, portal: Portal
+) -> None:
+    job = contracted(portal)
+    readings(world, DEV, world.clock() - 600_000, world.clock() - 300_000, pressure=1.5)
+    complete(portal, job["id"])
+    for _ in range(2):
+        world.clock.advance(int(VERIFY_S * 1000))
+        online(world)
+        world.platform.sweep()
+    assert portal.state(job["id"]) == "verified"
+
+
+def test_with_no_data_at_all_nothing_is_proven(world: World, portal: Portal) -> None:
+    job = contracted(portal)
+    with world.db() as session:
+        session.execute(delete(Sample).where(Sample.device_id == DEV))
+    complete(portal, job["id"])
+    world.clock.advance(int(VERIFY_S * 1000))
+    online(world)
+    world.platform.sweep()
+    world.clock.advance(int(VERIFY_S * 1000))
+    online(world)
+    world.platform.sweep()
     assert portal.state(job["id"]) == "completed"
     world.clock.advance(2 * 86_400_000)
     portal.logins.clear()

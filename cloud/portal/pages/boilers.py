@@ -5,6 +5,7 @@ guarantee; fault history; service jobs; and the digital thread."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -150,7 +151,7 @@ def boiler_page(
         predictions=[prediction_json(p) for p in warnings],
         booked={p.id for p in warnings if preventive.open_job(session, p) is not None},
         may_book=caller.is_staff or caller.role in (Role.OWNER, Role.TENANT),
-        day_text=_day_text,
+        day_text=functools.partial(_day_text, day_s=ctx.settings.predict_day_s),
     )
 
 
@@ -186,7 +187,12 @@ def _short_when(ctx: ApiContext) -> Any:
     return Formats(ctx.settings.portal_timezone).when
 
 
-def _day_text(day: int) -> str:
-    """A UTC day number (days since 1970-01-01) as ``5 Dec``."""
-    moment = dt.datetime.fromtimestamp(day * 86_400, dt.UTC)
-    return f"{moment.day} {moment:%b}"
+def _day_text(day: object, day_s: float = 86_400.0) -> str:
+    """A predictor day number (days of `day_s` since 1970-01-01) as ``5 Dec`` (or, for days
+    shorter than a day, ``5 Dec 14:02``); "an unknown day" for anything else."""
+    try:
+        moment = dt.datetime.fromtimestamp(float(day) * day_s, dt.UTC)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "an unknown day"
+    text = f"{moment.day} {moment:%b}"
+    return text if day_s >= 86_400 else f"{text} {moment:%H:%M:%S}"
