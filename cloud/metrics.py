@@ -92,3 +92,35 @@ RETENTION_DROPPED = Counter(
     ["table"],
 )
 """Exposed as ``boilertwin_retention_dropped_rows_total{table}`` (`cloud.partitions`)."""
+
+PREDICTOR_DAYS = Counter(
+    "boilertwin_predictor_days",
+    "Closed days the predictor has analysed (every boiler that reported that day).",
+)
+PREDICTOR_BOILER_DAYS = Counter(
+    "boilertwin_predictor_boiler_days",
+    "Boiler-days summed up into features and run through the detectors.",
+)
+PREDICTOR_WARNINGS = Counter(
+    "boilertwin_predictor_warnings",
+    "Predictive-maintenance warnings by event: raised, cleared (condition gone), fulfilled "
+    "(the fault arrived). A warning ended by a verified repair counts where the job is.",
+    ["event"],
+)
+"""Exposed as ``boilertwin_predictor_warnings_total{event}``."""
+PREDICTOR_ERRORS = Counter(
+    "boilertwin_predictor_errors",
+    "Boiler-days skipped because analysing them failed, by stage (features, detect); each is "
+    "logged with the boiler and the day.",
+    ["stage"],
+)
+"""Exposed as ``boilertwin_predictor_errors_total{stage}``."""
+PREDICTOR_DAY_SECONDS = Histogram(
+    "boilertwin_predictor_day_seconds",
+    "Wall time to analyse one closed day for the whole fleet, in seconds.",
+    buckets=(0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0),
+)
+PREDICTOR_BEHIND = Gauge(
+    "boilertwin_predictor_days_behind",
+    "Closed days not yet analysed (0 when the predictor is up to date).",
+)

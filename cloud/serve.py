@@ -87,12 +87,14 @@ async def predictor_loop(predictor: Predictor, interval_s: float) -> None:
         if days := predictor.run_due():
             stats = predictor.stats
             log.info(
-                "predictor: %d day(s) analysed; %d warnings raised, %d cleared, %d fulfilled "
-                "so far",
+                "predictor: %d day(s) analysed; %d warnings raised, %d cleared, %d fulfilled, "
+                "%d boiler-days skipped on errors, %d old boiler-days pruned so far",
                 days,
                 stats.raised,
                 stats.cleared,
                 stats.fulfilled,
+                stats.errors,
+                stats.pruned,
             )
 
     await every(interval_s, once, "predictor")
@@ -237,6 +239,7 @@ async def serve_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:
             clock,
             grace_ms=int(settings.predict_grace_s * 1000),
             day_ms=int(settings.predict_day_s * 1000),
+            keep_days=settings.predict_keep_days,
         )
         loops["predictor"] = lambda: predictor_loop(predictor, settings.predict_interval_s)
     await _run(server.serve, supervisor, loops)

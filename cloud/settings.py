@@ -132,6 +132,9 @@ class CloudSettings:
     predict_grace_s: float = 3600.0
     """A UTC day is analysed this long after it ends (readings later than that are left out
     of its features: a gateway offline for longer brings them to the next days' trends)."""
+    predict_keep_days: int = 400
+    """How long the daily features (``boiler_days``) are kept; never less than the detectors
+    look back (45 days with the packaged rules, plus a week)."""
     predict_day_s: float = 86_400.0
     """The length of the predictor's "day". Keep 86,400 in service; the end-to-end test (and
     a demo) shorten it, with a simulator that lives a day in as many seconds."""
@@ -300,6 +303,9 @@ def _check(s: CloudSettings) -> None:
     )
     if s.predict_grace_s < 0:
         raise ConfigError("predict_grace_s", "must not be negative")
+    keep = s.predict_keep_days
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ConfigError("predict_keep_days", "must be a whole number of days >= 1")
     if not 1.0 <= s.predict_day_s <= 86_400.0:
         raise ConfigError("predict_day_s", "must be 1 to 86,400 seconds")
     for name in positive:

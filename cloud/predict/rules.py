@@ -70,6 +70,12 @@ class DetectorRules:
             return self.models[model]
         return self.modes, self.features
 
+    @property
+    def longest_history_days(self) -> int:
+        """The most days of history any mode of any model looks at."""
+        every = [*self.modes, *(m for modes, _ in self.models.values() for m in modes)]
+        return max((m.history_days for m in every), default=1)
+
     def mode(self, name: str) -> ModeRule | None:
         """The default rule of a mode, by name."""
         return next((m for m in self.modes if m.name == name), None)

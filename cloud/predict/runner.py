@@ -19,13 +19,22 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud import thread
 from cloud.db import transaction
 from cloud.domain import Clock, Role
+from cloud.metrics import (
+    PREDICTOR_BEHIND,
+    PREDICTOR_BOILER_DAYS,
+    PREDICTOR_DAY_SECONDS,
+    PREDICTOR_DAYS,
+    PREDICTOR_ERRORS,
+    PREDICTOR_WARNINGS,
+)
 from cloud.models import Alarm, BoilerDay, Device, Prediction, PredictorState, Sample, Twin, User
 from cloud.notify import NotificationKind, end_user, notify
 from cloud.predict.detectors import Forecast, detect
@@ -38,6 +47,8 @@ log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
 CHUNK = 500
 CURSOR = "days"
+KEEP_DAYS = 400
+"""Default retention of ``boiler_days``: a year and a bit (the detectors need 45 days)."""
 SEED_DAYS = 7
 """A day starts from the end of the boiler's latest analysed day at most this many days ago."""
 PREDICTOR_LOCK = 0x6274_7072  # "btpr"
@@ -64,6 +75,10 @@ class PredictorStats:
     raised: int = 0
     cleared: int = 0
     fulfilled: int = 0
+    errors: int = 0
+    """Boiler-days skipped because analysing them failed (logged, counted)."""
+    pruned: int = 0
+    """``boiler_days`` rows deleted as older than the retention."""
     cpu_s: float = 0.0
 
 
@@ -79,9 +94,11 @@ class Predictor:
         grace_ms: int = 3_600_000,
         backfill_days: int = 2,
         day_ms: int = DAY_MS,
+        keep_days: int = KEEP_DAYS,
     ) -> None:
         """`day_ms`: the length of a "day"; only tests and demos, with a simulator whose
-        days are as short, change it (its days keep their own cursor)."""
+        days are as short, change it (its days keep their own cursor). `keep_days`: how long
+        ``boiler_days`` rows are kept (never less than the detectors look back)."""
         if day_ms < 1000:
             raise ValueError(f"a predictor day must be at least 1 s, got {day_ms} ms")
         self.sessions = sessions
@@ -91,6 +108,7 @@ class Predictor:
         self.backfill_days = backfill_days
         self.day_ms = day_ms
         self.cursor = CURSOR if day_ms == DAY_MS else f"{CURSOR}-{day_ms}"
+        self.keep_days = max(keep_days, rules.longest_history_days + SEED_DAYS)
         self.stats = PredictorStats()
         self._support: list[str] | None = None
 
@@ -99,7 +117,7 @@ class Predictor:
         closed = (self.clock() - self.grace_ms) // self.day_ms - 1
         ran = 0
         while True:
-            cpu = time.process_time()
+            cpu, wall = time.process_time(), time.monotonic()
             with transaction(self.sessions) as session:
                 if not self._locked(session):
                     return ran
@@ -107,13 +125,23 @@ class Predictor:
                 if cursor is None:
                     cursor = PredictorState(name=self.cursor, day=closed - self.backfill_days)
                     session.add(cursor)
+                PREDICTOR_BEHIND.set(max(0, closed - cursor.day))
                 if cursor.day >= closed:
                     return ran
                 cursor.day += 1
                 self.run_day(session, cursor.day)
+                self._prune(session, cursor.day)
             self.stats.cpu_s += time.process_time() - cpu
             self.stats.days += 1
+            PREDICTOR_DAYS.inc()
+            PREDICTOR_DAY_SECONDS.observe(time.monotonic() - wall)
+            PREDICTOR_BEHIND.set(max(0, closed - cursor.day))
             ran += 1
+
+    def _prune(self, session: Session, day: int) -> None:
+        """Delete ``boiler_days`` older than `keep_days` before `day`."""
+        result = session.execute(delete(BoilerDay).where(BoilerDay.day < day - self.keep_days))
+        self.stats.pruned += max(0, result.rowcount or 0)  # type: ignore[attr-defined]
 
     @staticmethod
     def _locked(session: Session) -> bool:
@@ -152,11 +180,15 @@ class Predictor:
                 rows[device_id].append((ts, point, num))
             starts = self._day_starts(session, chunk, day)
             for device_id in chunk:
-                if rows.get(device_id):
+                if not rows.get(device_id):
+                    continue
+                try:
                     _, feature_rules = self.rules.for_model(models[device_id])
                     features[device_id] = day_features(
                         rows[device_id], feature_rules, starts.get(device_id)
                     )
+                except Exception:
+                    self._failed("features", device_id, day)
         by_model: dict[str | None, list[str]] = defaultdict(list)
         for device_id in features:
             by_model[models[device_id]].append(device_id)
@@ -175,6 +207,7 @@ class Predictor:
                 )
             )
         self.stats.boiler_days += len(features)
+        PREDICTOR_BOILER_DAYS.inc(len(features))
         ids = sorted(features)
         for i in range(0, len(ids), CHUNK):
             self._detect(session, ids[i : i + CHUNK], models, day, now)
@@ -208,15 +241,15 @@ class Predictor:
         day: int,
         now: int,
     ) -> None:
-        longest = max(m.history_days for m in self.rules.modes)
-        history: dict[str, list[tuple[int, DayFeatures]]] = defaultdict(list)
+        longest = self.rules.longest_history_days
+        history: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
         session.flush()
         for row in session.scalars(
             select(BoilerDay)
             .where(BoilerDay.device_id.in_(chunk), BoilerDay.day > day - longest)
             .order_by(BoilerDay.device_id, BoilerDay.day)
         ):
-            history[row.device_id].append((row.day, DayFeatures.from_json(row.features)))
+            history[row.device_id].append((row.day, row.features))
         active: dict[str, dict[str, Prediction]] = defaultdict(dict)
         for prediction in session.scalars(
             select(Prediction).where(
@@ -225,21 +258,47 @@ class Predictor:
         ):
             active[prediction.device_id][prediction.mode] = prediction
         for device_id in chunk:
-            days = history.get(device_id, [])
-            modes, _ = self.rules.for_model(models[device_id])
-            forecasts = {f.mode: f for f in detect(modes, days)}
-            today = days[-1][1] if days and days[-1][0] == day else None
-            for mode, prediction in active[device_id].items():
-                if today is not None and today.faulted:
-                    self._end(session, prediction, PredictionState.FULFILLED, "fault_arrived", now)
-                elif mode in forecasts:
-                    self._refresh(prediction, forecasts.pop(mode), day, now)
-                elif now - prediction.updated_ms >= self._clear_after_ms(mode):
-                    self._end(session, prediction, PredictionState.CLEARED, "condition_gone", now)
+            try:
+                days = [(d, DayFeatures.from_json(f)) for d, f in history.get(device_id, [])]
+                modes, _ = self.rules.for_model(models[device_id])
+                forecasts = {f.mode: f for f in detect(modes, days)}
+                if not forecasts and not active[device_id]:
+                    continue  # nothing to write: the common case, no savepoint
+                with session.begin_nested():
+                    self._apply(session, device_id, days, forecasts, active[device_id], day, now)
+            except Exception:
+                self._failed("detect", device_id, day)
+
+    def _apply(
+        self,
+        session: Session,
+        device_id: str,
+        days: Sequence[tuple[int, DayFeatures]],
+        forecasts: dict[str, Forecast],
+        active: dict[str, Prediction],
+        day: int,
+        now: int,
+    ) -> None:
+        """Bring one boiler's warnings in step with today's forecasts."""
+        today = days[-1][1] if days and days[-1][0] == day else None
+        for mode, prediction in active.items():
             if today is not None and today.faulted:
-                continue
-            for forecast in forecasts.values():
-                self._raise(session, device_id, forecast, day, now)
+                self._end(session, prediction, PredictionState.FULFILLED, "fault_arrived", now)
+            elif mode in forecasts:
+                self._refresh(prediction, forecasts.pop(mode), day, now)
+            elif now - prediction.updated_ms >= self._clear_after_ms(mode):
+                self._end(session, prediction, PredictionState.CLEARED, "condition_gone", now)
+        if today is not None and today.faulted:
+            return
+        for forecast in forecasts.values():
+            self._raise(session, device_id, forecast, day, now)
+
+    def _failed(self, stage: str, device_id: str, day: int) -> None:
+        """One boiler's day could not be analysed: say so, count it, go on with the others
+        (the day is not retried for it; its readings stay in the samples)."""
+        log.exception("predictor: %s failed for %s on day %d; skipped", stage, device_id, day)
+        PREDICTOR_ERRORS.labels(stage).inc()
+        self.stats.errors += 1
 
     def _raise(
         self, session: Session, device_id: str, forecast: Forecast, day: int, now: int
@@ -271,6 +330,7 @@ class Predictor:
         session.flush()
         _touch_twin(session, device_id)
         self.stats.raised += 1
+        PREDICTOR_WARNINGS.labels("raised").inc()
         thread.record(
             session,
             device_id=device_id,
@@ -301,6 +361,7 @@ class Predictor:
         self, session: Session, prediction: Prediction, state: str, reason: str, now: int
     ) -> None:
         end_prediction(session, prediction, state, reason, now)
+        PREDICTOR_WARNINGS.labels(state).inc()
         if state == PredictionState.FULFILLED:
             self.stats.fulfilled += 1
         else:
