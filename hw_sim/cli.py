@@ -233,11 +233,24 @@ def fleet_run(
     drain_seconds: Annotated[
         float, typer.Option(min=0.0, help="Then wait this long for watermarks to confirm all.")
     ] = 0.0,
+    degrade_share: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of boilers that wear out.")
+    ] = 0.0,
+    degrade_mode: Annotated[
+        str | None,
+        typer.Option(help="leak, electrode, scaling, fan or sensor_drift (default: a mix)."),
+    ] = None,
 ) -> None:
     """Run the fleet against the broker, then print what it sent and what was confirmed."""
     from hw_sim.fleet import FleetSettings, load_cloud_keys, load_identities, run_fleet
+    from hw_sim.fleet_wear import FLEET_MODES
 
     host, port = parse_address(broker, option="--broker")
+    mode = next((m for m in FLEET_MODES if m.value == degrade_mode), None)
+    if degrade_mode is not None and mode is None:
+        known = ", ".join(m.value for m in FLEET_MODES)
+        typer.echo(f"error: --degrade-mode must be one of {known}", err=True)
+        raise typer.Exit(2)
     try:
         identities = load_identities(keys, passwords)
         pinned = load_cloud_keys(cloud_keys)
@@ -255,6 +268,8 @@ def fleet_run(
         storm_at_s=None if storm_at_minute is None else storm_at_minute * 60,
         seed=seed,
         drain_s=drain_seconds,
+        degrade_share=degrade_share,
+        degrade_mode=mode,
     )
     typer.echo(f"{len(identities)} gateways, {minutes} simulated minutes at {time_scale}x")
     summary = asyncio.run(run_fleet(identities, pinned, settings))

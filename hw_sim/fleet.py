@@ -30,6 +30,8 @@ from typing import Any
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from hw_sim.degradation import Mode
+from hw_sim.fleet_wear import Wear, draw
 from protocols.cose import (
     generate_private_key,
     open_command,
@@ -55,14 +57,13 @@ from protocols.messages import (
     TelemetryBatch,
     UplinkMessage,
 )
-from protocols.reference import BoilerStatus
+from protocols.reference import BoilerStatus, FaultCode
 from protocols.topics import STATE_OFFLINE, STATE_ONLINE, TopicKind, topic
 
 AGENT_VERSION = "sim-fleet-1"
 REPORT_S = 60.0
 """Simulated seconds between telemetry batches (the agent's default report interval)."""
 HEALTH_S = 900.0
-LOCKOUT = {"status": 7, "fault_code": 28, "fault": "F28"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,10 @@ class FleetSettings:
     drain_s: float = 0.0
     """Wall-clock seconds to stay connected after the run (no new readings) while the cloud's
     watermarks confirm what the outboxes still hold; the run ends early once all are empty."""
+    degrade_share: float = 0.0
+    """Share of boilers that wear out during the run (`hw_sim.fleet_wear`)."""
+    degrade_mode: Mode | None = None
+    """The one degradation they get; None: each draws one of `fleet_wear.FLEET_MODES`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +158,10 @@ class Summary:
     watermarks: int = 0
     commands: Counter[str] = field(default_factory=Counter)
     lockouts: int = 0
+    degraded: Counter[str] = field(default_factory=Counter)
+    """Boilers given each degradation."""
+    worn_out: Counter[str] = field(default_factory=Counter)
+    """Faults the degradations ended in, by fault (F22, F28, ...)."""
     offline: int = 0
     connects: int = 0
     refused: Counter[str] = field(default_factory=Counter)
@@ -168,6 +177,8 @@ class Summary:
             f"confirmed by the cloud's watermarks: {self.confirmed:,}; still in outboxes: "
             f"{self.pending:,} (watermarks received: {self.watermarks:,})",
             f"lockouts: {self.lockouts:,}; commands: {dict(self.commands) or 'none'}",
+            f"degrading: {dict(self.degraded) or 'none'}; "
+            f"worn out: {dict(self.worn_out) or 'none'}",
             f"connections: {self.connects:,}; gateways taken offline: {self.offline:,}",
             f"refused downlinks: {dict(self.refused) or 'none'}",
             *(
@@ -213,6 +224,11 @@ class Gateway:
         self.client: aiomqtt.Client | None = None
         self.reconnect = asyncio.Event()
         self.offline_until = 0.0
+        self.fault = FaultCode.NONE
+        self.wear: Wear | None = None
+        if rng.random() < settings.degrade_share:
+            self.wear = Wear(draw(rng, settings.duration_s, settings.degrade_mode), rng)
+            summary.degraded[self.wear.degradation.mode.value] += 1
 
     def now_ms(self) -> int:
         return int(time.time() * 1000)
@@ -250,33 +266,44 @@ class Gateway:
         ts = self.now_ms()
         running = self.status in (BoilerStatus.RUNNING, BoilerStatus.CH_DEMAND)
         flow = 65.0 + self.rng.uniform(-2, 2) if running else 35.0 + self.rng.uniform(-1, 1)
-        readings = [
-            Reading("flow_temp", ts, round(flow, 1), Quality.GOOD),
-            Reading("return_temp", ts, round(flow - 15 + self.rng.uniform(-1, 1), 1), Quality.GOOD),
-            Reading("ch_pressure", ts, round(1.4 + self.rng.uniform(-0.02, 0.02), 2), Quality.GOOD),
-        ]
-        if self.status != BoilerStatus.LOCKOUT:
+        values: dict[str, float] = {
+            "flow_temp": round(flow, 1),
+            "return_temp": round(flow - 15 + self.rng.uniform(-1, 1), 1),
+            "ch_pressure": round(1.4 + self.rng.uniform(-0.02, 0.02), 2),
+        }
+        if self.wear is not None and self.fault is FaultCode.NONE:
+            values |= self.wear.readings(t, running, flow)
+        readings = [Reading(point, ts, value, Quality.GOOD) for point, value in values.items()]
+        if self.status not in (BoilerStatus.LOCKOUT, BoilerStatus.BLOCKING_ERROR):
             previous = self.status
             self.status = BoilerStatus.RUNNING if self.rng.random() < 0.5 else BoilerStatus.STANDBY
             if self.status != previous:
                 readings.append(Reading("status", ts, int(self.status), Quality.GOOD))
         self.enqueue(TelemetryBatch, readings=tuple(readings))
-        day_share = REPORT_S / 86400
-        if (
-            self.status != BoilerStatus.LOCKOUT
-            and self.rng.random() < self.settings.lockouts_per_day * day_share
-        ):
-            self.status = BoilerStatus.LOCKOUT
+        if self.fault is not FaultCode.NONE:
+            return
+        if self.wear is not None and self.wear.due(t):
+            self.summary.worn_out[self.wear.fault.name] += 1
+            self.break_down(self.wear.fault, ts)
+        elif self.rng.random() < self.settings.lockouts_per_day * REPORT_S / 86400:
             self.summary.lockouts += 1
-            self.enqueue(Event, kind=EventKind.FAULT, detail={**LOCKOUT, "previous": 0})
-            self.enqueue(Event, kind=EventKind.LOCKOUT, detail=LOCKOUT)
-            self.enqueue(
-                TelemetryBatch,
-                readings=(
-                    Reading("status", ts, 7, Quality.GOOD),
-                    Reading("fault_code", ts, 28, Quality.GOOD),
-                ),
-            )
+            self.break_down(FaultCode.F28, ts)
+
+    def break_down(self, fault: FaultCode, ts: int) -> None:
+        """The boiler shows `fault`: a lockout until reset, or a blocking error."""
+        self.fault = fault
+        self.status = BoilerStatus.LOCKOUT if fault.is_lockout else BoilerStatus.BLOCKING_ERROR
+        detail = {"status": int(self.status), "fault_code": int(fault), "fault": fault.name}
+        self.enqueue(Event, kind=EventKind.FAULT, detail={**detail, "previous": 0})
+        if fault.is_lockout:
+            self.enqueue(Event, kind=EventKind.LOCKOUT, detail=detail)
+        self.enqueue(
+            TelemetryBatch,
+            readings=(
+                Reading("status", ts, int(self.status), Quality.GOOD),
+                Reading("fault_code", ts, int(fault), Quality.GOOD),
+            ),
+        )
 
     def command(self, payload: bytes) -> None:
         try:
@@ -304,11 +331,11 @@ class Gateway:
             )
             return
         self.enqueue(Ack, command_id=command.id, state=AckState.EXECUTING)
-        self.status = BoilerStatus.STANDBY
+        self.status, previous, self.fault = BoilerStatus.STANDBY, self.fault, FaultCode.NONE
         self.enqueue(
             Event,
             kind=EventKind.FAULT_CLEARED,
-            detail={"status": 0, "fault_code": 0, "previous": 28},
+            detail={"status": 0, "fault_code": 0, "previous": int(previous)},
         )
         self.enqueue(
             Event,
