@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,15 +35,29 @@ class Forecast:
     evidence: dict[str, Any]
 
 
-def detect(rules: Sequence[ModeRule], history: Sequence[tuple[int, DayFeatures]]) -> list[Forecast]:
+def detect(
+    rules: Sequence[ModeRule],
+    history: Sequence[tuple[int, DayFeatures]],
+    repaired: Mapping[str, int] | None = None,
+) -> list[Forecast]:
     """Forecasts for a boiler with `history` ``(day number, features)``, oldest first; the
-    last day is "today". Modes listed in another's ``unless`` are decided first."""
+    last day is "today". Modes listed in another's ``unless`` are decided first.
+
+    A boiler's history starts again after its last faulted day (what came before was a
+    boiler on its way to that fault, and most likely repaired since), and, per mode, after
+    the day in `repaired` (mode -> day a repair of it was verified): the old trend must not
+    warn again about what was fixed; the new baseline builds up from there."""
+    last_fault = max((day for day, f in history if f.faulted), default=None)
+    if last_fault is not None:
+        history = [(day, f) for day, f in history if day > last_fault or day == history[-1][0]]
     found: dict[str, Forecast] = {}
     ordered = sorted(rules, key=lambda r: len(r.unless))
     for rule in ordered:
         if any(other in found for other in rule.unless):
             continue
-        forecast = detect_mode(rule, history)
+        since = (repaired or {}).get(rule.name)
+        days = history if since is None else [(d, f) for d, f in history if d > since]
+        forecast = detect_mode(rule, days)
         if forecast is not None:
             found[rule.name] = forecast
     return [found[r.name] for r in rules if r.name in found]

@@ -52,6 +52,9 @@ KEEP_DAYS = 400
 SEED_DAYS = 7
 """A day starts from the end of the boiler's latest analysed day at most this many days ago."""
 PREDICTOR_LOCK = 0x6274_7072  # "btpr"
+REPAIR_VERIFIED = "repair_verified"
+"""Why a warning ended when the repair of a preventive visit was verified: its mode's history
+starts again the day after."""
 PREDICTED = "predicted"
 """The alarm kind of a warning."""
 
@@ -257,11 +260,22 @@ class Predictor:
             )
         ):
             active[prediction.device_id][prediction.mode] = prediction
+        repaired: dict[str, dict[str, int]] = defaultdict(dict)
+        for device_id, mode, ended in session.execute(
+            select(Prediction.device_id, Prediction.mode, Prediction.ended_ms).where(
+                Prediction.device_id.in_(chunk),
+                Prediction.ended_reason == REPAIR_VERIFIED,
+                Prediction.ended_ms >= (day - longest) * self.day_ms,
+            )
+        ):
+            ended_day = int(ended or 0) // self.day_ms
+            repaired[device_id][mode] = max(repaired[device_id].get(mode, ended_day), ended_day)
         for device_id in chunk:
             try:
                 days = [(d, DayFeatures.from_json(f)) for d, f in history.get(device_id, [])]
                 modes, _ = self.rules.for_model(models[device_id])
-                forecasts = {f.mode: f for f in detect(modes, days)}
+                found = detect(modes, days, repaired.get(device_id))
+                forecasts = {f.mode: f for f in found}
                 if not forecasts and not active[device_id]:
                     continue  # nothing to write: the common case, no savepoint
                 with session.begin_nested():

@@ -19,7 +19,7 @@ from cloud.domain import Caller, JobState
 from cloud.errors import Conflict, Forbidden, NotFound
 from cloud.models import Device, Job, Prediction
 from cloud.predict.recovery import Recovery, precursor_gone
-from cloud.predict.runner import MODE_TEXT, PredictionState, end_prediction
+from cloud.predict.runner import MODE_TEXT, REPAIR_VERIFIED, PredictionState, end_prediction
 from cloud.service import requests
 from cloud.service.config import PREVENTIVE, PlatformConfig, problem_of
 from cloud.service.domain import RequestInput, WarningRequest
@@ -41,7 +41,12 @@ def raise_from_warning(
     """The preventive job for the warning (new, or the one already open for it)."""
     prediction = session.get(Prediction, data.prediction_id, with_for_update=True)
     device = None if prediction is None else session.get(Device, prediction.device_id)
-    if prediction is None or device is None or not can_see(session, caller, device):
+    if (
+        prediction is None
+        or device is None
+        or device.revoked
+        or not can_see(session, caller, device)
+    ):
         raise NotFound(f"no warning {data.prediction_id}", prediction_id=data.prediction_id)
     if not (caller.is_staff or caller.role in requests.REQUESTERS):
         raise Forbidden(
@@ -118,5 +123,5 @@ def check_precursor(
 def close_warning(session: Session, warning: Prediction, job: Job, now: int) -> None:
     """The repair is verified and the precursor gone: the warning ends."""
     end_prediction(
-        session, warning, PredictionState.CLEARED, "repair_verified", now, actor=f"job:{job.id}"
+        session, warning, PredictionState.CLEARED, REPAIR_VERIFIED, now, actor=f"job:{job.id}"
     )

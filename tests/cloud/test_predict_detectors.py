@@ -226,6 +226,43 @@ def test_faulted_days_and_gaps_do_not_break_a_forecast() -> None:
     assert detect_mode(RULES.mode("leak"), history) is not None  # type: ignore[arg-type]
 
 
+def test_after_a_fault_the_history_starts_again() -> None:
+    """A leak that ran to F22, then a refill: the fall before the fault warns no more."""
+    rng = random.Random(8)
+    values = noisy(rng, 1.3, 0.01, 20) + [1.3 - 0.05 * d for d in range(10)]
+    history = series(values, "pressure_20")
+    assert [f.mode for f in detect(RULES.modes, history)] == ["leak"]
+    last = history[-1][0]
+    broken = (last + 1, DayFeatures(readings=24, faulted=True))
+    refilled = series(noisy(rng, 1.3, 0.01, 1), "pressure_20", start_day=last + 2)
+    assert [f.mode for f in detect(RULES.modes, [*history, *refilled])] == ["leak"]
+    assert detect(RULES.modes, [*history, broken, *refilled]) == []
+
+
+def test_after_a_verified_repair_that_mode_starts_again() -> None:
+    rng = random.Random(9)
+    values = noisy(rng, 1.3, 0.01, 20) + [1.3 - 0.05 * d for d in range(10)]
+    history = series(values, "pressure_20")
+    fixed_on = history[-1][0]
+    refilled = series(noisy(rng, 1.3, 0.01, 2), "pressure_20", start_day=fixed_on + 1)
+    together = [*history, *refilled]
+    assert [f.mode for f in detect(RULES.modes, together)] == ["leak"], "the old trend"
+    assert detect(RULES.modes, together, {"leak": fixed_on}) == []
+    assert [f.mode for f in detect(RULES.modes, together, {"fan": fixed_on})] == ["leak"]
+
+
+def test_a_day_starts_where_the_last_one_ended() -> None:
+    yesterday = day_features([r for h in range(24) for r in hour_rows(h, pressure=1.72)])
+    assert yesterday.last["ch_pressure"] == 1.72 and yesterday.last["burner_starts"] == 1069
+    # today only the burner counter moves: the pressure and flow still hold
+    today = [(DAY0 + 86_400_000 + h * 3_600_000, "burner_starts", 1070.0 + h) for h in range(5)]
+    alone = day_features(today)
+    assert alone.pressure_20 is None and alone.starts == 4
+    carried = day_features(today, start=yesterday.last)
+    assert carried.pressure_20 == yesterday.pressure_20
+    assert carried.starts == 5, "counted from where the counter stood"
+
+
 def test_too_little_history_raises_nothing() -> None:
     values = [1.3, 1.2, 1.1, 1.0, 0.9]
     assert detect_mode(RULES.mode("leak"), series(values, "pressure_20")) is None  # type: ignore[arg-type]

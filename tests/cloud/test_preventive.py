@@ -318,3 +318,19 @@ def test_the_portal_button_books_the_visit(world: World, portal: Portal) -> None
     assert where == f"/jobs/{job_id}" and said.startswith("info:A visit was already booked")
     assert Visitor(world, "otto").post(f"/predictions/{prediction}/job").status_code == 404
     assert olivia.post("/predictions/nope/job").status_code == 404
+
+
+def test_after_a_verified_repair_the_old_trend_raises_nothing(
+    world: World, portal: Portal
+) -> None:
+    job = contracted(portal)
+    complete(portal, job["id"])
+    after_visit(world, portal, job["id"], pressure=1.45, hours=1.0)
+    assert portal.state(job["id"]) == "verified"
+    end = T0 + 4 * 86_400_000
+    readings(world, DEV, world.clock(), end, pressure=1.45)
+    world.twin(DEV, last_seen_ms=end)
+    later = Predictor(world.sessions, packaged_rules(), lambda: end + 2 * HOUR)
+    assert later.run_due() >= 3
+    assert later.stats.raised == 0
+    assert portal.get("olivia", f"/boilers/{DEV}/predictions").json()["predictions"] == []
