@@ -320,9 +320,7 @@ def test_the_portal_button_books_the_visit(world: World, portal: Portal) -> None
     assert olivia.post("/predictions/nope/job").status_code == 404
 
 
-def test_after_a_verified_repair_the_old_trend_raises_nothing(
-    world: World, portal: Portal
-) -> None:
+def test_after_a_verified_repair_the_old_trend_raises_nothing(world: World, portal: Portal) -> None:
     job = contracted(portal)
     complete(portal, job["id"])
     after_visit(world, portal, job["id"], pressure=1.45, hours=1.0)
