@@ -7,16 +7,30 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from cloud.models import Alarm, BoilerDay, Device, Notification, Prediction, ThreadEvent, User
+from cloud.models import (
+    Alarm,
+    BoilerDay,
+    Device,
+    Notification,
+    Prediction,
+    Sample,
+    ThreadEvent,
+    User,
+)
 from cloud.predict.harness import LocalTwin
-from cloud.predict.runner import PREDICTED, PredictionState
+from cloud.predict.runner import DAY_MS, PREDICTED, PredictionState
 from cloud.predict.views import at_risk, device_predictions
 from cloud.settings import CloudSettings
 from cloud.twin.read import twin_json
-from hw_sim.evaluation import EvaluationSettings
+from hw_sim.evaluation import EvaluationSettings, Uplinks
 from hw_sim.scoring import evaluate
+from protocols.cose import generate_private_key, public_key_to_raw, seal
+from protocols.messages import Quality, Reading, TelemetryBatch
+from protocols.topics import TopicKind, topic
 
 SETTINGS = EvaluationSettings(boilers=20, days=40, seed=11)
+DEV = "boiler-clock"
+HOUR_MS = 3_600_000
 
 
 def test_a_wearing_fleet_gets_warnings_that_are_twin_facts(db_url: str) -> None:
@@ -85,3 +99,59 @@ def shown_in_the_twin_and_the_at_risk_list(twin: LocalTwin) -> None:
             ]
             assert prediction.mode in {p["mode"] for p in shown["predictions"]}
             assert any(a["kind"] == PREDICTED and a["open"] for a in shown["alarms"])
+
+
+def test_a_gateway_whose_clock_jumps_still_gets_its_warning(db_url: str) -> None:
+    """Through the real ingest: for three days the gateway's clock fell back to 1970 (not
+    synchronised), then for a day it ran a year ahead. Ingest files those readings at their
+    receipt time, so the days stay whole and the leak is still seen."""
+    twin = LocalTwin(db_url)
+    key = generate_private_key()
+    twin.register([(DEV, public_key_to_raw(key.public_key()), "BT-24C")])
+    start = 20_000 * DAY_MS
+    seq = 0
+    try:
+        for day in range(30):
+            lost = 0.06 * max(0, day - 18)
+            for quarter in range(4):
+                seq += 1
+                true_ms = start + day * DAY_MS + quarter * 6 * HOUR_MS
+                shown_ms, sync = true_ms, True
+                if 10 <= day < 13:
+                    shown_ms, sync = 1_000 + seq, False  # the RTC lost its time
+                elif day == 13:
+                    shown_ms = true_ms + 365 * DAY_MS  # a wrong NTP answer
+                flow = 45.0 + 10 * quarter
+                values = {
+                    "status": 4.0,
+                    "fault_code": 0.0,
+                    "flow_temp": flow,
+                    "return_temp": flow - 12,
+                    "ch_pressure": round(1.5 - lost + 0.008 * (flow - 20), 3),
+                }
+                batch = TelemetryBatch(
+                    dev=DEV,
+                    epoch=1,
+                    seq=seq,
+                    ts=shown_ms,
+                    sync=sync,
+                    readings=tuple(
+                        Reading(k, shown_ms, v, Quality.GOOD) for k, v in values.items()
+                    ),
+                )
+                envelope = seal(batch, key)
+                twin.deliver(Uplinks(true_ms + 1_000, ((topic(DEV, TopicKind.DATA), envelope),)))
+            raised = twin.warnings(start + (day + 1) * DAY_MS + 2 * HOUR_MS)
+        assert twin.outcomes == {"accepted": 120}
+        assert [(w.device_id, w.mode) for w in raised] == [(DEV, "leak")]
+        with twin.sessions() as session:
+            first, last = session.execute(
+                select(func.min(Sample.ts_ms), func.max(Sample.ts_ms))
+            ).one()
+            assert start <= first and last < start + 30 * DAY_MS
+            per_day = session.scalars(
+                select(BoilerDay.features).where(BoilerDay.device_id == DEV).order_by(BoilerDay.day)
+            ).all()
+            assert len(per_day) == 30 and all("pressure_20" in f for f in per_day)
+    finally:
+        twin.close()
