@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 import statistics
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from cloud.predict.stats import MAD_TO_SD
@@ -88,10 +88,11 @@ class DayFeatures:
     def to_json(self) -> dict[str, Any]:
         """JSON-friendly, rounded, without empty features."""
         out: dict[str, Any] = {}
-        for key, value in asdict(self).items():
+        for key in _FIELDS:
+            value = getattr(self, key)
             if isinstance(value, float):
                 value = round(value, 4)
-            elif isinstance(value, dict):
+            elif isinstance(value, Mapping):
                 value = {k: round(v, 4) for k, v in sorted(value.items())} or None
             if value is not None:
                 out[key] = value
@@ -100,8 +101,7 @@ class DayFeatures:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DayFeatures:
         """Back from `to_json` (unknown keys ignored, so old rows still load)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{k: v for k, v in data.items() if k in _FIELDS})
 
     def value(self, name: str) -> float | None:
         """A feature by name (None if absent); ``<feature>_vs_peers`` for a peer residual."""
@@ -120,6 +120,9 @@ class DayFeatures:
             if own is not None:
                 residuals[name] = own - median
         return replace(self, vs_peers=residuals)
+
+
+_FIELDS = frozenset(f.name for f in fields(DayFeatures))
 
 
 PEER_FEATURES = ("pressure_20", "flame_ua", "delta_t", "fan_ratio", "starts")

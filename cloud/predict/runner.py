@@ -200,7 +200,7 @@ class Predictor:
             for device_id in members:
                 features[device_id] = features[device_id].with_peers(medians)
         for device_id, found in features.items():
-            session.merge(
+            session.add(  # new: the cursor runs each day once, in one transaction
                 BoilerDay(
                     device_id=device_id,
                     day=day,
@@ -222,8 +222,8 @@ class Predictor:
         """Where each boiler's points stood when `day` began: the end of its latest analysed
         day in the week before (older is too stale to carry forward)."""
         starts: dict[str, dict[str, float]] = {}
-        for row in session.scalars(
-            select(BoilerDay)
+        for device_id, features in session.execute(
+            select(BoilerDay.device_id, BoilerDay.features)
             .where(
                 BoilerDay.device_id.in_(chunk),
                 BoilerDay.day >= day - SEED_DAYS,
@@ -231,9 +231,9 @@ class Predictor:
             )
             .order_by(BoilerDay.day)
         ):
-            last = row.features.get("last")
+            last = features.get("last")
             if isinstance(last, dict):
-                starts[row.device_id] = last
+                starts[device_id] = last
         return starts
 
     def _detect(
@@ -247,12 +247,12 @@ class Predictor:
         longest = self.rules.longest_history_days
         history: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
         session.flush()
-        for row in session.scalars(
-            select(BoilerDay)
+        for device_id, past, features in session.execute(
+            select(BoilerDay.device_id, BoilerDay.day, BoilerDay.features)
             .where(BoilerDay.device_id.in_(chunk), BoilerDay.day > day - longest)
             .order_by(BoilerDay.device_id, BoilerDay.day)
         ):
-            history[row.device_id].append((row.day, row.features))
+            history[device_id].append((past, features))
         active: dict[str, dict[str, Prediction]] = defaultdict(dict)
         for prediction in session.scalars(
             select(Prediction).where(
