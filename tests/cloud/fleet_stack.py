@@ -42,7 +42,7 @@ class Fleet:
             broker_host=self.broker.host,
             broker_port=self.broker.port,
             resend_after_s=5.0,  # the agent's is 2 minutes; the cloud's watermarks come each 0.5 s
-            drain_s=60.0,
+            drain_s=120.0,  # returns as soon as every outbox is confirmed
             **options,  # type: ignore[arg-type]
         )
 

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.integration
 DEV = "boiler-0001"
 OWNER, SUPPORT, ENGINEER = "olivia", "sue", "eve"
 HOME = {"lat": 53.4808, "lon": -2.2426}
-DAY_S = 4.0
+DAY_S = 2.5
 SIM_DAY_S = 7200.0
 RATE = 1.2
 """Share of the way to F22 per simulated day: 10 % per predictor day of `SIM_DAY_S`."""

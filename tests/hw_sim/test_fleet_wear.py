@@ -82,9 +82,9 @@ def test_every_mode_ends_in_its_fault_at_its_time() -> None:
     for mode in FLEET_MODES:
         g = gateway(mode)
         assert g.wear is not None
-        g.wear.degradation = Degradation(mode, onset_s=DAY, rate=0.25)
+        g.wear.degradation = Degradation(mode, onset_s=DAY, rate=1.0)
         day, events = ends(g)
-        assert 4.9 <= day <= 5.1, (mode, day)
+        assert 1.95 <= day <= 2.05, (mode, day)
         fault = FAULT_OF_MODE[mode]
         assert g.fault is fault and g.summary.worn_out == Counter({fault.name: 1})
         assert events[0].detail["fault_code"] == int(fault)
