@@ -113,7 +113,7 @@ async def test_a_killed_worker_is_restarted_and_nothing_is_lost_or_stored_twice(
                 return False
             return all("boilertwin_ingest_batch_messages" in a.text for a in answers)
 
-        await eventually(metrics_up, "both workers' metrics", timeout=30)
+        await eventually(metrics_up, "both workers' metrics", timeout=90)  # slow starts under load
         publishers = [asyncio.create_task(publish(broker, d, keys[d])) for d in DEVICE_IDS]
 
         def stored() -> int:
