@@ -69,6 +69,17 @@ def online(world: World) -> None:
     )
 
 
+def later(world: World, portal: Portal, ms: int, times: int = 1) -> None:
+    """`times` over: `ms` later, the boiler heard from and running, the sweeper run (after a
+    day or more, with fresh logins: the access tokens have expired)."""
+    for _ in range(times):
+        world.clock.advance(ms)
+        if ms >= 86_400_000:
+            portal.logins.clear()
+        online(world)
+        world.platform.sweep()
+
+
 def contracted(portal: Portal, by: str = "olivia") -> dict[str, Any]:
     """The warning's preventive job raised by `by` (authorised by the owner if need be),
     answered by eve and given to her."""
@@ -237,15 +248,9 @@ def test_no_readings_since_the_visit_leave_the_level_before_it(
     here the leak's low pressure, so the repair is not verified."""
     job = contracted(portal)
     complete(portal, job["id"])
-    for _ in range(3):
-        world.clock.advance(int(VERIFY_S * 1000))
-        online(world)
-        world.platform.sweep()
+    later(world, portal, int(VERIFY_S * 1000), times=3)
     assert portal.state(job["id"]) == "completed"
-    world.clock.advance(2 * 86_400_000)
-    portal.logins.clear()
-    online(world)
-    world.platform.sweep()
+    later(world, portal, 2 * 86_400_000)
     body = portal.job("olivia", job["id"])
     assert body["closed_reason"] == "still shows the warning's precursor after the repair"
     events = portal.get("olivia", f"/jobs/{job['id']}/thread").json()["events"]
@@ -260,10 +265,7 @@ def test_a_refill_reported_before_the_completion_report_counts(
     job = contracted(portal)
     readings(world, DEV, world.clock() - 600_000, world.clock() - 300_000, pressure=1.5)
     complete(portal, job["id"])
-    for _ in range(2):
-        world.clock.advance(int(VERIFY_S * 1000))
-        online(world)
-        world.platform.sweep()
+    later(world, portal, int(VERIFY_S * 1000), times=2)
     assert portal.state(job["id"]) == "verified"
 
 
@@ -272,17 +274,9 @@ def test_with_no_data_at_all_nothing_is_proven(world: World, portal: Portal) -> 
     with world.db() as session:
         session.execute(delete(Sample).where(Sample.device_id == DEV))
     complete(portal, job["id"])
-    world.clock.advance(int(VERIFY_S * 1000))
-    online(world)
-    world.platform.sweep()
-    world.clock.advance(int(VERIFY_S * 1000))
-    online(world)
-    world.platform.sweep()
+    later(world, portal, int(VERIFY_S * 1000), times=2)
     assert portal.state(job["id"]) == "completed"
-    world.clock.advance(2 * 86_400_000)
-    portal.logins.clear()
-    online(world)
-    world.platform.sweep()
+    later(world, portal, 2 * 86_400_000)
     body = portal.job("olivia", job["id"])
     assert body["closed_reason"] == "sent too little data to show the warning's precursor gone"
 
