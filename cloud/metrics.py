@@ -70,6 +70,12 @@ LOGINS = Counter(
     ["channel", "outcome"],
 )
 """Exposed as ``boilertwin_logins_total{channel,outcome}`` (`cloud.throttle`)."""
+CLAIMS = Counter(
+    "boilertwin_claims",
+    "Gateway claim requests by outcome (accepted, again, or the reason they were refused).",
+    ["outcome"],
+)
+"""Exposed as ``boilertwin_claims_total{outcome}`` (`cloud.provisioning`)."""
 WATERMARKS_SENT = Counter(
     "boilertwin_watermarks",
     "Watermarks (what the cloud has stored) offered to devices, by outcome "

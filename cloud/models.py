@@ -541,3 +541,25 @@ class PredictorState(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     day: Mapped[int] = mapped_column(Integer)
     """The last UTC day whose features and detectors have run."""
+
+
+class Claim(Base):
+    """A claim token a new gateway joins the fleet with (`cloud.provisioning`). Only the
+    token's SHA-256 is stored; the token itself is shown once, when it is made."""
+
+    __tablename__ = "claims"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    batch: Mapped[str] = mapped_column(String(100))
+    """What the tokens were issued for (a production batch, an installer's week)."""
+    model: Mapped[str | None] = mapped_column(String(100))
+    """Only boilers of this model (as their identity registers say) may use it; None: any."""
+    owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    """The owner a gateway claimed with it is bound to (an installer's customer)."""
+    max_uses: Mapped[int] = mapped_column(Integer)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    expires_ms: Mapped[int] = mapped_column(BigInteger)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    created_by: Mapped[str] = mapped_column(String(64))

@@ -39,6 +39,13 @@ class CloudSettings:
     """The broker's dynamic-security admin login, for `cloud devices add --broker-admin` and
     the like (device logins on a running broker); None: not available."""
     mqtt_session_expiry_s: int = 7 * 24 * 3600
+    device_broker_host: str | None = None
+    """The broker address gateways are told when they claim (`cloud.provisioning`); None:
+    `broker_host` (right when gateways reach the broker where the cloud does)."""
+    device_broker_port: int | None = None
+    """Port gateways are told; None: `broker_port`."""
+    device_broker_tls: bool | None = None
+    """Whether gateways use MQTT over TLS; None: as the cloud does (`mqtt_ca_file` set)."""
     ingest_group: str = "ingest"
     """Shared-subscription group. Make it unguessable on a shared broker (see deploy README)."""
     ingest_batch_max: int = 200

@@ -136,6 +136,18 @@ class Throttle:
             writer.execute(delete(LoginThrottle).where(LoginThrottle.key == keys["account"]))
         return user
 
+    def check_claims(self, address: str) -> None:
+        """`LoginThrottled` while `address` is blocked after refused gateway claims (the
+        address budget: a claim token is a credential too)."""
+        now = self.clock()
+        blocked_until = self._blocked_until(_claim_keys(address), now)
+        if blocked_until > now:
+            raise LoginThrottled(max(1, math.ceil((blocked_until - now) / 1000)))
+
+    def claim_refused(self, address: str) -> None:
+        """Count a refused claim from `address`."""
+        self._failed(_claim_keys(address), self.clock())
+
     def _blocked_until(self, keys: dict[str, str], now: int) -> int:
         with self.sessions() as session:
             until = session.scalars(
@@ -185,3 +197,7 @@ def _keys(user_id: str, address: str) -> dict[str, str]:
         "account": f"account:{user_id.strip().lower()}"[:KEY_MAX],
         "address": f"address:{address}"[:KEY_MAX],
     }
+
+
+def _claim_keys(address: str) -> dict[str, str]:
+    return {"address": f"claim:{address}"[:KEY_MAX]}

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from cloud.cli.claims import claims_app
 from cloud.cli.common import (
     BrokerOption,
     ConfigOption,
@@ -29,6 +30,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(engineers_app, name="engineers")
 app.add_typer(broker_app, name="broker")
 app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(claims_app, name="claims")
 
 
 @app.command("migrate")
