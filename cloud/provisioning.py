@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from cloud.metrics import CLAIMS
 from cloud.models import Claim, Device, DeviceKey, ThreadEvent, User
 from cloud.registry import Location, add_device, check_device_id, fingerprint
 from protocols.cose import public_key_from_raw
-from protocols.provisioning import ClaimRequest, new_token
+from protocols.provisioning import TOKEN_PREFIX, ClaimRequest
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,11 @@ class ClaimRefused(CloudError):
         super().__init__(detail, reason=reason)
         self.reason = reason
         self.status = status
+
+
+def new_token() -> str:
+    """A fresh claim token: 192 random bits, URL-safe, short enough for a QR code."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(24)
 
 
 def token_hash(token: str) -> str:

@@ -1,9 +1,12 @@
-"""``boilertwin edge ...``: run the gateway agent, make its key, check its configuration."""
+"""``boilertwin edge ...``: run the gateway agent, claim its identity, make its key, check its
+configuration."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +16,7 @@ from edge_agent.agent import run_agent
 from edge_agent.config import EdgeSettings, load_settings, register_map
 from edge_agent.errors import ConfigError, EdgeError
 from edge_agent.keys import keygen, load_cloud_keys, load_device_key, read_secret
+from edge_agent.provision import provision
 from edge_agent.tail import load_settings as load_tail_settings
 from edge_agent.tail import run_tail
 from protocols.planner import plan_reads
@@ -49,11 +53,64 @@ def run(
         level=log_level.upper(), format=f"{stamp}%(levelname)s %(name)s: %(message)s"
     )
     settings = _load(config)
+    if not settings.provisioned:
+        if not settings.can_claim:
+            typer.echo(
+                f"error: {config}: no device.id, and no provisioning.cloud_url and "
+                "provisioning.claim_token_file to claim one (or run boilertwin edge provision)",
+                err=True,
+            )
+            raise typer.Exit(2)
+        _claim(settings)
+        settings = _load(config)
     try:
         run_agent(settings, time_scale=time_scale)
     except EdgeError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+def _claim(settings: EdgeSettings, attempts: int | None = None) -> None:
+    """Claim this gateway's identity, or exit with the reason the cloud gave."""
+    try:
+        identity = asyncio.run(provision(settings, attempts=attempts))
+    except EdgeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(
+        f"claimed: device {identity.device_id} (boiler {identity.model}, serial {identity.serial})"
+    )
+
+
+@app.command("provision")
+def provision_command(
+    cloud: Annotated[str, typer.Option("--cloud", help="The cloud API's URL (https://...).")],
+    claim_token: Annotated[
+        str, typer.Option("--claim-token", help="The claim token (printed on the boiler).")
+    ],
+    config_dir: Annotated[
+        Path, typer.Option("--config-dir", help="Folder of edge.toml (Modbus, state folder).")
+    ] = Path("/etc/boilertwin"),
+    attempts: Annotated[
+        int, typer.Option(min=1, help="Requests before giving up on an unreachable cloud.")
+    ] = 5,
+) -> None:
+    """Join the fleet with a claim token: make the key, read the boiler's identity, register
+    with the cloud and keep the answer (done once; `edge run` does it too when needed)."""
+    settings = _load(config_dir / "edge.toml")
+    if settings.identity_path.exists() or (settings.device.id and settings.mqtt.password_file):
+        typer.echo(f"already provisioned as {settings.device.id}")
+        return
+    state = settings.device.state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    token_file = state / "claim.token"
+    token_file.touch(mode=0o600)
+    token_file.write_text(claim_token.strip() + "\n")
+    settings = replace(
+        settings,
+        provisioning=replace(settings.provisioning, cloud_url=cloud, claim_token_file=token_file),
+    )
+    _claim(settings, attempts)
 
 
 @app.command("keygen")
@@ -79,6 +136,19 @@ def check_config(config: ConfigOption = Path("/etc/boilertwin/edge.toml")) -> No
     settings = _load(config)
     problems: list[str] = []
     warnings: list[str] = []
+    if not settings.provisioned:
+        if not settings.can_claim:
+            typer.echo(
+                "error: device.id: not set, and no provisioning.cloud_url and "
+                "provisioning.claim_token_file to claim one",
+                err=True,
+            )
+            raise typer.Exit(2)
+        typer.echo(
+            f"ok: not provisioned yet; edge run claims an identity from "
+            f"{settings.provisioning.cloud_url}"
+        )
+        return
     try:
         load_device_key(settings.device.key_file)
     except ConfigError as exc:

@@ -31,8 +31,10 @@ REFERENCE_PROFILE = "reference"
 class DeviceSettings:
     """Who this gateway is and where it keeps its state."""
 
-    id: str
-    """Device id: MQTT client id and user name, COSE ``kid``, topic level."""
+    id: str = ""
+    """Device id: MQTT client id and user name, COSE ``kid``, topic level. Leave it unset on
+    a gateway that joins with a claim token (``[provisioning]``): the id it was registered
+    under is then read from ``identity.json`` in `state_dir`."""
     key_file: Path = Path("/var/lib/boilertwin/device.key")
     """Ed25519 private key (PEM, mode 0600) made by ``boilertwin edge keygen``."""
     state_dir: Path = Path("/var/lib/boilertwin")
@@ -151,6 +153,30 @@ class HealthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ProvisioningSettings:
+    """Zero-touch joining: the cloud to claim this gateway from, and the claim token."""
+
+    cloud_url: str = ""
+    """The cloud API's base URL (``https://twin.example.com``); empty: no claiming."""
+    claim_token_file: Path | None = None
+    """File holding the claim token (printed on the boiler, or issued for a batch)."""
+    ca_file: Path | None = None
+    """CA bundle for the cloud's HTTPS certificate; system CAs when unset."""
+    location: str | None = None
+    """``"lat,lon"`` of the installation, if the installer gives it."""
+    address: str | None = None
+    """The installation address, if the installer gives it."""
+    timeout_s: float = 30.0
+    """Per request."""
+    retry_max_s: float = 600.0
+    """Longest wait between attempts while the cloud cannot be reached (doubling from 2 s)."""
+
+
+IDENTITY_FILE = "identity.json"
+"""In `DeviceSettings.state_dir`: what a claim gave this gateway (`edge_agent.provision`)."""
+
+
+@dataclass(frozen=True, slots=True)
 class EdgeSettings:
     """Everything one agent process is started with."""
 
@@ -162,6 +188,23 @@ class EdgeSettings:
     commands: CommandSettings = field(default_factory=CommandSettings)
     clock: ClockSettings = field(default_factory=ClockSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
+    provisioning: ProvisioningSettings = field(default_factory=ProvisioningSettings)
+
+    @property
+    def provisioned(self) -> bool:
+        """Whether this gateway has an identity (set in edge.toml, or from a claim)."""
+        return bool(self.device.id)
+
+    @property
+    def can_claim(self) -> bool:
+        """Whether an unprovisioned gateway knows where and with what to claim."""
+        p = self.provisioning
+        return bool(p.cloud_url) and p.claim_token_file is not None
+
+    @property
+    def identity_path(self) -> Path:
+        """Where a claim's outcome is kept."""
+        return self.device.state_dir / IDENTITY_FILE
 
     @property
     def outbox_path(self) -> Path:
@@ -200,8 +243,50 @@ def settings_from_dict(data: Mapping[str, Any], base: Path = Path()) -> EdgeSett
     if profile != REFERENCE_PROFILE:  # a str, so `_value` did not resolve it like a Path
         modbus = replace(settings.modbus, profile=str(base / Path(profile).expanduser()))
         settings = replace(settings, modbus=modbus)
+    if not settings.device.id:
+        settings = with_identity(settings)
     _check(settings)
     return settings
+
+
+def with_identity(settings: EdgeSettings) -> EdgeSettings:
+    """`settings` with the identity a claim gave (device id, broker login, pinned cloud
+    keys), if there is one; unchanged otherwise (the gateway still has to claim)."""
+    path = settings.identity_path
+    try:
+        identity = json.loads(path.read_text(encoding="utf-8"))
+        device_id = identity["device_id"]
+        broker = identity["broker"]
+        host, port, tls = broker["host"], broker["port"], broker["tls"]
+    except FileNotFoundError:
+        return settings
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(str(path), f"unreadable identity ({exc}); claim again") from exc
+    if not isinstance(device_id, str) or not is_device_id(device_id):
+        raise ConfigError(str(path), f"device_id {device_id!r} is not a device id")
+    if not isinstance(host, str) or type(port) is not int or not isinstance(tls, bool):
+        raise ConfigError(str(path), "broker must have host (text), port (number), tls (bool)")
+    state = settings.device.state_dir
+    mqtt = replace(
+        settings.mqtt,
+        host=host,
+        port=port,
+        tls=tls,
+        username=None,
+        password_file=state / IDENTITY_PASSWORD,
+    )
+    if not tls:
+        mqtt = replace(mqtt, ca_file=None, cert_file=None, client_key_file=None)
+    return replace(
+        settings,
+        device=replace(settings.device, id=device_id),
+        mqtt=mqtt,
+        commands=replace(settings.commands, cloud_keys_dir=state / IDENTITY_KEYS_DIR),
+    )
+
+
+IDENTITY_PASSWORD = "mqtt.password"
+IDENTITY_KEYS_DIR = "cloud-keys"
 
 
 def _build(cls: type[_T], table: object, prefix: str, base: Path) -> _T:
@@ -270,7 +355,12 @@ def _positive(key: str, value: float) -> None:
 
 def _check(s: EdgeSettings) -> None:
     """Cross-field and range checks the types cannot express."""
-    if not is_device_id(s.device.id):
+    p = s.provisioning
+    if p.cloud_url and not p.cloud_url.startswith(("https://", "http://")):
+        raise ConfigError("provisioning.cloud_url", f"must be an http(s) URL, got {p.cloud_url!r}")
+    # An unprovisioned gateway (no device.id) is valid: `edge run` claims its identity, or
+    # says how to give it one (`EdgeSettings.can_claim`).
+    if s.provisioned and not is_device_id(s.device.id):
         raise ConfigError("device.id", f"must match [a-z0-9][a-z0-9-]{{2,62}}, got {s.device.id!r}")
     m = s.modbus
     if m.baudrate not in BAUDRATES:
@@ -333,6 +423,8 @@ def _check(s: EdgeSettings) -> None:
     _positive("commands.reset_window_s", c.reset_window_s)
     _positive("commands.readback_s", c.readback_s)
     _positive("health.interval_s", s.health.interval_s)
+    _positive("provisioning.timeout_s", s.provisioning.timeout_s)
+    _positive("provisioning.retry_max_s", s.provisioning.retry_max_s)
 
 
 def register_map(modbus: ModbusSettings) -> RegisterMap:

@@ -27,8 +27,6 @@ cloud's question (`cloud.provisioning`).
 from __future__ import annotations
 
 import re
-import secrets
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,11 +44,6 @@ TOKEN_RE = re.compile(r"btc_[A-Za-z0-9_-]{20,64}")
 CONTENT_TYPE = "application/cose"
 MAX_TEXT = 200
 MAX_REQUEST_BYTES = 4096
-
-
-def new_token() -> str:
-    """A fresh claim token: 192 random bits, URL-safe, easy to print as a QR code."""
-    return TOKEN_PREFIX + secrets.token_urlsafe(24)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +113,7 @@ def make_request(
     model: str,
     agent: str,
     iat: int,
+    nonce: str,
     location: str | None = None,
     address: str | None = None,
 ) -> bytes:
@@ -132,7 +126,7 @@ def make_request(
         model=model,
         agent=agent,
         iat=iat,
-        nonce=uuid.uuid4().hex,
+        nonce=nonce,
         location=location,
         address=address,
     )

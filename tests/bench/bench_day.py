@@ -30,7 +30,7 @@ from protocols.messages import Health, Watermark
 from protocols.topics import TopicKind, topic
 from tests.bench.netns import AgentNamespace, LinkCounters, NamespaceUnavailable, agent_namespace
 from tests.broker import Broker, running_broker
-from tests.edge_agent.harness import CLOUD_KID, CloudListener, Gateway, _toml
+from tests.edge_agent.harness import CLOUD_KID, CloudListener, Gateway, toml_text
 
 SCALE = float(os.environ.get("BENCH_DAY_SCALE", "240"))
 DAY_S = 86_400
@@ -154,7 +154,7 @@ async def boiler_and_gateway(
         await wait_for_path(pty)
         gateway = day_gateway(workdir / "gateway", broker, str(pty))
         config = gateway.directory / "edge.toml"
-        config.write_text(_toml(gateway.config))
+        config.write_text(toml_text(gateway.config))
         yield gateway, config
 
 

@@ -157,7 +157,7 @@ class Gateway:
         every module the process imports (``-X importtime``) to the agent's log; `prefix`
         runs it under another command (``ip netns exec NAME``)."""
         config = self.directory / "edge.toml"
-        config.write_text(_toml(self.config))
+        config.write_text(toml_text(self.config))
         self.process = await asyncio.create_subprocess_exec(
             *prefix,
             sys.executable,
@@ -219,7 +219,7 @@ class Gateway:
         return seal(command, key or self.cloud_key, kid=kid)
 
 
-def _toml(config: dict[str, Any]) -> str:
+def toml_text(config: dict[str, Any]) -> str:
     lines: list[str] = []
     for section, values in config.items():
         lines.append(f"[{section}]")

@@ -164,11 +164,40 @@ def test_a_section_that_is_not_a_table() -> None:
     assert (error.key, error.reason) == ("modbus", "must be a table")
 
 
-def test_missing_device_section_and_missing_device_id() -> None:
+def test_missing_device_section_and_missing_device_id(tmp_path: Path) -> None:
     error = config_error(lambda: settings_from_dict({"modbus": {}}))
     assert (error.key, error.reason) == ("device", "is required")
-    error = config_error(lambda: settings_from_dict({"device": {"key_file": "device.key"}}))
-    assert (error.key, error.reason) == ("device.id", "is required")
+    # no id: a gateway still to be claimed (edge run claims one, or says how to)
+    unclaimed = settings_from_dict({"device": {"state_dir": str(tmp_path)}})
+    assert not unclaimed.provisioned and not unclaimed.can_claim
+    claiming = settings_from_dict(
+        {
+            "device": {"state_dir": str(tmp_path)},
+            "provisioning": {"cloud_url": "https://twin.example", "claim_token_file": "t"},
+        }
+    )
+    assert claiming.can_claim and not claiming.provisioned
+
+
+def test_a_claimed_identity_fills_in_the_device_and_its_broker_login(tmp_path: Path) -> None:
+    identity = {
+        "device_id": "gw-0123456789ab",
+        "broker": {"host": "mqtt.example", "port": 8883, "tls": True},
+    }
+    (tmp_path / "identity.json").write_text(json.dumps(identity))
+    settings = settings_from_dict({"device": {"state_dir": str(tmp_path)}})
+    assert settings.provisioned and settings.device.id == "gw-0123456789ab"
+    assert (settings.mqtt.host, settings.mqtt.port, settings.mqtt.tls) == (
+        "mqtt.example",
+        8883,
+        True,
+    )
+    assert settings.mqtt_username == "gw-0123456789ab"
+    assert settings.mqtt.password_file == tmp_path / "mqtt.password"
+    assert settings.commands.cloud_keys_dir == tmp_path / "cloud-keys"
+    (tmp_path / "identity.json").write_text("{not json")
+    error = config_error(lambda: settings_from_dict({"device": {"state_dir": str(tmp_path)}}))
+    assert "identity" in error.reason and "claim again" in error.reason
 
 
 def test_a_profile_file_that_is_missing_not_json_or_not_a_map(tmp_path: Path) -> None:
