@@ -155,10 +155,7 @@ def _answer(status: int, body: bytes) -> dict[str, Any]:
         document = {}
     if status in (200, 201):
         return document
-    context = document.get("context")
-    if not isinstance(context, dict):
-        context = {}
-    reason = str(context.get("reason") or document.get("title") or f"http_{status}")
+    reason = str(document.get("reason") or document.get("title") or f"http_{status}")
     detail = str(document.get("detail") or f"the cloud answered {status}")
     if status == 429 or status >= 500:
         raise ProvisioningError(reason, detail)
