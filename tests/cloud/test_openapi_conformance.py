@@ -28,6 +28,14 @@ from protocols.cose import generate_private_key
 from tests.cloud.api_helpers import World, world_for
 from tests.cloud.service_helpers import DEV, engineer, lockout_boiler
 
+
+@schemathesis.serializer("application/cose")
+def _cose(_ctx: schemathesis.SerializationContext, value: Any) -> bytes:
+    """Claim requests (``POST /api/v1/provisioning/claims``) are raw COSE bytes; generated
+    ones are junk the endpoint must refuse with a 4xx."""
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
 EXAMPLES = int(os.environ.get("BT_SCHEMATHESIS_EXAMPLES", "10"))
 """Generated requests per operation, per role and database (more for a deeper run:
 ``BT_SCHEMATHESIS_EXAMPLES=500 pytest tests/cloud/test_openapi_conformance.py``)."""
@@ -93,7 +101,12 @@ def call(case: schemathesis.Case, world: World, headers: dict[str, str]) -> None
     if "data" in sent and isinstance(sent["data"], bytes | str):
         sent["content"] = sent.pop("data")
     response = world.client.request(**sent)
-    case.validate_response(response, transport_kwargs=kwargs)
+    excluded = []
+    if case.path == "/api/v1/provisioning/claims":
+        # Any bytes fit the schema of a COSE body, but only a request signed with the key
+        # it carries is one: generated "valid" bodies are rightly refused with 400.
+        excluded.append(schemathesis.checks.positive_data_acceptance)
+    case.validate_response(response, transport_kwargs=kwargs, excluded_checks=excluded)
 
 
 @SCHEMA.parametrize()

@@ -67,7 +67,7 @@ _REQUEST_BODY = {
     "/provisioning/claims",
     status_code=201,
     openapi_extra={"requestBody": _REQUEST_BODY},
-    responses={code: PROBLEM_RESPONSES[code] for code in (400, 403, 409, 429, 503)},
+    responses={code: PROBLEM_RESPONSES[code] for code in (400, 403, 409, 422, 429, 503)},
 )
 async def claim_gateway(request: Request, ctx: ContextDep) -> JSONResponse:
     """Register the gateway that signed this request with a good claim token: the device
