@@ -29,19 +29,33 @@ from edge_agent.modbus_link import ModbusLink, SerialTarget, TcpTarget
 from edge_agent.modem import ModemProbe
 from edge_agent.outbox import Outbox
 from edge_agent.poller import Poll, Poller
+from edge_agent.remote_config import Configurator
 from edge_agent.reporter import Sample, default_deadband
 from edge_agent.store import Store
 from edge_agent.telemetry import Telemetry, TelemetrySettings
 from edge_agent.uplink import Uplink
 from edge_agent.watchdog import Progress, feed_watchdog, notify, watchdog_interval_s
 from protocols.cose import seal
-from protocols.messages import Birth, Event, EventKind, Health, Quality, Scalar, UplinkMessage
+from protocols.messages import (
+    Birth,
+    Command,
+    CommandName,
+    Event,
+    EventKind,
+    Health,
+    Quality,
+    Scalar,
+    UplinkMessage,
+)
 
 log = logging.getLogger(__name__)
 
 COMMAND_QUEUE = 16
 STOP_WAIT_S = 5.0
 MODEM_READ_S = 60.0
+RELOAD_HEALTH_S = 1.0
+"""After a new configuration, the first health report (with ``config_version``) comes this
+soon, so the twin shows the version in force without waiting a whole interval."""
 """How long a loop may take to finish once cancelled at shutdown."""
 
 
@@ -74,6 +88,7 @@ class Agent:
         self._cloud_keys = load_cloud_keys(settings.commands.cloud_keys_dir)
         self._password = read_secret(settings.mqtt.password_file, "mqtt.password_file")
         self._stop = asyncio.Event()
+        self.reload_requested = False
         self.started = asyncio.Event()
         self._started_mono = self.clock.monotonic()
         # built by run():
@@ -91,6 +106,16 @@ class Agent:
     def stop(self) -> None:
         """Begin a graceful shutdown (safe from a signal handler)."""
         self._stop.set()
+
+    def request_reload(self) -> None:
+        """Stop gracefully so that `run_agent` starts again on the settings now kept (a new
+        remote configuration): readings in memory are committed first, nothing is lost."""
+        self.reload_requested = True
+        self._stop.set()
+
+    def _command_done(self, command: Command) -> None:
+        if command.name is CommandName.CONFIGURE:
+            self.request_reload()
 
     def _build(self, stack: contextlib.AsyncExitStack) -> None:
         s = self.settings
@@ -144,6 +169,8 @@ class Agent:
             clock=self.clock,
             settings=s.commands,
             on_observed=self._observed,
+            handlers={CommandName.CONFIGURE: Configurator(s)},
+            on_succeeded=self._command_done,
         )
         self.commands: asyncio.Queue[bytes] = asyncio.Queue(COMMAND_QUEUE)
         self.confirmations = Confirmations(
@@ -212,7 +239,8 @@ class Agent:
                 await self._cancel(poll, health, commands)
                 for message in self.telemetry.flush(wall_ms(self.clock), sync=self.clock.trusted()):
                     self._store(message)
-                await self._drain(self.options.drain_s)
+                # a reload reconnects at once: no need to wait for the outbox to empty
+                await self._drain(0.0 if self.reload_requested else self.options.drain_s)
                 await self._cancel(uplink, *([watchdog] if watchdog else []))
             self.outbox.flush()
             log.info(
@@ -351,6 +379,7 @@ class Agent:
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
             "max_rss_kb": usage.ru_maxrss,
             "pid": os.getpid(),
+            "config_version": self.settings.config_version,
         }
 
     def _birth(self) -> Birth:
@@ -386,20 +415,34 @@ class Agent:
             log.error("%s: cannot store %s: %s", self.device_id, message.topic_kind, exc)
 
 
-def run_agent(settings: EdgeSettings, *, time_scale: float = 1.0) -> None:
-    """Run the agent until SIGTERM or SIGINT (the ``edge run`` entry point).
+def run_agent(
+    settings: EdgeSettings,
+    *,
+    time_scale: float = 1.0,
+    reload: Callable[[], EdgeSettings] | None = None,
+) -> None:
+    """Run the agent until SIGTERM or SIGINT (the ``edge run`` entry point); after a new
+    remote configuration, again on what `reload` (edge.toml read again) returns.
 
     `time_scale` above 1 runs the agent on an accelerated clock (tests and benchmarks only).
     """
 
     async def main() -> None:
-        clock: Clock | None = None
-        if time_scale != 1.0:
-            clock = ScaledClock(time_scale, settings.clock.trust)
-        agent = Agent(settings, clock=clock)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, agent.stop)
-        await agent.run()
+        current = settings
+        options = RunOptions()
+        while True:
+            clock: Clock | None = None
+            if time_scale != 1.0:
+                clock = ScaledClock(time_scale, current.clock.trust)
+            agent = Agent(current, clock=clock, options=options)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, agent.stop)
+            await agent.run()
+            if not agent.reload_requested or reload is None:
+                return
+            current = reload()
+            options = RunOptions(first_health_s=RELOAD_HEALTH_S)  # the cloud learns at once
+            log.info("%s: running on configuration v%d", current.device.id, current.config_version)
 
     asyncio.run(main())

@@ -64,7 +64,7 @@ def run(
         _claim(settings)
         settings = _load(config)
     try:
-        run_agent(settings, time_scale=time_scale)
+        run_agent(settings, time_scale=time_scale, reload=lambda: _load(config))
     except EdgeError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -19,7 +19,7 @@ state read back until the boiler leaves lockout or `readback_s` runs out: ``succ
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -95,6 +95,10 @@ class Rejected(Exception):
         self.observed = dict(observed or {})
 
 
+Handler = Callable[[Command], Awaitable[dict[str, Scalar]]]
+"""Runs one kind of command: what to ack ``succeeded`` with, or `Rejected`."""
+
+
 class CommandExecutor:
     """Verifies, checks and runs commands for one device, one at a time."""
 
@@ -110,8 +114,15 @@ class CommandExecutor:
         clock: Clock,
         settings: CommandSettings,
         on_observed: Callable[[Mapping[str, Scalar], int], None] = lambda observed, ts: None,
+        handlers: Mapping[CommandName, Handler] | None = None,
+        on_succeeded: Callable[[Command], None] = lambda command: None,
     ) -> None:
         self.device_id = device_id
+        self._handlers = dict(handlers or {})
+        """Commands other than ``restart`` this agent runs (``configure``, ...): each returns
+        what to ack ``succeeded`` with, or raises `Rejected`."""
+        self._on_succeeded = on_succeeded
+        """Told after such a command's ``succeeded`` ack is stored (to act on it then)."""
         self._on_observed = on_observed
         """Told what a reset's read-back saw (with its wall ms), before the ``succeeded`` ack:
         telemetry then knows the boiler left lockout, so a relapse is a new lockout event
@@ -135,7 +146,8 @@ class CommandExecutor:
     @property
     def capabilities(self) -> tuple[str, ...]:
         """Command names this agent executes (announced in ``birth``)."""
-        return (CommandName.RESTART.value,) if self.can_restart else ()
+        names = [CommandName.RESTART.value] if self.can_restart else []
+        return (*names, *(name.value for name in self._handlers))
 
     async def handle(self, envelope: bytes) -> None:
         """Process one envelope received on the ``cmd`` topic; never raises for bad input."""
@@ -162,6 +174,13 @@ class CommandExecutor:
         self._ack(command.id, AckState.DELIVERED)  # commits the ledger entry with it
         log.info("%s: command %s %s delivered", self.device_id, command.name, command.id)
         try:
+            handler = self._handlers.get(command.name)
+            if handler is not None:
+                observed = await handler(command)
+                self.figures.succeeded += 1
+                self._ack(command.id, AckState.SUCCEEDED, observed=observed)
+                self._on_succeeded(command)
+                return
             if command.name is not CommandName.RESTART or not self.can_restart:
                 raise Rejected(RejectReason.UNSUPPORTED_COMMAND)
             await self._restart(command)

@@ -9,6 +9,7 @@ key; the defaults here are what a gateway on a cellular link should run with.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import tomllib
 import types
@@ -21,7 +22,10 @@ from edge_agent.errors import ConfigError
 from protocols.errors import ProtocolError
 from protocols.reference import REFERENCE_MAP
 from protocols.registers import RegisterMap
+from protocols.remote_config import merge
 from protocols.topics import is_device_id
+
+log = logging.getLogger(__name__)
 
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 REFERENCE_PROFILE = "reference"
@@ -189,6 +193,12 @@ class EdgeSettings:
     clock: ClockSettings = field(default_factory=ClockSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     provisioning: ProvisioningSettings = field(default_factory=ProvisioningSettings)
+    config_version: int = field(default=0, metadata={"internal": True})
+    """The remote configuration in force (0: edge.toml alone); not a TOML key."""
+    source: Mapping[str, Any] = field(default_factory=dict, metadata={"internal": True})
+    """The parsed edge.toml these settings came from (remote configurations merge into it)."""
+    source_dir: Path = field(default=Path(), metadata={"internal": True})
+    """The folder relative paths in it are taken from."""
 
     @property
     def provisioned(self) -> bool:
@@ -237,7 +247,52 @@ def load_settings(path: Path | str) -> EdgeSettings:
 
 
 def settings_from_dict(data: Mapping[str, Any], base: Path = Path()) -> EdgeSettings:
-    """Build settings from parsed TOML (a dict of tables)."""
+    """Build settings from parsed TOML (a dict of tables), with the remote configuration
+    the cloud last sent (`edge_agent.remote_config`) merged in if it still validates."""
+    settings = _settings(data, base)
+    remote = read_remote(settings.device.state_dir)
+    if remote is None:
+        return settings
+    version, document = remote
+    try:
+        return with_remote(settings, version, document)
+    except ConfigError as exc:
+        log.error(
+            "remote configuration v%d does not validate with this edge.toml (%s): "
+            "running on edge.toml alone",
+            version,
+            exc,
+        )
+        return settings
+
+
+def with_remote(
+    settings: EdgeSettings, version: int, document: Mapping[str, Mapping[str, Any]]
+) -> EdgeSettings:
+    """`settings` with a remote configuration merged into the edge.toml they came from, and
+    validated as a whole by the same rules; `ConfigError` if it does not validate."""
+    merged = merge(settings.source, document)
+    return replace(_settings(merged, settings.source_dir), config_version=version)
+
+
+def read_remote(state_dir: Path) -> tuple[int, dict[str, dict[str, Any]]] | None:
+    """The remote configuration kept in `state_dir` (version, document), if any."""
+    path = state_dir / REMOTE_FILE
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+        return int(kept["version"]), kept["config"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.error("%s is unreadable (%s): running on edge.toml alone", path, exc)
+        return None
+
+
+REMOTE_FILE = "remote-config.json"
+"""In `DeviceSettings.state_dir`: the last remote configuration that validated."""
+
+
+def _settings(data: Mapping[str, Any], base: Path) -> EdgeSettings:
     settings = _build(EdgeSettings, data, "", base)
     profile = settings.modbus.profile
     if profile != REFERENCE_PROFILE:  # a str, so `_value` did not resolve it like a Path
@@ -246,7 +301,7 @@ def settings_from_dict(data: Mapping[str, Any], base: Path = Path()) -> EdgeSett
     if not settings.device.id:
         settings = with_identity(settings)
     _check(settings)
-    return settings
+    return replace(settings, source=data, source_dir=base)
 
 
 def with_identity(settings: EdgeSettings) -> EdgeSettings:
@@ -293,7 +348,7 @@ def _build(cls: type[_T], table: object, prefix: str, base: Path) -> _T:
     if not isinstance(table, Mapping):
         raise ConfigError(prefix.rstrip(".") or "(top level)", "must be a table")
     hints = get_type_hints(cls)
-    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    known = {f.name: f for f in fields(cls) if not f.metadata.get("internal")}  # type: ignore[arg-type]
     for key in table:
         if key not in known:
             raise ConfigError(f"{prefix}{key}", f"unknown key (known: {', '.join(known)})")

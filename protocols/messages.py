@@ -134,6 +134,11 @@ class CommandName(StrEnum):
     RESTART = "restart"
     """Lockout reset."""
     SET_SETPOINT = "set_setpoint"
+    CONFIGURE = "configure"
+    """A new cloud-signed configuration: ``version`` (int) and ``config`` (JSON text of
+    `protocols.remote_config` settings). Added after v1's first release: an agent that
+    predates it rejects it as ``malformed`` (an unknown name), which the cloud reads as
+    "this agent cannot be configured remotely"."""
 
 
 class GapReason(StrEnum):

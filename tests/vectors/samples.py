@@ -111,6 +111,14 @@ SAMPLES: dict[str, Message] = {
         iat=T0,
         exp=T0 + 60_000,
     ),
+    "cmd_configure": Command(
+        id="3f2b8c1e-5d4a-4b6f-9e8d-1a2b3c4d5e6f",
+        dev=DEVICE_ID,
+        name=CommandName.CONFIGURE,
+        args={"version": 3, "config": '{"report":{"poll_interval_s":30.0}}'},
+        iat=T0,
+        exp=T0 + 86_400_000,
+    ),
     "stored_all": Watermark(dev=DEVICE_ID, upto=42, iat=T0 + 90_000),
     "stored_missing": Watermark(
         dev=DEVICE_ID, upto=1_000, missing=((17, 17), (40, 59)), iat=T0 + 120_000
