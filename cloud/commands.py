@@ -189,58 +189,25 @@ class CommandService:
             # from the contracted engineer is fine.
             raise Forbidden("support must record a reason for a restart", field="reason")
         twin = self._check_restart(session, caller, device, now, lock=True)
-        message = CommandMessage(
-            id=str(uuid.uuid4()),
-            dev=device_id,
-            name=request.name,
-            args=dict(request.args),
-            iat=now,
-            exp=now + int(self.settings.command_ttl_s * 1000),
-        )
-        row = Command(
-            id=message.id,
-            device_id=device_id,
-            name=str(message.name),
-            args=dict(message.args),
-            state=CommandState.CREATED.value,
-            requested_by=caller.user_id,
-            reason=request.reason.strip(),
-            idempotency_key=request.idempotency_key,
-            request_hash=digest,
-            kid=self.key.kid,
-            envelope=seal(message, self.key.key, kid=self.key.kid),
-            iat_ms=message.iat,
-            exp_ms=message.exp,
-            created_ms=now,
-            updated_ms=now,
-            publish_attempts=0,
-            observed={},
-        )
-        session.add(row)
-        session.flush()  # the idempotency key's unique constraint speaks here
-        thread.record(
+        return issue(
             session,
-            device_id=device_id,
-            kind=thread.ThreadKind.COMMAND,
-            ts_ms=now,
-            recorded_ms=now,
+            self.key,
+            device_id,
+            request.name,
+            dict(request.args),
+            now_ms=now,
+            ttl_ms=int(self.settings.command_ttl_s * 1000),
+            requested_by=caller.user_id,
             actor=caller.actor,
-            subject=row.id,
-            data={
-                "name": row.name,
-                "args": row.args,
-                "reason": row.reason,
-                "role": caller.role.value,
-                "exp": row.exp_ms,
-                "kid": row.kid,
-                "evidence": {
-                    "status": twin.status if twin else None,
-                    "epoch": twin.epoch if twin else None,
-                },
+            reason=request.reason.strip(),
+            role=caller.role.value,
+            evidence={
+                "status": twin.status if twin else None,
+                "epoch": twin.epoch if twin else None,
             },
+            idempotency_key=request.idempotency_key,
+            digest=digest,
         )
-        _record_state(session, row, None, CommandState.CREATED, now, now, caller.actor, {})
-        return row
 
     def restart_refusal(self, session: Session, caller: Caller, device: Device) -> str | None:
         """Why `caller` could not restart `device` now (None: they could), without creating
@@ -314,6 +281,76 @@ class CommandService:
                 RejectReason.RATE_LIMITED,
                 device_id=device_id,
             )
+
+
+def issue(
+    session: Session,
+    key: CommandKey,
+    device_id: str,
+    name: CommandName,
+    args: dict[str, Scalar],
+    *,
+    now_ms: int,
+    ttl_ms: int,
+    requested_by: str,
+    actor: str,
+    reason: str,
+    role: str,
+    evidence: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    digest: str = "",
+) -> Command:
+    """Sign and store a command in state ``created`` (the dispatcher sends it), with its
+    thread events; whoever calls has checked that it may be issued."""
+    message = CommandMessage(
+        id=str(uuid.uuid4()),
+        dev=device_id,
+        name=name,
+        args=args,
+        iat=now_ms,
+        exp=now_ms + ttl_ms,
+    )
+    row = Command(
+        id=message.id,
+        device_id=device_id,
+        name=str(message.name),
+        args=dict(message.args),
+        state=CommandState.CREATED.value,
+        requested_by=requested_by,
+        reason=reason,
+        idempotency_key=idempotency_key,
+        request_hash=digest,
+        kid=key.kid,
+        envelope=seal(message, key.key, kid=key.kid),
+        iat_ms=message.iat,
+        exp_ms=message.exp,
+        created_ms=now_ms,
+        updated_ms=now_ms,
+        publish_attempts=0,
+        observed={},
+    )
+    session.add(row)
+    session.flush()  # the idempotency key's unique constraint speaks here
+    thread.record(
+        session,
+        device_id=device_id,
+        kind=thread.ThreadKind.COMMAND,
+        ts_ms=now_ms,
+        recorded_ms=now_ms,
+        actor=actor,
+        subject=row.id,
+        data={
+            "name": row.name,
+            "args": row.args,
+            "reason": row.reason,
+            "role": role,
+            "exp": row.exp_ms,
+            "kid": row.kid,
+            "evidence": evidence or {},
+        },
+    )
+    _record_state(session, row, None, CommandState.CREATED, now_ms, now_ms, actor, {})
+    return row
 
 
 def _record_state(
