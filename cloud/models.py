@@ -563,3 +563,30 @@ class Claim(Base):
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     created_ms: Mapped[int] = mapped_column(BigInteger)
     created_by: Mapped[str] = mapped_column(String(64))
+
+
+class ConfigLayer(Base):
+    """Remote settings for the whole fleet (``fleet``/``*``), one model, or one device
+    (`cloud.device_config`); a device's configuration merges them in that order."""
+
+    __tablename__ = "config_layers"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    target: Mapped[str] = mapped_column(String(100), primary_key=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_by: Mapped[str] = mapped_column(String(64))
+
+
+class DeviceConfig(Base):
+    """A device's desired configuration: the merged layers, versioned per device. What the
+    device reports is read from its ``configure`` commands' acks."""
+
+    __tablename__ = "device_configs"
+
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+    command_id: Mapped[str | None] = mapped_column(String(36))
+    """The ``configure`` command last issued for this version."""

@@ -25,7 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from cloud.api.app import create_app
 from cloud.broker_stats import run_broker_stats
 from cloud.commands import CommandService, RestartRule
-from cloud.db import make_engine, session_factory, upgrade
+from cloud.db import make_engine, session_factory, transaction, upgrade
+from cloud.device_config import Issuer, resend_stale
 from cloud.dispatch import Dispatcher, Sweeper
 from cloud.domain import Clock, wall_ms
 from cloud.ingest import Ingest
@@ -108,6 +109,19 @@ async def service_sweeper(platform: ServicePlatform, interval_s: float) -> None:
         platform.deliver()
 
     await every(interval_s, once, "service sweep")
+
+
+async def config_resender(
+    sessions: sessionmaker[Session], key: CommandKey, settings: CloudSettings, clock: Clock
+) -> None:
+    """Send a configuration again to devices back online after it expired undelivered."""
+    issuer = Issuer(key, int(settings.config_command_ttl_s * 1000), "cloud")
+
+    def once() -> None:
+        with transaction(sessions) as session:
+            resend_stale(session, clock(), issuer)
+
+    await every(max(settings.sweep_interval_s, 1.0), once, "config resend")
 
 
 def restart_rules(platform: ServicePlatform) -> list[RestartRule]:
@@ -230,6 +244,7 @@ async def serve_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:
         "housekeeping": lambda: housekeeping(ingest, sessions, settings, clock),
         "service-sweeper": lambda: service_sweeper(cloud.platform, settings.sweep_interval_s),
     }
+    loops["config-resend"] = lambda: config_resender(sessions, key, settings, clock)
     if settings.broker_stats:
         loops["broker-stats"] = lambda: run_broker_stats(settings)
     if settings.predict:

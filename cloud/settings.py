@@ -74,6 +74,9 @@ class CloudSettings:
     """Key id commands are signed with; None picks the newest key in `keys_dir`."""
 
     command_ttl_s: float = 300.0
+    config_command_ttl_s: float = 86_400.0
+    """A ``configure`` command not delivered within this expires; the device gets the same
+    version in a new command once it is online again (`cloud.device_config`)."""
     """A command not delivered within this becomes ``expired`` (its signed ``exp``)."""
     result_timeout_s: float = 120.0
     """A delivered command with no result this long after ``exp`` becomes ``timed_out``."""
@@ -269,6 +272,7 @@ def _check(s: CloudSettings) -> None:
         raise ConfigError("broker_port", f"must be 1-65535, got {s.broker_port}")
     for name in (
         "command_ttl_s",
+        "config_command_ttl_s",
         "result_timeout_s",
         "restart_window_s",
         "stale_after_s",

@@ -25,7 +25,16 @@ from cloud.api.metrics import RequestMetrics
 from cloud.api.nul import NulGuard
 from cloud.api.openapi import install_openapi
 from cloud.api.problems import PROBLEM_RESPONSES, install_problem_handlers, problem_response
-from cloud.api.routes import auth, boilers, fleet, jobs, people, predictions, provisioning
+from cloud.api.routes import (
+    auth,
+    boilers,
+    config,
+    fleet,
+    jobs,
+    people,
+    predictions,
+    provisioning,
+)
 from cloud.api.routes import commands as command_routes
 from cloud.commands import CommandService
 from cloud.domain import Clock, wall_ms
@@ -83,7 +92,17 @@ def create_app(
     install_problem_handlers(app)
     app.add_middleware(RequestMetrics)
     app.add_middleware(NulGuard)  # outermost: nothing behind it sees a NUL
-    routers = (auth, boilers, command_routes, fleet, jobs, people, predictions, provisioning)
+    routers = (
+        auth,
+        boilers,
+        command_routes,
+        config,
+        fleet,
+        jobs,
+        people,
+        predictions,
+        provisioning,
+    )
     for router in (module.router for module in routers):
         app.include_router(router)
 

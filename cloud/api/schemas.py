@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -224,3 +225,14 @@ class EngineerAvailability(BaseModel):
     model_config = _STRICT
 
     available: bool
+
+
+class ConfigLayerBody(BaseModel):
+    """Remote settings for a layer (`protocols.remote_config`: ``report``, ``mqtt``,
+    ``outbox``, ``modbus``, ``health`` sections); an empty map removes the layer."""
+
+    model_config = _STRICT
+
+    settings: dict[str, dict[str, Any]] = Field(
+        examples=[{"report": {"poll_interval_s": 30, "batch_interval_s": 120}}]
+    )

@@ -17,6 +17,7 @@ from cloud.cli.common import (
     settings_from,
     setup_logging,
 )
+from cloud.cli.config import config_app
 from cloud.cli.devices import broker_app, devices_app
 from cloud.cli.people import engineers_app, users_app
 from cloud.cli.quarantine import quarantine_app
@@ -31,6 +32,7 @@ app.add_typer(engineers_app, name="engineers")
 app.add_typer(broker_app, name="broker")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(claims_app, name="claims")
+app.add_typer(config_app, name="config")
 
 
 @app.command("migrate")

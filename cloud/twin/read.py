@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, and_, func, not_, or_, select
 from sqlalchemy.orm import Session
 
 from cloud.domain import Connectivity
-from cloud.models import Alarm, Device, Gap, Twin, TwinValue
+from cloud.models import Alarm, Device, DeviceConfig, Gap, Twin, TwinValue
 from cloud.predict.views import device_predictions, prediction_json
 from cloud.settings import CloudSettings
 from cloud.twin.figures import derived_figures
@@ -132,6 +132,19 @@ def twin_json(
         ],
         "derived": derived_figures(session, device, now_ms),
         "delivery": _delivery_json(session, device.id, twin),
+        "config": _config_json(session, device.id, twin),
+    }
+
+
+def _config_json(session: Session, device_id: str, twin: Twin | None) -> dict[str, Any]:
+    """Desired vs reported remote configuration version (`cloud.device_config` has the
+    detail: settings, the last rejection)."""
+    row = session.get(DeviceConfig, device_id)
+    agent = (twin.health or {}).get("agent", {}) if twin else {}
+    reported = agent.get("config_version")
+    return {
+        "desired": row.version if row is not None else 0,
+        "reported": int(reported) if isinstance(reported, int | float) else None,
     }
 
 

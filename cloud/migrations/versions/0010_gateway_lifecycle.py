@@ -1,4 +1,5 @@
-"""claims: claim tokens for zero-touch gateway provisioning (cloud.provisioning)
+"""claims, config_layers, device_configs: gateway lifecycle (cloud.provisioning,
+cloud.device_config)
 
 Revision ID: 0010
 Revises: 0009
@@ -37,6 +38,30 @@ def upgrade() -> None:
         sa.UniqueConstraint("token_hash", name=op.f("uq_claims_token_hash")),
     )
 
+    op.create_table(
+        "config_layers",
+        sa.Column("scope", sa.String(length=16), nullable=False),
+        sa.Column("target", sa.String(length=100), nullable=False),
+        sa.Column("settings", sa.JSON(), nullable=False),
+        sa.Column("updated_ms", sa.BigInteger(), nullable=False),
+        sa.Column("updated_by", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("scope", "target", name=op.f("pk_config_layers")),
+    )
+    op.create_table(
+        "device_configs",
+        sa.Column("device_id", sa.String(length=63), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("settings", sa.JSON(), nullable=False),
+        sa.Column("updated_ms", sa.BigInteger(), nullable=False),
+        sa.Column("command_id", sa.String(length=36), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["device_id"], ["devices.id"], name=op.f("fk_device_configs_device_id_devices")
+        ),
+        sa.PrimaryKeyConstraint("device_id", name=op.f("pk_device_configs")),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("device_configs")
+    op.drop_table("config_layers")
     op.drop_table("claims")
