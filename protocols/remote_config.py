@@ -55,8 +55,7 @@ def check_document(document: object) -> dict[str, dict[str, Any]]:
         for key, value in values.items():
             if key not in known:
                 raise MalformedMessage(
-                    f"{section}.{key}: not a setting the cloud may set "
-                    f"(may: {', '.join(known)})"
+                    f"{section}.{key}: not a setting the cloud may set (may: {', '.join(known)})"
                 )
             out[key] = _typed(f"{section}.{key}", known[key], value)
         checked[section] = out
