@@ -108,6 +108,13 @@ class RejectReason(StrEnum):
     RESET_FAILED = "reset_failed"
     UNSUPPORTED_COMMAND = "unsupported_command"
     INVALID_ARGS = "invalid_args"
+    DOWNGRADE = "downgrade"
+    """An update to a version not newer than the one running (or an agent too old for it)."""
+    BAD_ARTIFACT = "bad_artifact"
+    """The downloaded artifact's size or SHA-256 is not the manifest's."""
+    DOWNLOAD_FAILED = "download_failed"
+    ROLLED_BACK = "rolled_back"
+    """The new release did not become healthy in time (or crashed): the previous one runs."""
 
     @classmethod
     def for_error(cls, error: RemoteProtocolError) -> RejectReason:
@@ -139,6 +146,12 @@ class CommandName(StrEnum):
     `protocols.remote_config` settings). Added after v1's first release: an agent that
     predates it rejects it as ``malformed`` (an unknown name), which the cloud reads as
     "this agent cannot be configured remotely"."""
+    UPDATE = "update"
+    """Install another agent release (the command is its signed manifest): ``version``,
+    ``url`` (of the artifact, on the cloud), ``sha256`` (hex), ``size`` (bytes),
+    ``min_agent`` (the oldest agent that may install it) and ``rollout`` (its id)."""
+    ROLLBACK = "rollback"
+    """Return to the release before the current one (``rollout``: the halted rollout)."""
 
 
 class GapReason(StrEnum):

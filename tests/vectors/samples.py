@@ -119,6 +119,29 @@ SAMPLES: dict[str, Message] = {
         iat=T0,
         exp=T0 + 86_400_000,
     ),
+    "cmd_update": Command(
+        id="5e0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b",
+        dev=DEVICE_ID,
+        name=CommandName.UPDATE,
+        args={
+            "version": "0.2.0",
+            "url": "https://twin.example/api/v1/updates/artifacts/" + "ab" * 32,
+            "sha256": "ab" * 32,
+            "size": 183_412,
+            "min_agent": "0.1.0",
+            "rollout": 7,
+        },
+        iat=T0,
+        exp=T0 + 86_400_000,
+    ),
+    "ack_rolled_back": Ack(
+        **HEADER,
+        seq=49,
+        command_id="5e0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b",
+        state=AckState.FAILED,
+        reason=RejectReason.ROLLED_BACK,
+        observed={"agent_version": "0.1.0", "step": "trial"},
+    ),
     "stored_all": Watermark(dev=DEVICE_ID, upto=42, iat=T0 + 90_000),
     "stored_missing": Watermark(
         dev=DEVICE_ID, upto=1_000, missing=((17, 17), (40, 59)), iat=T0 + 120_000
