@@ -27,7 +27,8 @@ from cloud import commands, thread
 from cloud.domain import CommandState
 from cloud.errors import InvalidInput, NotFound
 from cloud.keys import CommandKey
-from cloud.models import Command, ConfigLayer, Device, DeviceConfig, Twin
+from cloud.lifecycle_models import ConfigLayer, DeviceConfig
+from cloud.models import Command, Device, Twin
 from protocols.errors import MalformedMessage
 from protocols.messages import CommandName
 from protocols.remote_config import check_document, encode, merge

@@ -33,8 +33,9 @@ from sqlalchemy.orm import Session
 
 from cloud import thread
 from cloud.errors import CloudError, InvalidInput, NotFound
+from cloud.lifecycle_models import Claim
 from cloud.metrics import CLAIMS
-from cloud.models import Claim, Device, DeviceKey, ThreadEvent, User
+from cloud.models import Device, DeviceKey, ThreadEvent, User
 from cloud.registry import Location, add_device, check_device_id, fingerprint
 from protocols.cose import public_key_from_raw
 from protocols.provisioning import TOKEN_PREFIX, ClaimRequest

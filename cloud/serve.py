@@ -36,6 +36,7 @@ from cloud.partitions import Retention, maintain
 from cloud.periodic import every
 from cloud.portal.app import install_portal
 from cloud.predict.runner import Predictor
+from cloud.rollouts import Publisher, advance
 from cloud.service.config import PlatformConfig
 from cloud.service.platform import ServicePlatform
 from cloud.settings import CloudSettings
@@ -122,6 +123,26 @@ async def config_resender(
             resend_stale(session, clock(), issuer)
 
     await every(max(settings.sweep_interval_s, 1.0), once, "config resend")
+
+
+async def rollout_loop(
+    sessions: sessionmaker[Session],
+    key: CommandKey,
+    settings: CloudSettings,
+    clock: Clock,
+    wake: Callable[[], None],
+) -> None:
+    """Move staged rollouts on: next waves, halts, rollbacks, stragglers."""
+    base = settings.public_url or f"http://{settings.api_host}:{settings.api_port}"
+    publisher = Publisher(Issuer(key, int(settings.config_command_ttl_s * 1000), "rollout"), base)
+
+    def once() -> None:
+        with transaction(sessions) as session:
+            said = advance(session, clock(), publisher)
+        if said:
+            wake()
+
+    await every(max(settings.sweep_interval_s, 1.0), once, "rollouts")
 
 
 def restart_rules(platform: ServicePlatform) -> list[RestartRule]:
@@ -245,6 +266,7 @@ async def serve_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:
         "service-sweeper": lambda: service_sweeper(cloud.platform, settings.sweep_interval_s),
     }
     loops["config-resend"] = lambda: config_resender(sessions, key, settings, clock)
+    loops["rollouts"] = lambda: rollout_loop(sessions, key, settings, clock, dispatcher.wake)
     if settings.broker_stats:
         loops["broker-stats"] = lambda: run_broker_stats(settings)
     if settings.predict:

@@ -103,6 +103,11 @@ class CloudSettings:
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    public_url: str | None = None
+    """How gateways reach this API (update artifacts are fetched from it); None:
+    ``http://<api_host>:<api_port>``."""
+    artifacts_dir: Path = Path("run/cloud/artifacts")
+    """Agent release artifacts (wheels), named by their SHA-256 (`cloud.rollouts`)."""
     token_ttl_s: float = 12 * 3600.0
     login_account_free_failures: int = 5
     login_account_max_delay_s: float = 60.0
@@ -228,6 +233,7 @@ _PATHS = {
     "broker_admin_password_file",
     "mqtt_ca_file",
     "keys_dir",
+    "artifacts_dir",
     "service_rules_file",
     "predict_rules_file",
     "metrics_token_file",

@@ -34,6 +34,7 @@ from cloud.api.routes import (
     people,
     predictions,
     provisioning,
+    updates,
 )
 from cloud.api.routes import commands as command_routes
 from cloud.commands import CommandService
@@ -102,9 +103,11 @@ def create_app(
         people,
         predictions,
         provisioning,
+        updates,
     )
     for router in (module.router for module in routers):
         app.include_router(router)
+    app.include_router(updates.artifacts)  # no bearer token: gateways fetch these
 
     rules = platform.config.rules
     install_openapi(app, {t: list(rules.problems(t)) for t in rules.service_types})

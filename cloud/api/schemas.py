@@ -227,12 +227,59 @@ class EngineerAvailability(BaseModel):
     available: bool
 
 
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Report(_Section):
+    poll_interval_s: float | None = Field(default=None, gt=0, le=86_400)
+    batch_interval_s: float | None = Field(default=None, gt=0, le=86_400)
+    heartbeat_s: float | None = Field(default=None, gt=0, le=7 * 86_400)
+    comms_lost_after: int | None = Field(default=None, ge=1, le=1000)
+    deadband: dict[str, float] | None = Field(default=None, max_length=200)
+
+
+class _Mqtt(_Section):
+    keepalive_s: int | None = Field(default=None, ge=10, le=65_535)
+
+
+class _Outbox(_Section):
+    max_bytes: int | None = Field(default=None, ge=1024 * 1024, le=2**40)
+    resend_after_s: float | None = Field(default=None, gt=0, le=86_400)
+
+
+class _Modbus(_Section):
+    profile: str | None = Field(default=None, min_length=1, max_length=300)
+    timeout_s: float | None = Field(default=None, gt=0, le=60)
+    retries: int | None = Field(default=None, ge=0, le=10)
+
+
+class _Health(_Section):
+    interval_s: float | None = Field(default=None, gt=0, le=86_400)
+
+
+class RemoteSettings(_Section):
+    """What the cloud may set on a gateway (`protocols.remote_config`); the gateway checks
+    the whole merged configuration again before it keeps it."""
+
+    report: _Report | None = None
+    mqtt: _Mqtt | None = None
+    outbox: _Outbox | None = None
+    modbus: _Modbus | None = None
+    health: _Health | None = None
+
+    def document(self) -> dict[str, dict[str, Any]]:
+        """As a remote configuration document (unset settings left out)."""
+        return {
+            name: values for name, values in self.model_dump(exclude_none=True).items() if values
+        }
+
+
 class ConfigLayerBody(BaseModel):
-    """Remote settings for a layer (`protocols.remote_config`: ``report``, ``mqtt``,
-    ``outbox``, ``modbus``, ``health`` sections); an empty map removes the layer."""
+    """Remote settings for a layer; an empty map removes the layer."""
 
     model_config = _STRICT
 
-    settings: dict[str, dict[str, Any]] = Field(
+    settings: RemoteSettings = Field(
         examples=[{"report": {"poll_interval_s": 30, "batch_interval_s": 120}}]
     )

@@ -12,7 +12,7 @@ import typer
 from sqlalchemy import func, select
 
 from cloud.cli.common import ConfigOption, DbOption, session_for, settings_from
-from cloud.models import Claim
+from cloud.lifecycle_models import Claim
 from cloud.provisioning import create_claims, revoke_batch
 
 claims_app = typer.Typer(

@@ -12,7 +12,8 @@ from sqlalchemy import ColumnElement, and_, func, not_, or_, select
 from sqlalchemy.orm import Session
 
 from cloud.domain import Connectivity
-from cloud.models import Alarm, Device, DeviceConfig, Gap, Twin, TwinValue
+from cloud.lifecycle_models import DeviceConfig
+from cloud.models import Alarm, Device, Gap, Twin, TwinValue
 from cloud.predict.views import device_predictions, prediction_json
 from cloud.settings import CloudSettings
 from cloud.twin.figures import derived_figures

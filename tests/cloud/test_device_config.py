@@ -13,7 +13,8 @@ from cloud.db import make_engine, session_factory, transaction
 from cloud.device_config import Issuer, config_view, resend_stale, set_layer
 from cloud.errors import InvalidInput
 from cloud.keys import CommandKey
-from cloud.models import Command, DeviceConfig, Twin
+from cloud.lifecycle_models import DeviceConfig
+from cloud.models import Command, Twin
 from cloud.registry import add_device
 from protocols.cose import generate_private_key
 from protocols.remote_config import decode

@@ -16,8 +16,9 @@ from cloud.auth import create_user
 from cloud.db import make_engine, session_factory, transaction
 from cloud.domain import Role
 from cloud.errors import InvalidInput, NotFound
+from cloud.lifecycle_models import Claim
 from cloud.metrics import CLAIMS
-from cloud.models import Claim, Device, ThreadEvent
+from cloud.models import Device, ThreadEvent
 from cloud.provisioning import ClaimRefused, claim, create_claims, revoke_batch, token_hash
 from cloud.registry import add_device
 from protocols.cose import generate_private_key

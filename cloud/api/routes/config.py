@@ -15,7 +15,8 @@ from cloud.db import transaction
 from cloud.device_config import Issuer, config_view, layers, set_layer
 from cloud.domain import STAFF, Caller
 from cloud.errors import NotFound
-from cloud.models import ConfigLayer, Device
+from cloud.lifecycle_models import ConfigLayer
+from cloud.models import Device
 
 router = APIRouter(prefix=API_PREFIX, tags=["configuration"], responses=AUTHENTICATED_RESPONSES)
 
@@ -57,7 +58,12 @@ def put_layer(
     require_role(caller, STAFF, "change remote configuration")
     with transaction(ctx.sessions) as session:
         issued = set_layer(
-            session, scope, target, body.settings, now_ms=ctx.clock(), issuer=_issuer(ctx, caller)
+            session,
+            scope,
+            target,
+            body.settings.document(),
+            now_ms=ctx.clock(),
+            issuer=_issuer(ctx, caller),
         )
     if issued and ctx.commands.wake is not None:
         ctx.commands.wake()
