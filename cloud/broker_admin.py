@@ -56,15 +56,25 @@ async def control(settings: CloudSettings, commands: list[dict[str, Any]]) -> li
         tls_context=tls,
         timeout=TIMEOUT_S,
     )
+    # Every admin client reads every answer on the response topic: each command carries
+    # this request's correlation id, and only answers that echo it are ours.
+    request = uuid.uuid4().hex
+    tagged = [
+        {**command, "correlationData": f"{request}:{i}"} for i, command in enumerate(commands)
+    ]
     try:
         async with asyncio.timeout(TIMEOUT_S), client:
             await client.subscribe(f"{CONTROL_TOPIC}/response", qos=1)
-            await client.publish(CONTROL_TOPIC, json.dumps({"commands": commands}), qos=1)
+            await client.publish(CONTROL_TOPIC, json.dumps({"commands": tagged}), qos=1)
             async for message in client.messages:
                 payload = message.payload
                 answer = json.loads(payload if isinstance(payload, bytes | str) else b"{}")
                 responses: list[dict[str, Any]] = answer.get("responses", [])
-                return responses
+                mine = [
+                    r for r in responses if str(r.get("correlationData", "")).startswith(request)
+                ]
+                if mine:
+                    return mine
     except (aiomqtt.MqttError, TimeoutError) as exc:
         where = f"{settings.broker_host}:{settings.broker_port}"
         raise DynsecError(f"no answer from the broker's plugin at {where}: {exc}") from exc

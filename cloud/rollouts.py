@@ -81,6 +81,9 @@ def add_release(
     if not data.startswith(b"PK"):
         raise InvalidInput(f"{wheel} is not a wheel (a zip file)", field="wheel")
     digest = hashlib.sha256(data).hexdigest()
+    same = session.scalars(select(Release).where(Release.sha256 == digest)).first()
+    if same is not None:
+        raise Conflict(f"{wheel} is release {same.version} already", version=same.version)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     target = artifacts_dir / f"{digest}.whl"
     if not target.exists():

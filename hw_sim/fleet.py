@@ -31,6 +31,7 @@ import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from hw_sim.degradation import Mode
+from hw_sim.fleet_lifecycle import LIFECYCLE, Lifecycle, LifecycleFigures
 from hw_sim.fleet_wear import Wear, draw
 from protocols.cose import (
     generate_private_key,
@@ -47,6 +48,7 @@ from protocols.messages import (
     Ack,
     AckState,
     Birth,
+    Command,
     CommandName,
     Event,
     EventKind,
@@ -54,13 +56,15 @@ from protocols.messages import (
     Quality,
     Reading,
     RejectReason,
+    Scalar,
     TelemetryBatch,
     UplinkMessage,
 )
 from protocols.reference import BoilerStatus, FaultCode
 from protocols.topics import STATE_OFFLINE, STATE_ONLINE, TopicKind, topic
 
-AGENT_VERSION = "sim-fleet-1"
+AGENT_VERSION = "0.1.0"
+"""What the simulated gateways run at first (updates move them on, `hw_sim.fleet_lifecycle`)."""
 REPORT_S = 60.0
 """Simulated seconds between telemetry batches (the agent's default report interval)."""
 HEALTH_S = 900.0
@@ -94,6 +98,11 @@ class FleetSettings:
     """Share of boilers that wear out during the run (`hw_sim.fleet_wear`)."""
     degrade_mode: Mode | None = None
     """The one degradation they get; None: each draws one of `fleet_wear.FLEET_MODES`."""
+    fail_version: str | None = None
+    """An agent release that never gets healthy on `fail_share` of the gateways: they roll
+    back by themselves `trial_s` wall-clock seconds after switching to it."""
+    fail_share: float = 0.0
+    trial_s: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +178,9 @@ class Summary:
     """Each gateway's last seq: the cloud should hold every one from 1 up to it."""
     unconfirmed: dict[str, list[int]] = field(default_factory=dict)
     """At the end: the seqs each gateway still holds because no watermark covered them."""
+    lifecycle: LifecycleFigures = field(default_factory=LifecycleFigures)
+    versions: Counter[str] = field(default_factory=Counter)
+    """At the end: gateways per agent version they run."""
 
     def lines(self) -> list[str]:
         kinds = ", ".join(f"{k} {n:,}" for k, n in sorted(self.sent.items()))
@@ -181,6 +193,8 @@ class Summary:
             f"worn out: {dict(self.worn_out) or 'none'}",
             f"connections: {self.connects:,}; gateways taken offline: {self.offline:,}",
             f"refused downlinks: {dict(self.refused) or 'none'}",
+            *self.lifecycle.lines(),
+            f"agent versions at the end: {dict(self.versions) or 'none'}",
             *(
                 f"unconfirmed: {device} seqs {_ranges(seqs)}"
                 for device, seqs in sorted(self.unconfirmed.items())[:10]
@@ -229,6 +243,10 @@ class Gateway:
         if rng.random() < settings.degrade_share:
             self.wear = Wear(draw(rng, settings.duration_s, settings.degrade_mode), rng)
             summary.degraded[self.wear.degradation.mode.value] += 1
+        self.lifecycle = Lifecycle.draw(
+            AGENT_VERSION, rng, settings.fail_version, settings.fail_share, settings.trial_s
+        )
+        self.tasks: set[asyncio.Task[None]] = set()
 
     def now_ms(self) -> int:
         return int(time.time() * 1000)
@@ -312,6 +330,11 @@ class Gateway:
             self.summary.refused[type(exc).__name__] += 1
             return
         self.enqueue(Ack, command_id=command.id, state=AckState.DELIVERED)
+        if command.name in LIFECYCLE:
+            task = asyncio.get_running_loop().create_task(self.lifecycle_command(command))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            return
         if command.name is not CommandName.RESTART:
             self.summary.commands["unsupported"] += 1
             self.enqueue(
@@ -349,6 +372,35 @@ class Gateway:
             observed={"status": 0, "fault_code": 0},
         )
         self.summary.commands["succeeded"] += 1
+
+    async def lifecycle_command(self, command: Command) -> None:
+        """A configure, update or rollback, answered as the agent would (`Lifecycle`)."""
+
+        def ack(
+            command_id: str,
+            state: AckState,
+            reason: RejectReason | None = None,
+            observed: dict[str, Scalar] | None = None,
+        ) -> None:
+            self.enqueue(
+                Ack, command_id=command_id, state=state, reason=reason, observed=observed or {}
+            )
+
+        def rebirth() -> None:
+            self.enqueue(Birth, **self.birth_fields())
+
+        before = self.seq
+        await self.lifecycle.handle(command, ack, rebirth, self.summary.lifecycle)
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self.publish(list(range(before + 1, self.seq + 1)))
+
+    def birth_fields(self) -> dict[str, Any]:
+        return {
+            "agent_version": self.lifecycle.version,
+            "map_id": "reference-v1",
+            "map_hash": "sim",
+            "capabilities": ("restart", *(c.value for c in sorted(LIFECYCLE))),
+        }
 
     def watermark(self, payload: bytes) -> list[int]:
         """Drop what the watermark covers; returns the missing seqs still held (to resend)."""
@@ -409,13 +461,7 @@ class Gateway:
                 [(topic(self.id, TopicKind.CMD), 1), (topic(self.id, TopicKind.STORED), 1)]
             )
             await client.publish(topic(self.id, TopicKind.STATE), STATE_ONLINE, qos=1, retain=True)
-            self.enqueue(
-                Birth,
-                agent_version=AGENT_VERSION,
-                map_id="reference-v1",
-                map_hash="sim",
-                capabilities=("restart",),
-            )
+            self.enqueue(Birth, **self.birth_fields())
             self.client = client
             self.reconnect.clear()
             await self.publish(sorted(self.outbox))  # the backlog, oldest first
@@ -478,7 +524,10 @@ class Gateway:
                 self.enqueue(
                     Health,
                     modem={"csq": self.rng.randint(8, 25)},
-                    agent={"outbox_depth": len(self.outbox)},
+                    agent={
+                        "outbox_depth": len(self.outbox),
+                        "config_version": self.lifecycle.config_version,
+                    },
                 )
                 health_at = t + HEALTH_S
             if not went_offline and t > self.rng.uniform(0, self.settings.duration_s / 2):
@@ -497,9 +546,13 @@ class Gateway:
 
 
 async def run_fleet(
-    identities: list[Identity], cloud_keys: dict[str, Ed25519PublicKey], settings: FleetSettings
+    identities: list[Identity],
+    cloud_keys: dict[str, Ed25519PublicKey],
+    settings: FleetSettings,
+    until: asyncio.Event | None = None,
 ) -> Summary:
-    """Run the fleet for `settings.duration_s` simulated seconds, then say what it did."""
+    """Run the fleet for `settings.duration_s` simulated seconds (or until `until` is set),
+    then say what it did."""
     summary = Summary()
     rng = random.Random(settings.seed)
     stop = asyncio.Event()
@@ -509,7 +562,11 @@ async def run_fleet(
     quiet = asyncio.Event()
     started = time.monotonic()
     tasks = [asyncio.create_task(g.run(started, stop, quiet)) for g in gateways]
-    await asyncio.sleep(settings.duration_s / settings.time_scale)
+    if until is None:
+        await asyncio.sleep(settings.duration_s / settings.time_scale)
+    else:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(until.wait(), settings.duration_s / settings.time_scale)
     quiet.set()
     deadline = time.monotonic() + settings.drain_s
     while time.monotonic() < deadline and any(g.outbox for g in gateways):
@@ -519,4 +576,5 @@ async def run_fleet(
     summary.pending = sum(len(g.outbox) for g in gateways)
     summary.unconfirmed = {g.id: sorted(g.outbox) for g in gateways if g.outbox}
     summary.last_seq = {g.id: g.seq for g in gateways}
+    summary.versions = Counter(g.lifecycle.version for g in gateways)
     return summary
