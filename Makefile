@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench.bench_cloud
 	$(BIN)/python -m tests.bench.bench_fleet
 	$(BIN)/python -m tests.bench.bench_faults
+	$(BIN)/python -m tests.bench.bench_lifecycle
 	$(BIN)/boilertwin sim evaluate --boilers 200 --days 90 --seed 0
 
 lint: $(STAMP)
