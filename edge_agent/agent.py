@@ -33,6 +33,7 @@ from edge_agent.remote_config import Configurator
 from edge_agent.reporter import Sample, default_deadband
 from edge_agent.store import Store
 from edge_agent.telemetry import Telemetry, TelemetrySettings
+from edge_agent.updater import EXIT_RESTART, Updater, settle
 from edge_agent.uplink import Uplink
 from edge_agent.watchdog import Progress, feed_watchdog, notify, watchdog_interval_s
 from protocols.cose import seal
@@ -89,6 +90,7 @@ class Agent:
         self._password = read_secret(settings.mqtt.password_file, "mqtt.password_file")
         self._stop = asyncio.Event()
         self.reload_requested = False
+        self.exit_code = 0
         self.started = asyncio.Event()
         self._started_mono = self.clock.monotonic()
         # built by run():
@@ -112,6 +114,26 @@ class Agent:
         remote configuration): readings in memory are committed first, nothing is lost."""
         self.reload_requested = True
         self._stop.set()
+
+    def request_restart(self) -> None:
+        """Stop gracefully and exit with `EXIT_RESTART` (systemd starts the release the
+        ``current`` link now points at)."""
+        self.exit_code = EXIT_RESTART
+        self._stop.set()
+
+    def _healthy(self) -> bool:
+        """Polled the boiler and published to the broker (an update's trial)."""
+        return self.poller.figures.last_ok_ms > 0 and self.uplink.figures.published > 0
+
+    async def _settle_update(self) -> None:
+        said = await settle(
+            self.settings,
+            lambda *ack: self.executor.report(*ack),
+            self._healthy,
+            self.request_restart,
+            lambda: wall_ms(self.clock),
+        )
+        log.info("%s: %s", self.device_id, said)
 
     def _command_done(self, command: Command) -> None:
         if command.name is CommandName.CONFIGURE:
@@ -169,7 +191,14 @@ class Agent:
             clock=self.clock,
             settings=s.commands,
             on_observed=self._observed,
-            handlers={CommandName.CONFIGURE: Configurator(s)},
+            handlers={
+                CommandName.CONFIGURE: Configurator(s),
+                **(
+                    {CommandName.UPDATE: Updater(s, self.request_restart)}
+                    if s.update.releases_dir
+                    else {}
+                ),
+            },
             on_succeeded=self._command_done,
         )
         self.commands: asyncio.Queue[bytes] = asyncio.Queue(COMMAND_QUEUE)
@@ -223,6 +252,7 @@ class Agent:
                 uplink = tasks.create_task(self.uplink.run(), name="uplink")
                 commands = tasks.create_task(self._command_loop(), name="commands")
                 health = tasks.create_task(self._health_loop(), name="health")
+                settling = tasks.create_task(self._settle_update(), name="update")
                 watchdog_s = watchdog_interval_s()
                 watchdog = (
                     tasks.create_task(
@@ -236,7 +266,7 @@ class Agent:
                 await self._stop.wait()
                 notify("STOPPING=1")
                 log.info("%s: stopping", self.device_id)
-                await self._cancel(poll, health, commands)
+                await self._cancel(poll, health, commands, settling)
                 for message in self.telemetry.flush(wall_ms(self.clock), sync=self.clock.trusted()):
                     self._store(message)
                 # a reload reconnects at once: no need to wait for the outbox to empty
@@ -420,14 +450,14 @@ def run_agent(
     *,
     time_scale: float = 1.0,
     reload: Callable[[], EdgeSettings] | None = None,
-) -> None:
+) -> int:
     """Run the agent until SIGTERM or SIGINT (the ``edge run`` entry point); after a new
     remote configuration, again on what `reload` (edge.toml read again) returns.
 
     `time_scale` above 1 runs the agent on an accelerated clock (tests and benchmarks only).
     """
 
-    async def main() -> None:
+    async def main() -> int:
         current = settings
         options = RunOptions()
         while True:
@@ -439,10 +469,10 @@ def run_agent(
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, agent.stop)
             await agent.run()
-            if not agent.reload_requested or reload is None:
-                return
+            if agent.exit_code or not agent.reload_requested or reload is None:
+                return agent.exit_code
             current = reload()
             options = RunOptions(first_health_s=RELOAD_HEALTH_S)  # the cloud learns at once
             log.info("%s: running on configuration v%d", current.device.id, current.config_version)
 
-    asyncio.run(main())
+    return asyncio.run(main())

@@ -64,10 +64,12 @@ def run(
         _claim(settings)
         settings = _load(config)
     try:
-        run_agent(settings, time_scale=time_scale, reload=lambda: _load(config))
+        code = run_agent(settings, time_scale=time_scale, reload=lambda: _load(config))
     except EdgeError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    if code:
+        raise typer.Exit(code)  # 75: switched to a new release; systemd starts it
 
 
 def _claim(settings: EdgeSettings, attempts: int | None = None) -> None:

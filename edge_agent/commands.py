@@ -95,6 +95,15 @@ class Rejected(Exception):
         self.observed = dict(observed or {})
 
 
+class InProgress(Exception):
+    """A handler's command goes on elsewhere (an update, in the release it switched to):
+    ack ``executing`` with `observed`, and no outcome yet."""
+
+    def __init__(self, observed: Mapping[str, Scalar]) -> None:
+        super().__init__("in progress")
+        self.observed = dict(observed)
+
+
 Handler = Callable[[Command], Awaitable[dict[str, Scalar]]]
 """Runs one kind of command: what to ack ``succeeded`` with, or `Rejected`."""
 
@@ -176,7 +185,11 @@ class CommandExecutor:
         try:
             handler = self._handlers.get(command.name)
             if handler is not None:
-                observed = await handler(command)
+                try:
+                    observed = await handler(command)
+                except InProgress as going:
+                    self._ack(command.id, AckState.EXECUTING, observed=going.observed)
+                    return
                 self.figures.succeeded += 1
                 self._ack(command.id, AckState.SUCCEEDED, observed=observed)
                 self._on_succeeded(command)
@@ -194,6 +207,20 @@ class CommandExecutor:
                 rejection.observed,
             )
             self._ack(command.id, AckState.REJECTED, rejection.reason, rejection.observed)
+
+    def report(
+        self,
+        command_id: str,
+        state: AckState,
+        reason: RejectReason | None = None,
+        observed: Mapping[str, Scalar] | None = None,
+    ) -> None:
+        """Ack the outcome of a command an earlier run began (an update, after the switch)."""
+        if state is AckState.SUCCEEDED:
+            self.figures.succeeded += 1
+        elif state is AckState.FAILED:
+            self.figures.failed += 1
+        self._ack(command_id, state, reason, observed)
 
     def _authenticated_id(self, envelope: bytes) -> str | None:
         """The id of a command whose signature verifies (rejected for another reason)."""

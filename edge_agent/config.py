@@ -176,6 +176,24 @@ class ProvisioningSettings:
     """Longest wait between attempts while the cloud cannot be reached (doubling from 2 s)."""
 
 
+@dataclass(frozen=True, slots=True)
+class UpdateSettings:
+    """Signed agent updates (`edge_agent.updater`); unset `releases_dir`: none accepted."""
+
+    releases_dir: Path | None = None
+    """Where releases are installed, one virtual environment per version (writable by the
+    agent, e.g. /var/lib/boilertwin/releases)."""
+    current_link: Path | None = None
+    """The symlink systemd starts the agent through (e.g. /var/lib/boilertwin/current)."""
+    trial_s: float = 300.0
+    """A new release must poll the boiler and publish within this long, or it is rolled back."""
+    max_starts: int = 3
+    """Starts of a new release on trial before the guard rolls it back (crash loops)."""
+    install_timeout_s: float = 600.0
+    max_bytes: int = 200 * 1024 * 1024
+    """Largest artifact accepted."""
+
+
 IDENTITY_FILE = "identity.json"
 """In `DeviceSettings.state_dir`: what a claim gave this gateway (`edge_agent.provision`)."""
 
@@ -193,6 +211,7 @@ class EdgeSettings:
     clock: ClockSettings = field(default_factory=ClockSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     provisioning: ProvisioningSettings = field(default_factory=ProvisioningSettings)
+    update: UpdateSettings = field(default_factory=UpdateSettings)
     config_version: int = field(default=0, metadata={"internal": True})
     """The remote configuration in force (0: edge.toml alone); not a TOML key."""
     source: Mapping[str, Any] = field(default_factory=dict, metadata={"internal": True})
@@ -478,6 +497,12 @@ def _check(s: EdgeSettings) -> None:
     _positive("commands.reset_window_s", c.reset_window_s)
     _positive("commands.readback_s", c.readback_s)
     _positive("health.interval_s", s.health.interval_s)
+    u = s.update
+    if (u.releases_dir is None) != (u.current_link is None):
+        raise ConfigError("update.current_link", "set both update.releases_dir and it, or neither")
+    _positive("update.trial_s", u.trial_s)
+    if u.max_starts < 1:
+        raise ConfigError("update.max_starts", f"must be 1 or more, got {u.max_starts}")
     _positive("provisioning.timeout_s", s.provisioning.timeout_s)
     _positive("provisioning.retry_max_s", s.provisioning.retry_max_s)
 
