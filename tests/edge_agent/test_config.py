@@ -61,9 +61,12 @@ def test_the_example_names_every_setting_with_its_default() -> None:
         ("mqtt", "ca_file"),
         ("mqtt", "password_file"),
         ("health", "modem_port"),
+        ("update", "releases_dir"),
+        ("update", "current_link"),
     }
     tables = tomllib.loads(EXAMPLE.read_text())
-    for section in ("device", "modbus", "report", "outbox", "mqtt", "commands", "clock", "health"):
+    sections = ("device", "modbus", "report", "outbox", "mqtt", "commands", "clock", "health")
+    for section in (*sections, "provisioning", "update"):
         ours, theirs = getattr(example, section), getattr(defaults, section)
         for name in ours.__slots__:
             assert name in tables[section], f"{section}.{name} is not in deploy/edge.toml"
