@@ -152,6 +152,12 @@ class CommandName(StrEnum):
     ``min_agent`` (the oldest agent that may install it) and ``rollout`` (its id)."""
     ROLLBACK = "rollback"
     """Return to the release before the current one (``rollout``: the halted rollout)."""
+    ROTATE_KEY = "rotate_key"
+    """Make a new device key and prove it (`protocols.key_rotation`); keep signing with the
+    current one until ``use_key``."""
+    USE_KEY = "use_key"
+    """Sign with the new key from now on (``key``: its raw public key, hex); the cloud sends
+    it once every ingest worker knows the new key."""
 
 
 class GapReason(StrEnum):

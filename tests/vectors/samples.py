@@ -142,6 +142,21 @@ SAMPLES: dict[str, Message] = {
         reason=RejectReason.ROLLED_BACK,
         observed={"agent_version": "0.1.0", "step": "trial"},
     ),
+    "cmd_rotate_key": Command(
+        id="6a1b2c3d-4e5f-4a6b-8c7d-8e9f0a1b2c3d",
+        dev=DEVICE_ID,
+        name=CommandName.ROTATE_KEY,
+        iat=T0,
+        exp=T0 + 86_400_000,
+    ),
+    "cmd_use_key": Command(
+        id="7b2c3d4e-5f6a-4b7c-9d8e-9f0a1b2c3d4e",
+        dev=DEVICE_ID,
+        name=CommandName.USE_KEY,
+        args={"key": "11" * 32},
+        iat=T0,
+        exp=T0 + 86_400_000,
+    ),
     "stored_all": Watermark(dev=DEVICE_ID, upto=42, iat=T0 + 90_000),
     "stored_missing": Watermark(
         dev=DEVICE_ID, upto=1_000, missing=((17, 17), (40, 59)), iat=T0 + 120_000
