@@ -31,7 +31,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from cloud import thread
+from cloud import key_proof, thread
 from cloud.access import can_see
 from cloud.db import transaction
 from cloud.domain import Caller, Clock, CommandState, Connectivity, Role, wall_ms
@@ -437,6 +437,8 @@ def apply_ack(
         return "applied"
     _record_state(session, row, old, new, ack.ts, now_ms, f"device:{ack.dev}", data)
     log.info("%s: command %s %s -> %s", ack.dev, row.id, old, new)
+    if row.name == CommandName.ROTATE_KEY.value and new is CommandState.SUCCEEDED:
+        key_proof.accept(session, row, dict(ack.observed), now_ms)
     return "applied"
 
 

@@ -30,6 +30,7 @@ from cloud.device_config import Issuer, resend_stale
 from cloud.dispatch import Dispatcher, Sweeper
 from cloud.domain import Clock, wall_ms
 from cloud.ingest import Ingest
+from cloud.key_rotation import follow_up
 from cloud.keys import CommandKey, load_command_key
 from cloud.mqtt import run_mqtt
 from cloud.partitions import Retention, maintain
@@ -143,6 +144,25 @@ async def rollout_loop(
             wake()
 
     await every(max(settings.sweep_interval_s, 1.0), once, "rollouts")
+
+
+async def key_switcher(
+    sessions: sessionmaker[Session],
+    key: CommandKey,
+    settings: CloudSettings,
+    clock: Clock,
+    wake: Callable[[], None],
+) -> None:
+    """Tell gateways to sign with their new key once every ingest worker knows it."""
+    issuer = Issuer(key, int(settings.config_command_ttl_s * 1000), "cloud")
+
+    def once() -> None:
+        with transaction(sessions) as session:
+            told = follow_up(session, clock(), issuer)
+        if told:
+            wake()
+
+    await every(max(settings.sweep_interval_s, 1.0), once, "key rotation")
 
 
 def restart_rules(platform: ServicePlatform) -> list[RestartRule]:
@@ -267,6 +287,7 @@ async def serve_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:
     }
     loops["config-resend"] = lambda: config_resender(sessions, key, settings, clock)
     loops["rollouts"] = lambda: rollout_loop(sessions, key, settings, clock, dispatcher.wake)
+    loops["key-rotation"] = lambda: key_switcher(sessions, key, settings, clock, dispatcher.wake)
     if settings.broker_stats:
         loops["broker-stats"] = lambda: run_broker_stats(settings)
     if settings.predict:

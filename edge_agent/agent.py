@@ -18,12 +18,15 @@ import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from edge_agent import __version__
 from edge_agent.clock import Clock, ScaledClock, SystemClock, wall_ms
 from edge_agent.commands import CommandExecutor, CommandLedger
 from edge_agent.config import EdgeSettings, register_map
 from edge_agent.delivery import Confirmations
 from edge_agent.errors import OutboxError
+from edge_agent.key_rotation import KeyRotator
 from edge_agent.keys import load_cloud_keys, load_device_key, read_secret
 from edge_agent.modbus_link import ModbusLink, SerialTarget, TcpTarget
 from edge_agent.modem import ModemProbe
@@ -115,6 +118,10 @@ class Agent:
         self.reload_requested = True
         self._stop.set()
 
+    def _use_key(self, key: Ed25519PrivateKey) -> None:
+        """Seal every message from now on with `key` (after ``use_key``)."""
+        self._key = key
+
     def request_restart(self) -> None:
         """Stop gracefully and exit with `EXIT_RESTART` (systemd starts the release the
         ``current`` link now points at)."""
@@ -181,6 +188,7 @@ class Agent:
             ),
             device_id=self.device_id,
         )
+        rotator = KeyRotator(s.device.key_file, self._use_key)
         self.executor = CommandExecutor(
             device_id=self.device_id,
             cloud_keys=self._cloud_keys,
@@ -198,6 +206,8 @@ class Agent:
                     if s.update.releases_dir
                     else {}
                 ),
+                CommandName.ROTATE_KEY: rotator.rotate,
+                CommandName.USE_KEY: rotator.use,
             },
             on_succeeded=self._command_done,
         )

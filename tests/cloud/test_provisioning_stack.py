@@ -97,11 +97,12 @@ async def spawn_agent(config: Path) -> asyncio.subprocess.Process:
 
 
 @pytest.fixture
-async def stack(tmp_path: Path, broker: Broker, db_url: str) -> AsyncIterator[Stack]:
+async def stack(tmp_path: Path, broker: Broker, sqlite_url: str) -> AsyncIterator[Stack]:
+    """On SQLite only: the claim decision runs on both databases in test_provisioning.py."""
     stack = Stack(
         tmp_path / "cloud",
         broker,
-        db_url,
+        sqlite_url,
         broker_admin_password_file=str(broker.admin_password_file),
     )
     stack.user("sue", Role.SUPPORT)

@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from cloud import key_rotation
 from cloud.access import require_role
 from cloud.api.deps import API_PREFIX, CallerDep, ContextDep, SessionDep
 from cloud.api.problems import AUTHENTICATED_RESPONSES, PROBLEM_RESPONSES
@@ -132,6 +133,34 @@ def resume_rollout(
     with transaction(ctx.sessions) as session:
         rollout = resume(session, rollout_id, ctx.clock())
         return rollout_json(session, rollout)
+
+
+class KeyRotationBody(BaseModel):
+    """How long the old key still verifies once the new one is registered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grace_s: int = Field(default=86_400, ge=60, le=30 * 86_400)
+
+
+@router.post(
+    "/boilers/{device_id}/key-rotation", status_code=202, responses={409: PROBLEM_RESPONSES[409]}
+)
+def rotate_device_key(
+    caller: CallerDep, ctx: ContextDep, device_id: str, body: KeyRotationBody | None = None
+) -> dict[str, Any]:
+    """Rotate the gateway's key: it makes and proves a new one, the cloud registers it, then
+    tells it to use it; the old key verifies for ``grace_s`` more (`cloud.key_rotation`)."""
+    require_role(caller, ADMIN, "rotate a device key")
+    grace = (body or KeyRotationBody()).grace_s
+    with transaction(ctx.sessions) as session:
+        command = key_rotation.start(
+            session, device_id, publisher(ctx, caller).issuer, now_ms=ctx.clock(), grace_s=grace
+        )
+        answer = {"device_id": device_id, "command_id": command.id, "grace_s": grace}
+    if ctx.commands.wake is not None:
+        ctx.commands.wake()
+    return answer
 
 
 @router.get("/fleet/versions")
