@@ -10,10 +10,15 @@
 3. `follow_up` (a ``cloud serve`` loop) sends ``use_key`` once every ingest worker has
    forgotten its cached keys (`ingest.KEY_TTL_MS`, with a margin), and the gateway signs
    with the new key from then on. After the grace period only the new key verifies.
+
+The cloud's own command keys rotate with `push_cloud_keys`: a ``pin_keys`` command with the
+whole set (old and new during the overlap, then the new one alone), signed with a key the
+gateways pin now.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 
 from sqlalchemy import select
@@ -24,7 +29,7 @@ from cloud.device_config import Issuer
 from cloud.errors import Conflict, InvalidInput
 from cloud.ingest import KEY_TTL_MS
 from cloud.key_proof import DEFAULT_GRACE_S
-from cloud.models import Command, DeviceKey
+from cloud.models import Command, Device, DeviceKey
 from cloud.registry import get_device
 from protocols.messages import CommandName
 
@@ -112,3 +117,32 @@ def _is_hex(text: str) -> bool:
         return len(bytes.fromhex(text)) == 32
     except ValueError:
         return False
+
+
+def push_cloud_keys(
+    session: Session, keys: dict[str, str], issuer: Issuer, *, now_ms: int
+) -> list[str]:
+    """Send every gateway the set of cloud command keys to pin (``pin_keys``), signed with
+    the key commands are signed with now (which the gateways pin)."""
+    if not keys:
+        raise InvalidInput("no <kid>.pem in the keys folder: nothing to pin")
+    text = json.dumps(keys, sort_keys=True)
+    devices = session.scalars(
+        select(Device.id).where(Device.revoked.is_(False)).order_by(Device.id)
+    ).all()
+    for device_id in devices:
+        commands.issue(
+            session,
+            issuer.key,
+            device_id,
+            CommandName.PIN_KEYS,
+            {"keys": text},
+            now_ms=now_ms,
+            ttl_ms=issuer.ttl_ms,
+            requested_by=issuer.actor,
+            actor=issuer.actor,
+            reason=f"pin cloud keys {', '.join(sorted(keys))}",
+            role="key-rotation",
+        )
+    log.info("cloud keys %s sent to %d gateway(s)", ", ".join(sorted(keys)), len(devices))
+    return list(devices)

@@ -26,7 +26,7 @@ from edge_agent.commands import CommandExecutor, CommandLedger
 from edge_agent.config import EdgeSettings, register_map
 from edge_agent.delivery import Confirmations
 from edge_agent.errors import OutboxError
-from edge_agent.key_rotation import KeyRotator
+from edge_agent.key_rotation import KeyPinner, KeyRotator
 from edge_agent.keys import load_cloud_keys, load_device_key, read_secret
 from edge_agent.modbus_link import ModbusLink, SerialTarget, TcpTarget
 from edge_agent.modem import ModemProbe
@@ -208,6 +208,7 @@ class Agent:
                 ),
                 CommandName.ROTATE_KEY: rotator.rotate,
                 CommandName.USE_KEY: rotator.use,
+                CommandName.PIN_KEYS: KeyPinner(s.commands.cloud_keys_dir, self._cloud_keys),
             },
             on_succeeded=self._command_done,
         )

@@ -136,7 +136,8 @@ class CommandExecutor:
         """Told what a reset's read-back saw (with its wall ms), before the ``succeeded`` ack:
         telemetry then knows the boiler left lockout, so a relapse is a new lockout event
         even when it comes before the next poll."""
-        self._keys = dict(cloud_keys)
+        self._keys = cloud_keys
+        """The pinned keys, shared with the agent (a ``pin_keys`` command changes them)."""
         self._bus = bus
         self._map = register_map
         self._outbox = outbox

@@ -49,7 +49,7 @@ class Confirmations:
         resend_after_s: float = RESEND_AFTER_S,
     ) -> None:
         self.device_id = device_id
-        self._keys = dict(cloud_keys)
+        self._keys = cloud_keys  # the agent's pinned set, as a pin_keys command leaves it
         self._outbox = outbox
         self._resend_after_ms = int(resend_after_s * 1000)
         self.figures = DeliveryFigures()

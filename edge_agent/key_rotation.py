@@ -1,4 +1,5 @@
-"""Device key rotation on the gateway: make and prove a new key, then switch to it.
+"""Key rotation on the gateway: its own key (make and prove a new one, then switch to it),
+and the cloud keys it pins (`KeyPinner`).
 
 ``rotate_key``: a new key is made next to the current one (``<key_file>.next``, 0600, kept
 across restarts so a repeated command proves the same key) and acked with its proof of
@@ -14,21 +15,27 @@ still in the outbox are delivered.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge_agent.commands import Rejected
 from edge_agent.keys import keygen, load_device_key
-from protocols.cose import public_key_to_raw
+from protocols.cose import public_key_from_pem, public_key_to_raw
+from protocols.errors import ProtocolError
 from protocols.key_rotation import prove
 from protocols.messages import Command, RejectReason, Scalar
 
 log = logging.getLogger(__name__)
+
+KID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+"""A cloud key id (the cloud's own rule, `cloud.keys.KID_RE`)."""
 
 
 class KeyRotator:
@@ -73,3 +80,44 @@ class KeyRotator:
 
 def _hex(key: Ed25519PrivateKey) -> str:
     return public_key_to_raw(key.public_key()).hex()
+
+
+class KeyPinner:
+    """The ``pin_keys`` handler: replace the pinned cloud keys, on disk and in memory.
+
+    The command was verified with a key of the current set, so only the cloud can change it.
+    The new set must hold at least one valid key; each file is written atomically, then the
+    keys no longer in the set are removed, and the set the agent checks commands and
+    watermarks with is replaced in place. A read-only keys folder (one set by hand under
+    /etc) fails the command with the reason, and the current set stays."""
+
+    def __init__(self, keys_dir: Path, pinned: dict[str, Ed25519PublicKey]) -> None:
+        self.keys_dir = keys_dir
+        self.pinned = pinned
+
+    async def __call__(self, command: Command) -> dict[str, Scalar]:
+        try:
+            document = json.loads(str(command.args.get("keys")))
+            if not isinstance(document, dict) or not document:
+                raise ValueError("keys must be a non-empty map of kid -> PEM")
+            keys = {}
+            for kid, pem in document.items():
+                if not KID_RE.fullmatch(str(kid)):
+                    raise ValueError(f"key id {kid!r} is not a file name")
+                keys[str(kid)] = (str(pem), public_key_from_pem(str(pem).encode()))
+        except (ValueError, ProtocolError) as exc:
+            raise Rejected(RejectReason.INVALID_ARGS, {"error": str(exc)[:200]}) from None
+        try:
+            for kid, (pem, _) in keys.items():
+                tmp = self.keys_dir / f".{kid}.pem.tmp"
+                tmp.write_text(pem)
+                os.replace(tmp, self.keys_dir / f"{kid}.pem")
+            for old in self.keys_dir.glob("*.pem"):
+                if old.stem not in keys:
+                    old.unlink()
+        except OSError as exc:
+            raise Rejected(RejectReason.INVALID_ARGS, {"error": f"cannot write: {exc}"}) from None
+        self.pinned.clear()
+        self.pinned.update({kid: key for kid, (_, key) in keys.items()})
+        log.warning("%s: cloud keys pinned: %s", command.dev, ", ".join(sorted(keys)))
+        return {"kids": ",".join(sorted(keys))}

@@ -155,6 +155,10 @@ class CommandName(StrEnum):
     ROTATE_KEY = "rotate_key"
     """Make a new device key and prove it (`protocols.key_rotation`); keep signing with the
     current one until ``use_key``."""
+    PIN_KEYS = "pin_keys"
+    """Replace the set of pinned cloud command keys (``keys``: JSON text of ``{kid: PEM}``),
+    signed with a key of the current set: how a new cloud key reaches every gateway, with
+    the old one kept in the set for the overlap."""
     USE_KEY = "use_key"
     """Sign with the new key from now on (``key``: its raw public key, hex); the cloud sends
     it once every ingest worker knows the new key."""

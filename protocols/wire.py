@@ -49,8 +49,8 @@ and per kind (a *scalar* is bool, int in ``[-2^64, 2^64)``, finite float, text o
 
 A ``cmd`` payload has no header: ``id`` (canonical lower-case UUID text), ``dev`` (target
 device id), ``name`` (text: ``restart``, ``set_setpoint``; ``configure``, ``update``,
-``rollback``, ``rotate_key`` and ``use_key`` since the gateway lifecycle work), ``args`` (map
-text -> scalar), ``iat`` and ``exp`` (uint ms since 1970, ``exp > iat``).
+``rollback``, ``rotate_key``, ``use_key`` and ``pin_keys`` since the gateway lifecycle
+work), ``args`` (map text -> scalar), ``iat`` and ``exp`` (uint ms since 1970, ``exp > iat``).
 
 A ``stored`` payload (the cloud's end-to-end acknowledgement, signed with a cloud key like a
 command; added after v1's first release, so a receiver that predates it never subscribes to

@@ -21,7 +21,7 @@ from cloud.cli.config import config_app
 from cloud.cli.devices import broker_app, devices_app
 from cloud.cli.people import engineers_app, users_app
 from cloud.cli.quarantine import quarantine_app
-from cloud.cli.updates import releases_app, rollouts_app
+from cloud.cli.updates import keys_app, releases_app, rollouts_app
 from cloud.db import make_engine, upgrade
 from cloud.errors import CloudError
 from cloud.keys import keygen as make_command_key
@@ -36,6 +36,7 @@ app.add_typer(claims_app, name="claims")
 app.add_typer(config_app, name="config")
 app.add_typer(releases_app, name="releases")
 app.add_typer(rollouts_app, name="rollouts")
+app.add_typer(keys_app, name="cloud-keys")
 
 
 @app.command("migrate")

@@ -12,8 +12,10 @@ import typer
 
 from cloud.cli.common import ConfigOption, DbOption, session_for, settings_from
 from cloud.device_config import Issuer
+from cloud.key_rotation import push_cloud_keys
 from cloud.keys import load_command_key
 from cloud.lifecycle_models import Rollout
+from cloud.provisioning import cloud_public_keys
 from cloud.rollouts import Publisher, add_release, halt, resume, rollout_json, start_rollout
 from cloud.settings import CloudSettings
 
@@ -121,3 +123,19 @@ def rollouts_resume(
     with session_for(settings) as session:
         rollout = resume(session, rollout_id, _now())
         typer.echo(f"rollout {rollout.id} running again from wave {rollout.wave + 1}")
+
+
+keys_app = typer.Typer(help="The cloud's command keys on every gateway.", no_args_is_help=True)
+
+
+@keys_app.command("push")
+def keys_push(config: ConfigOption = None, db: DbOption = None) -> None:
+    """Send every gateway the set of <kid>.pem in keys_dir to pin (pin_keys). To rotate:
+    cloud keygen a new kid, push (both are pinned), sign with the new one (command_kid),
+    and once every gateway acked, remove the old kid's files and push again."""
+    settings = settings_from(config, db_url=db)
+    publisher = _publisher(settings)
+    keys = cloud_public_keys(settings.keys_dir)
+    with session_for(settings) as session:
+        devices = push_cloud_keys(session, keys, publisher.issuer, now_ms=_now())
+    typer.echo(f"keys {', '.join(sorted(keys))} sent to {len(devices)} gateway(s)")

@@ -157,6 +157,14 @@ SAMPLES: dict[str, Message] = {
         iat=T0,
         exp=T0 + 86_400_000,
     ),
+    "cmd_pin_keys": Command(
+        id="8c3d4e5f-6a7b-4c8d-8e9f-0a1b2c3d4e5f",
+        dev=DEVICE_ID,
+        name=CommandName.PIN_KEYS,
+        args={"keys": '{"cloud-2027":"-----BEGIN PUBLIC KEY-----\\n..."}'},
+        iat=T0,
+        exp=T0 + 86_400_000,
+    ),
     "stored_all": Watermark(dev=DEVICE_ID, upto=42, iat=T0 + 90_000),
     "stored_missing": Watermark(
         dev=DEVICE_ID, upto=1_000, missing=((17, 17), (40, 59)), iat=T0 + 120_000
