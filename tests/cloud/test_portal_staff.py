@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from cloud.domain import Role
-from cloud.models import Gap, IngestCounter, Invitation, Job
+from cloud.lifecycle_models import ConfigLayer
+from cloud.models import Gap, IngestCounter, Invitation, Job, Twin
 from protocols.reference import BoilerStatus
 from tests.cloud.api_helpers import HOUR, T0, World, world_for
 from tests.cloud.portal_helpers import Visitor, page_text
@@ -206,7 +207,7 @@ def test_an_unknown_filter_is_explained_with_the_apis_status(world: World) -> No
     assert sue.get("/fleet", page=0).status_code == 422
 
 
-@pytest.mark.parametrize("path", ["/fleet", "/fleet/ingest", "/engineers"])
+@pytest.mark.parametrize("path", ["/fleet", "/fleet/ingest", "/fleet/lifecycle", "/engineers"])
 def test_staff_pages_are_for_staff_only(world: World, path: str) -> None:
     for user in ("olga", "tina", "eve"):
         assert STAFF_ONLY in Visitor(world, user).text(path, status=403)
@@ -387,3 +388,28 @@ def test_an_invited_engineer_lists_the_boiler_without_people(world: World) -> No
     [row] = body["items"]
     assert row["id"] == "boiler-a" and row["model"] == "EcoHeat 24"
     assert (row["owner"], row["tenant"], row["address"]) == (None, None, None)
+
+
+def test_the_lifecycle_page_shows_versions_rollouts_and_layers(world: World) -> None:
+    sue = Visitor(world, "sue")
+    empty = sue.get("/fleet/lifecycle").text
+    assert "No rollout yet" in element(empty, "rollouts")
+    assert "edge.toml" in element(empty, "layers")
+    world.twin("boiler-a")
+    with world.db() as session:
+        twin = session.get(Twin, "boiler-a")
+        assert twin is not None
+        twin.agent_version = "0.2.0"
+        session.add(
+            ConfigLayer(
+                scope="fleet",
+                target="*",
+                settings={"report": {"poll_interval_s": 30.0}},
+                updated_ms=T0,
+                updated_by="sue",
+            )
+        )
+    markup = sue.get("/fleet/lifecycle").text
+    assert "0.2.0 1" in element(markup, "versions")
+    assert "fleet *" in element(markup, "layers") and "poll_interval_s" in element(markup, "layers")
+    assert 'href="/fleet/lifecycle"' in sue.get("/fleet").text

@@ -8,10 +8,22 @@ from cloud.portal.pages import (
     commands,
     engineer,
     jobs,
+    lifecycle,
     notifications,
     owner,
     staff,
     tenant,
 )
 
-PAGE_MODULES = (auth, boilers, commands, notifications, tenant, owner, jobs, engineer, staff)
+PAGE_MODULES = (
+    auth,
+    boilers,
+    commands,
+    notifications,
+    tenant,
+    owner,
+    jobs,
+    engineer,
+    staff,
+    lifecycle,
+)
