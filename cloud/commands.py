@@ -283,6 +283,42 @@ class CommandService:
             )
 
 
+@dataclass(frozen=True, slots=True)
+class Issuer:
+    """Who issues the commands the cloud sends on its own (configurations, updates, key
+    rotations): the signing key, how long they live, and the actor recorded."""
+
+    key: CommandKey
+    ttl_ms: int
+    actor: str
+
+    def issue(
+        self,
+        session: Session,
+        device_id: str,
+        name: CommandName,
+        args: dict[str, Scalar],
+        *,
+        now_ms: int,
+        reason: str,
+        role: str,
+    ) -> Command:
+        """`issue` under this issuer's key, lifetime and name."""
+        return issue(
+            session,
+            self.key,
+            device_id,
+            name,
+            args,
+            now_ms=now_ms,
+            ttl_ms=self.ttl_ms,
+            requested_by=self.actor,
+            actor=self.actor,
+            reason=reason,
+            role=role,
+        )
+
+
 def issue(
     session: Session,
     key: CommandKey,

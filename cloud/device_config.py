@@ -17,16 +17,15 @@ back (`resend_stale`), so stragglers catch up without anyone acting.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloud import commands, thread
+from cloud import thread
+from cloud.commands import Issuer
 from cloud.domain import CommandState
 from cloud.errors import InvalidInput, NotFound
-from cloud.keys import CommandKey
 from cloud.lifecycle_models import ConfigLayer, DeviceConfig
 from cloud.models import Command, Device, Twin
 from protocols.errors import MalformedMessage
@@ -39,15 +38,6 @@ SCOPES = ("fleet", "model", "device")
 FLEET_TARGET = "*"
 RESEND_STATES = (CommandState.EXPIRED.value, CommandState.TIMED_OUT.value)
 """A configure that ended in these was never applied: send the version again."""
-
-
-@dataclass(frozen=True, slots=True)
-class Issuer:
-    """What issuing ``configure`` commands needs."""
-
-    key: CommandKey
-    ttl_ms: int
-    actor: str
 
 
 def set_layer(
@@ -151,16 +141,12 @@ def _send(
     now_ms: int,
     issuer: Issuer,
 ) -> str:
-    command = commands.issue(
+    command = issuer.issue(
         session,
-        issuer.key,
         device_id,
         CommandName.CONFIGURE,
         {"version": version, "config": encode(wanted)},
         now_ms=now_ms,
-        ttl_ms=issuer.ttl_ms,
-        requested_by=issuer.actor,
-        actor=issuer.actor,
         reason=f"configuration v{version}",
         role="config",
     )

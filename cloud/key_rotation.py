@@ -24,8 +24,7 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloud import commands
-from cloud.device_config import Issuer
+from cloud.commands import Issuer
 from cloud.errors import Conflict, InvalidInput
 from cloud.ingest import KEY_TTL_MS
 from cloud.key_proof import DEFAULT_GRACE_S
@@ -49,16 +48,12 @@ def start(
         raise Conflict(f"device {device_id} is revoked", device_id=device_id)
     if not 60 <= grace_s <= 30 * 86_400:
         raise InvalidInput("grace_s must be 60 s to 30 days", field="grace_s")
-    return commands.issue(
+    return issuer.issue(
         session,
-        issuer.key,
         device_id,
         CommandName.ROTATE_KEY,
         {"grace_s": grace_s},
         now_ms=now_ms,
-        ttl_ms=issuer.ttl_ms,
-        requested_by=issuer.actor,
-        actor=issuer.actor,
         reason="device key rotation",
         role="key-rotation",
     )
@@ -95,16 +90,12 @@ def follow_up(session: Session, now_ms: int, issuer: Issuer) -> list[str]:
         ).first()
         if sent is not None:
             continue
-        commands.issue(
+        issuer.issue(
             session,
-            issuer.key,
             row.device_id,
             CommandName.USE_KEY,
             {"key": key},
             now_ms=now_ms,
-            ttl_ms=issuer.ttl_ms,
-            requested_by=issuer.actor,
-            actor=issuer.actor,
             reason=f"use the key proved in {row.id}",
             role="key-rotation",
         )
@@ -131,16 +122,12 @@ def push_cloud_keys(
         select(Device.id).where(Device.revoked.is_(False)).order_by(Device.id)
     ).all()
     for device_id in devices:
-        commands.issue(
+        issuer.issue(
             session,
-            issuer.key,
             device_id,
             CommandName.PIN_KEYS,
             {"keys": text},
             now_ms=now_ms,
-            ttl_ms=issuer.ttl_ms,
-            requested_by=issuer.actor,
-            actor=issuer.actor,
             reason=f"pin cloud keys {', '.join(sorted(keys))}",
             role="key-rotation",
         )

@@ -32,8 +32,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from cloud import commands, thread
-from cloud.device_config import Issuer
+from cloud import thread
+from cloud.commands import Issuer
 from cloud.domain import CommandState
 from cloud.errors import Conflict, InvalidInput, NotFound
 from cloud.lifecycle_models import Release, Rollout, RolloutTarget
@@ -226,9 +226,8 @@ def _update(
     publisher: Publisher,
 ) -> str:
     url = publisher.base_url.rstrip("/") + ARTIFACT_PATH + release.sha256
-    command = commands.issue(
+    command = publisher.issuer.issue(
         session,
-        publisher.issuer.key,
         device_id,
         CommandName.UPDATE,
         {
@@ -240,9 +239,6 @@ def _update(
             "rollout": rollout.id,
         },
         now_ms=now_ms,
-        ttl_ms=publisher.issuer.ttl_ms,
-        requested_by=publisher.issuer.actor,
-        actor=publisher.issuer.actor,
         reason=f"rollout {rollout.id}: agent {release.version}",
         role="rollout",
     )
@@ -326,16 +322,12 @@ def halt(session: Session, rollout: Rollout, now_ms: int, publisher: Publisher, 
         )
     ).all()
     for target in updated:
-        command = commands.issue(
+        command = publisher.issuer.issue(
             session,
-            publisher.issuer.key,
             target.device_id,
             CommandName.ROLLBACK,
             {"to": target.from_version or "", "rollout": rollout.id},
             now_ms=now_ms,
-            ttl_ms=publisher.issuer.ttl_ms,
-            requested_by=publisher.issuer.actor,
-            actor=publisher.issuer.actor,
             reason=f"rollout {rollout.id} halted: {why}",
             role="rollout",
         )

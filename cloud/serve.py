@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.api.app import create_app
 from cloud.broker_stats import run_broker_stats
-from cloud.commands import CommandService, RestartRule
+from cloud.commands import CommandService, Issuer, RestartRule
 from cloud.db import make_engine, session_factory, transaction, upgrade
-from cloud.device_config import Issuer, resend_stale
+from cloud.device_config import resend_stale
 from cloud.dispatch import Dispatcher, Sweeper
 from cloud.domain import Clock, wall_ms
 from cloud.ingest import Ingest

@@ -10,7 +10,8 @@ from typing import Annotated, Any
 import typer
 
 from cloud.cli.common import ConfigOption, DbOption, session_for, settings_from
-from cloud.device_config import Issuer, config_view, layers, set_layer
+from cloud.commands import Issuer
+from cloud.device_config import config_view, layers, set_layer
 from cloud.keys import load_command_key
 
 config_app = typer.Typer(help="Remote configuration of gateways.", no_args_is_help=True)

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from cloud.cli.common import ConfigOption, DbOption, session_for, settings_from
-from cloud.device_config import Issuer
+from cloud.commands import Issuer
 from cloud.key_rotation import push_cloud_keys
 from cloud.keys import load_command_key
 from cloud.lifecycle_models import Rollout

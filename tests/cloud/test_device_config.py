@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from cloud.commands import Issuer
 from cloud.db import make_engine, session_factory, transaction
-from cloud.device_config import Issuer, config_view, resend_stale, set_layer
+from cloud.device_config import config_view, resend_stale, set_layer
 from cloud.errors import InvalidInput
 from cloud.keys import CommandKey
 from cloud.lifecycle_models import DeviceConfig

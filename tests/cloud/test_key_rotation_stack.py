@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from cloud.commands import Issuer
 from cloud.db import transaction
-from cloud.device_config import Issuer
 from cloud.domain import Role
 from cloud.key_proof import accept
 from cloud.key_rotation import start

@@ -11,8 +11,9 @@ from cloud.access import require_role
 from cloud.api.deps import API_PREFIX, CallerDep, ContextDep, SessionDep
 from cloud.api.problems import AUTHENTICATED_RESPONSES
 from cloud.api.schemas import ConfigLayerBody
+from cloud.commands import Issuer
 from cloud.db import transaction
-from cloud.device_config import Issuer, config_view, layers, set_layer
+from cloud.device_config import config_view, layers, set_layer
 from cloud.domain import STAFF, Caller
 from cloud.errors import NotFound
 from cloud.lifecycle_models import ConfigLayer

@@ -14,8 +14,8 @@ from cloud import key_rotation
 from cloud.access import require_role
 from cloud.api.deps import API_PREFIX, CallerDep, ContextDep, SessionDep
 from cloud.api.problems import AUTHENTICATED_RESPONSES, PROBLEM_RESPONSES
+from cloud.commands import Issuer
 from cloud.db import transaction
-from cloud.device_config import Issuer
 from cloud.domain import STAFF, Caller, Role
 from cloud.errors import NotFound
 from cloud.lifecycle_models import Release, Rollout
