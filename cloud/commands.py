@@ -292,6 +292,11 @@ class Issuer:
     ttl_ms: int
     actor: str
 
+    @classmethod
+    def under(cls, key: CommandKey, settings: CloudSettings, actor: str) -> Issuer:
+        """An issuer with the configured command lifetime (``config_command_ttl_s``)."""
+        return cls(key, int(settings.config_command_ttl_s * 1000), actor)
+
     def issue(
         self,
         session: Session,

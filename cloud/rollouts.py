@@ -36,8 +36,10 @@ from cloud import thread
 from cloud.commands import Issuer
 from cloud.domain import CommandState
 from cloud.errors import Conflict, InvalidInput, NotFound
+from cloud.keys import CommandKey
 from cloud.lifecycle_models import Release, Rollout, RolloutTarget
 from cloud.models import Command, Device, Twin
+from cloud.settings import CloudSettings
 from protocols.messages import CommandName
 from protocols.versions import is_version, newer
 
@@ -57,6 +59,12 @@ class Publisher:
 
     issuer: Issuer
     base_url: str
+
+    @classmethod
+    def under(cls, key: CommandKey, settings: CloudSettings, actor: str) -> Publisher:
+        """Commands signed with `key` for `actor`, artifacts at the cloud's public address."""
+        base = settings.public_url or f"http://{settings.api_host}:{settings.api_port}"
+        return cls(Issuer.under(key, settings, actor), base)
 
 
 def add_release(
@@ -343,6 +351,17 @@ def halt(session: Session, rollout: Rollout, now_ms: int, publisher: Publisher, 
         data={"change": "halted", "why": why, "rolling_back": len(updated)},
     )
     return f"rollout {rollout.id} halted ({why}): {len(updated)} gateway(s) sent back"
+
+
+def halt_by_hand(session: Session, rollout_id: int, now_ms: int, publisher: Publisher) -> bool:
+    """An operator's halt (`halt`, naming the operator); False if it was not running."""
+    rollout = session.get(Rollout, rollout_id)
+    if rollout is None:
+        raise NotFound(f"no rollout {rollout_id}", rollout=rollout_id)
+    if rollout.state != "running":
+        return False
+    halt(session, rollout, now_ms, publisher, f"halted by {publisher.issuer.actor}")
+    return True
 
 
 def resume(session: Session, rollout_id: int, now_ms: int) -> Rollout:

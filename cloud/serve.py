@@ -117,7 +117,7 @@ async def config_resender(
     sessions: sessionmaker[Session], key: CommandKey, settings: CloudSettings, clock: Clock
 ) -> None:
     """Send a configuration again to devices back online after it expired undelivered."""
-    issuer = Issuer(key, int(settings.config_command_ttl_s * 1000), "cloud")
+    issuer = Issuer.under(key, settings, "cloud")
 
     def once() -> None:
         with transaction(sessions) as session:
@@ -134,8 +134,7 @@ async def rollout_loop(
     wake: Callable[[], None],
 ) -> None:
     """Move staged rollouts on: next waves, halts, rollbacks, stragglers."""
-    base = settings.public_url or f"http://{settings.api_host}:{settings.api_port}"
-    publisher = Publisher(Issuer(key, int(settings.config_command_ttl_s * 1000), "rollout"), base)
+    publisher = Publisher.under(key, settings, "rollout")
 
     def once() -> None:
         with transaction(sessions) as session:
@@ -154,7 +153,7 @@ async def key_switcher(
     wake: Callable[[], None],
 ) -> None:
     """Tell gateways to sign with their new key once every ingest worker knows it."""
-    issuer = Issuer(key, int(settings.config_command_ttl_s * 1000), "cloud")
+    issuer = Issuer.under(key, settings, "cloud")
 
     def once() -> None:
         with transaction(sessions) as session:

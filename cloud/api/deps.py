@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.api.problems import Unauthorized
 from cloud.auth import caller_for_token
-from cloud.commands import CommandService
+from cloud.commands import CommandService, Issuer
 from cloud.domain import Caller, Clock
+from cloud.rollouts import Publisher
 from cloud.service.platform import ServicePlatform
 from cloud.settings import CloudSettings
 from cloud.throttle import Throttle
@@ -33,6 +34,14 @@ class ApiContext:
     clock: Clock
     platform: ServicePlatform
     throttle: Throttle
+
+    def issuer(self, actor: str) -> Issuer:
+        """Commands the cloud issues for `actor` (configurations, key rotations)."""
+        return Issuer.under(self.commands.key, self.settings, actor)
+
+    def publisher(self, actor: str) -> Publisher:
+        """Update and rollback commands for `actor`, with the artifacts' address."""
+        return Publisher.under(self.commands.key, self.settings, actor)
 
 
 def context(request: Request) -> ApiContext:

@@ -63,7 +63,7 @@ def config_set(
     scope, target = chosen[0]
     settings = settings_from(config, db_url=db)
     key = load_command_key(settings.keys_dir, settings.command_kid)
-    issuer = Issuer(key, int(settings.config_command_ttl_s * 1000), "cli")
+    issuer = Issuer.under(key, settings, "cli")
     with session_for(settings) as session:
         issued = set_layer(
             session,

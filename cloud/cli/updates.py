@@ -11,7 +11,6 @@ from typing import Annotated
 import typer
 
 from cloud.cli.common import ConfigOption, DbOption, session_for, settings_from
-from cloud.commands import Issuer
 from cloud.key_rotation import push_cloud_keys
 from cloud.keys import load_command_key
 from cloud.lifecycle_models import Rollout
@@ -29,8 +28,7 @@ def _now() -> int:
 
 def _publisher(settings: CloudSettings) -> Publisher:
     key = load_command_key(settings.keys_dir, settings.command_kid)
-    base = settings.public_url or f"http://{settings.api_host}:{settings.api_port}"
-    return Publisher(Issuer(key, int(settings.config_command_ttl_s * 1000), "cli"), base)
+    return Publisher.under(key, settings, "cli")
 
 
 @releases_app.command("add")

@@ -11,10 +11,9 @@ from cloud.access import require_role
 from cloud.api.deps import API_PREFIX, CallerDep, ContextDep, SessionDep
 from cloud.api.problems import AUTHENTICATED_RESPONSES
 from cloud.api.schemas import ConfigLayerBody
-from cloud.commands import Issuer
 from cloud.db import transaction
 from cloud.device_config import config_view, layers, set_layer
-from cloud.domain import STAFF, Caller
+from cloud.domain import STAFF
 from cloud.errors import NotFound
 from cloud.lifecycle_models import ConfigLayer
 from cloud.models import Device
@@ -33,10 +32,6 @@ def layer_json(layer: ConfigLayer) -> dict[str, Any]:
         "updated_ms": layer.updated_ms,
         "updated_by": layer.updated_by,
     }
-
-
-def _issuer(ctx: ContextDep, caller: Caller) -> Issuer:
-    return Issuer(ctx.commands.key, int(ctx.settings.config_command_ttl_s * 1000), caller.user_id)
 
 
 @router.get("/config/layers")
@@ -64,7 +59,7 @@ def put_layer(
             target,
             body.settings.document(),
             now_ms=ctx.clock(),
-            issuer=_issuer(ctx, caller),
+            issuer=ctx.issuer(caller.user_id),
         )
     if issued and ctx.commands.wake is not None:
         ctx.commands.wake()

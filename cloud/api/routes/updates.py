@@ -14,16 +14,14 @@ from cloud import key_rotation
 from cloud.access import require_role
 from cloud.api.deps import API_PREFIX, CallerDep, ContextDep, SessionDep
 from cloud.api.problems import AUTHENTICATED_RESPONSES, PROBLEM_RESPONSES
-from cloud.commands import Issuer
 from cloud.db import transaction
-from cloud.domain import STAFF, Caller, Role
+from cloud.domain import STAFF, Role
 from cloud.errors import NotFound
 from cloud.lifecycle_models import Release, Rollout
 from cloud.rollouts import (
-    Publisher,
     artifact_path,
     fleet_versions,
-    halt,
+    halt_by_hand,
     resume,
     rollout_json,
     start_rollout,
@@ -45,13 +43,6 @@ class RolloutBody(BaseModel):
     max_failure_rate: float = Field(default=0.1, ge=0, lt=1)
     min_wave_s: float = Field(default=600, ge=0, le=30 * 86400)
     model: str | None = Field(default=None, max_length=100)
-
-
-def publisher(ctx: ContextDep, caller: Caller) -> Publisher:
-    settings = ctx.settings
-    base = settings.public_url or f"http://{settings.api_host}:{settings.api_port}"
-    issuer = Issuer(ctx.commands.key, int(settings.config_command_ttl_s * 1000), caller.user_id)
-    return Publisher(issuer, base)
 
 
 @router.get("/updates/releases")
@@ -86,7 +77,7 @@ def create_rollout(caller: CallerDep, ctx: ContextDep, body: RolloutBody) -> dic
             min_wave_s=body.min_wave_s,
             model=body.model,
             now_ms=ctx.clock(),
-            publisher=publisher(ctx, caller),
+            publisher=ctx.publisher(caller.user_id),
         )
         answer = rollout_json(session, rollout)
     if ctx.commands.wake is not None:
@@ -111,14 +102,8 @@ def halt_rollout(caller: CallerDep, ctx: ContextDep, rollout_id: int = RolloutId
     """Halt by hand: no more waves, and the gateways updated so far go back."""
     require_role(caller, ADMIN, "halt a rollout")
     with transaction(ctx.sessions) as session:
-        rollout = session.get(Rollout, rollout_id)
-        if rollout is None:
-            raise NotFound(f"no rollout {rollout_id}", rollout=rollout_id)
-        if rollout.state == "running":
-            halt(
-                session, rollout, ctx.clock(), publisher(ctx, caller), f"halted by {caller.user_id}"
-            )
-        answer = rollout_json(session, rollout)
+        halt_by_hand(session, rollout_id, ctx.clock(), ctx.publisher(caller.user_id))
+        answer = rollout_json(session, session.get_one(Rollout, rollout_id))
     if ctx.commands.wake is not None:
         ctx.commands.wake()
     return answer
@@ -155,7 +140,7 @@ def rotate_device_key(
     grace = (body or KeyRotationBody()).grace_s
     with transaction(ctx.sessions) as session:
         command = key_rotation.start(
-            session, device_id, publisher(ctx, caller).issuer, now_ms=ctx.clock(), grace_s=grace
+            session, device_id, ctx.issuer(caller.user_id), now_ms=ctx.clock(), grace_s=grace
         )
         answer = {"device_id": device_id, "command_id": command.id, "grace_s": grace}
     if ctx.commands.wake is not None:
