@@ -16,12 +16,14 @@ from sqlalchemy.orm import Session
 from cloud import thread
 from cloud.access import redact_people, sees_people, visible_device, visible_jobs
 from cloud.api.deps import ApiContext, ContextDep, SessionDep
+from cloud.device_config import config_view
 from cloud.domain import Caller, Role
 from cloud.models import Device, Job, ThreadEvent, Twin
 from cloud.portal.charts import chart_svg, lines_from
 from cloud.portal.feed import twin_key
 from cloud.portal.live import Snapshot, live_response
 from cloud.portal.pages.commands import command_on_page, new_key
+from cloud.portal.pages.lifecycle import dotted
 from cloud.portal.render import Formats, fragment, page
 from cloud.portal.session import VisitorDep
 from cloud.portal.timeline import describe
@@ -50,6 +52,11 @@ CHARTS: dict[str, dict[str, tuple[str, str]]] = {
 }
 CHART_POINTS = 300
 THREAD_EVENTS = 60
+CONFIG_STATES = {
+    "in_sync": "Up to date",
+    "pending": "Waiting for the gateway",
+    "rejected": "Refused by the gateway",
+}
 OPEN_STATES = ("pending_authorization", "flagged", "crowdsourcing", "shortlisted", "contracted")
 
 
@@ -127,9 +134,10 @@ def boiler_page(
         .limit(20)
     ).all()
     warnings = device_predictions(session, device.id)
-    restart = None
+    restart, config = None, None
     if caller.is_staff:
         restart = ctx.commands.restart_refusal(session, caller, device)
+        config = config_view(session, device.id)
     return page(
         request,
         "boiler.html",
@@ -152,6 +160,9 @@ def boiler_page(
         booked={p.id for p in warnings if preventive.open_job(session, p) is not None},
         may_book=caller.is_staff or caller.role in (Role.OWNER, Role.TENANT),
         day_text=functools.partial(_day_text, day_s=ctx.settings.predict_day_s),
+        config=config,
+        config_text=dotted(config["desired"]["settings"]) if config else "",
+        config_states=CONFIG_STATES,
     )
 
 
