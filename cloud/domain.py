@@ -34,6 +34,8 @@ class Role(StrEnum):
     @property
     def article(self) -> str:
         """The role with its indefinite article, for messages: "an owner", "a tenant"."""
+        if self is Role.SUPPORT:
+            return "a support agent"
         return f"an {self.value}" if self.value[0] in "aeiou" else f"a {self.value}"
 
 

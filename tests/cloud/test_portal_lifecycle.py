@@ -236,7 +236,7 @@ def test_an_admin_halts_a_rollout_and_its_gateways_are_sent_back(
     assert f'id="halt-{rollout_id}"' not in sue.get(PAGE).text
     assert "Only an admin may halt or resume a rollout" in page_text(sue.get(PAGE).text)
     _, refused = sue.submit(f"{PAGE}/rollouts/{rollout_id}/halt")
-    assert refused == "error:a support may not halt a rollout", refused
+    assert refused == "error:a support agent may not halt a rollout", refused
     assert f'id="halt-{rollout_id}"' in ada.get(PAGE).text
     where, said = ada.submit(f"{PAGE}/rollouts/{rollout_id}/halt")
     assert where == PAGE
