@@ -13,10 +13,10 @@ executor like every command (this device, clock, expiry, never run twice). Here:
    current one (the release's wheel with ``pip --no-index --no-deps``; its dependencies are
    the current environment's, reached through a ``.pth`` file): built under a temporary name
    and renamed, so a half-built release never has the release's name;
-4. **switch**: ``update-pending.json`` is written (from, to, the command, the trial
-   deadline), then the ``current`` link is pointed at the new release atomically, ``executing``
-   is acked with ``step: switched``, and the agent exits so that systemd starts the new
-   release (`EXIT_RESTART`);
+4. **switch**: ``update-pending.json`` (written when the command starts, with its step) is
+   marked ``switched`` with the trial deadline, then the ``current`` link is pointed at the
+   new release atomically, ``executing`` is acked with ``step: switched``, and the agent exits
+   so that systemd starts the new release (`EXIT_RESTART`);
 5. **trial** (`Trial`, in the new release): once it has polled the boiler and published to
    the broker within ``update.trial_s``, it confirms itself: the pending file is removed and
    ``succeeded`` acked. If it crashes, `edge_agent.guard` (run before every start) rolls
@@ -24,9 +24,14 @@ executor like every command (this device, clock, expiry, never run twice). Here:
    back itself and exits. The previous release, started again, acks ``failed`` with reason
    ``rolled_back``.
 
-A power cut at any step leaves a bootable agent: before the switch the old release runs and
-finds a pending file it did not switch (it fails the command: ``interrupted``); after it,
-the guard and the trial decide as above.
+A power cut at any step leaves a bootable agent, and the command gets its outcome: during
+the download or the install the old release starts again, finds the pending file at that
+step and fails the command (``download_failed`` or ``rolled_back``, ``step: interrupted
+during ...``; the partial download is kept and resumed by the next attempt, a half-built
+environment is removed by it); between marking the switch and the link the old release
+still runs and fails it (``rolled_back``, another release runs); after the link the new
+release starts on trial, and the guard and the trial decide as above. Each of these is
+tested by killing the agent there (`crash_point`, tests/edge_agent/test_update_crashes.py).
 """
 
 from __future__ import annotations
@@ -62,6 +67,27 @@ EXIT_RESTART = 75
 """The agent's exit code after switching releases: systemd (``Restart=always``) starts the
 new one; ``SuccessExitStatus`` keeps it from counting as a failure."""
 CHUNK = 64 * 1024
+CRASH_FILE_ENV = "BOILERTWIN_CRASH_FILE"
+"""Fault injection for tests (never set in production): the path of a file naming a step
+(`crash_point`); the agent dies there at once, as in a power cut."""
+CRASH_EXIT = 137
+"""The exit code of an injected crash (as after SIGKILL)."""
+
+
+def crash_point(step: str) -> None:
+    """Die here, without clean-up or acks, if the file named by `CRASH_FILE_ENV` names
+    `step` (the file is removed first, so it happens once)."""
+    path = os.environ.get(CRASH_FILE_ENV)
+    if not path:
+        return
+    try:
+        wanted = Path(path).read_text(encoding="utf-8").strip()
+    except OSError:
+        return
+    if wanted == step:
+        Path(path).unlink(missing_ok=True)
+        log.critical("injected crash at update step %r", step)
+        os._exit(CRASH_EXIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +134,8 @@ def download(manifest: Manifest, folder: Path, ca_file: Path | None, timeout_s: 
                     with open(part, mode) as out:
                         while chunk := r.read(CHUNK):
                             out.write(chunk)
+                            out.flush()
+                            crash_point("download")
                             if out.tell() > manifest.size:
                                 break
                         out.flush()
@@ -143,6 +171,7 @@ def install(wheel: Path, releases_dir: Path, version: str, timeout_s: float) -> 
             capture_output=True,
             timeout=timeout_s,
         )
+        crash_point("install")
         site = Path(
             sysconfig.get_path("purelib", vars={"base": str(building), "platbase": str(building)})
         )
@@ -195,12 +224,6 @@ class Updater:
             raise Rejected(RejectReason.UNSUPPORTED_COMMAND)
         manifest = Manifest.of(command, u.max_bytes)
         state = self.settings.device.state_dir
-        wheel = await asyncio.to_thread(
-            download, manifest, state / "updates", self.settings.provisioning.ca_file, 60.0
-        )
-        release = await asyncio.to_thread(
-            install, wheel, u.releases_dir, manifest.version, u.install_timeout_s
-        )
         link = u.current_link
         previous = link.resolve() if link.is_symlink() else Path(sys.prefix)
         pending: dict[str, object] = {
@@ -208,17 +231,35 @@ class Updater:
             "from": __version__,
             "from_path": str(previous),
             "to": manifest.version,
-            "to_path": str(release),
             "link": str(link),
-            "deadline_ms": int(time.time() * 1000 + u.trial_s * 1000),
             "max_starts": u.max_starts,
             "starts": 0,
             "switched": False,
+            "step": "download",
         }
         write_json(state / PENDING, pending)
+        try:
+            wheel = await asyncio.to_thread(
+                download, manifest, state / "updates", self.settings.provisioning.ca_file, 60.0
+            )
+            pending["step"] = "install"
+            write_json(state / PENDING, pending)
+            release = await asyncio.to_thread(
+                install, wheel, u.releases_dir, manifest.version, u.install_timeout_s
+            )
+        except Rejected:
+            (state / PENDING).unlink(missing_ok=True)
+            raise
+        pending |= {
+            "step": "switch",
+            "to_path": str(release),
+            "deadline_ms": int(time.time() * 1000 + u.trial_s * 1000),
+            "switched": True,
+        }
+        write_json(state / PENDING, pending)  # before the link: a trial from its first start
+        crash_point("switch")
         point(link, release)
-        pending["switched"] = True
-        write_json(state / PENDING, pending)
+        crash_point("switched")
         log.warning("%s: switched to release %s: restarting", command.dev, manifest.version)
         self.restart()
         raise InProgress({"step": "switched", "agent_version": manifest.version})
@@ -256,13 +297,15 @@ async def settle(
     command_id = str(pending.get("command_id", ""))
     if not pending.get("switched"):
         (state / PENDING).unlink(missing_ok=True)
+        step = str(pending.get("step", "download"))
+        reason = RejectReason.DOWNLOAD_FAILED if step == "download" else RejectReason.ROLLED_BACK
         report(
             command_id,
             AckState.FAILED,
-            RejectReason.ROLLED_BACK,
-            {"agent_version": __version__, "step": "interrupted before the switch"},
+            reason,
+            {"agent_version": __version__, "step": f"interrupted during {step}"},
         )
-        return "an update interrupted before its switch: failed"
+        return f"an update interrupted during its {step}: failed"
     if pending.get("rolled_back") or pending.get("to") != __version__:
         (state / PENDING).unlink(missing_ok=True)
         why = str(pending.get("rolled_back") or "another release runs")
@@ -273,6 +316,7 @@ async def settle(
             {"agent_version": __version__, "step": "trial", "why": why[:120]},
         )
         return f"release {pending.get('to')} rolled back ({why})"
+    crash_point("trial")
     deadline = int(pending.get("deadline_ms", 0))
     while not healthy():
         if wall_ms() > deadline:

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from edge_agent.updater import EXIT_RESTART
+from edge_agent.updater import CRASH_FILE_ENV, EXIT_RESTART
 from protocols.cose import generate_private_key
 from protocols.messages import AckState, Birth, CommandName, RejectReason
 from tests.broker import Broker
@@ -105,6 +105,8 @@ class Supervisor:
 
     def __init__(self, gateway: Gateway, current: Path) -> None:
         self.gateway, self.current = gateway, current
+        self.crash_file = gateway.directory / "crash-at"
+        """Name an update step in this file and the agent dies there once (`crash_point`)."""
         self.exits: list[int] = []
         self.guard_said: list[str] = []
         self.stopping = False
@@ -137,7 +139,7 @@ class Supervisor:
                 stderr=asyncio.subprocess.STDOUT,
                 cwd=self.gateway.directory,
                 env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-                | {"PYTHONUNBUFFERED": "1"},
+                | {"PYTHONUNBUFFERED": "1", CRASH_FILE_ENV: str(self.crash_file)},
             )
             self.exits.append(await self.process.wait())
             await asyncio.sleep(0.2)
