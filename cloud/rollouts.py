@@ -16,7 +16,8 @@ signed for.
 * when the failed share of the finished gateways exceeds `max_failure_rate` (once at least
   `MIN_FINISHED` have finished), the rollout **halts**: no more waves, and every gateway it
   updated gets a ``rollback`` command; an operator may `resume` it;
-* after the last wave, it is completed.
+* after the last wave, it is completed; while it is the newest rollout, its stragglers are
+  still followed and sent the update when they come back, days later if need be.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from cloud import thread
@@ -256,7 +257,7 @@ def _update(
 def advance(session: Session, now_ms: int, publisher: Publisher) -> list[str]:
     """One round over every running (or rolling back) rollout; what happened, in words."""
     said: list[str] = []
-    for rollout in session.scalars(select(Rollout).where(Rollout.state.in_(("running", "halted")))):
+    for rollout in session.scalars(_followed()):
         release = session.get(Release, rollout.version)
         assert release is not None  # a foreign key
         counts = _follow(session, rollout, now_ms, publisher, release)
@@ -287,6 +288,25 @@ def advance(session: Session, now_ms: int, publisher: Publisher) -> list[str]:
     return said
 
 
+def _followed() -> Select[Rollout]:
+    """The rollouts `advance` looks at: running and halted ones, and the newest one if it
+    completed with gateways still to update (stragglers, sent the update when they are back;
+    a newer rollout takes them over)."""
+    newest = select(func.max(Rollout.id)).scalar_subquery()
+    unfinished = (
+        select(RolloutTarget.device_id)
+        .where(RolloutTarget.rollout_id == Rollout.id)
+        .where(RolloutTarget.state.in_(("sent", "straggling")))
+        .exists()
+    )
+    return select(Rollout).where(
+        or_(
+            Rollout.state.in_(("running", "halted")),
+            and_(Rollout.state == "completed", Rollout.id == newest, unfinished),
+        )
+    )
+
+
 def _follow(
     session: Session, rollout: Rollout, now_ms: int, publisher: Publisher, release: Release
 ) -> dict[str, int]:
@@ -305,7 +325,7 @@ def _follow(
                 target.state, target.reason, target.updated_ms = FINISHED[state], reason, now_ms
             elif state in STRAGGLING:
                 target.state = "straggling"
-                if connection == "online" and rollout.state == "running":
+                if connection == "online" and rollout.state in ("running", "completed"):
                     target.command_id = _update(
                         session, rollout, release, target.device_id, now_ms, publisher
                     )

@@ -31,7 +31,7 @@ import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from hw_sim.degradation import Mode
-from hw_sim.fleet_lifecycle import LIFECYCLE, Lifecycle, LifecycleFigures
+from hw_sim.fleet_lifecycle import LIFECYCLE, Lifecycle, LifecycleFigures, Outage
 from hw_sim.fleet_wear import Wear, draw
 from protocols.cose import (
     generate_private_key,
@@ -238,6 +238,7 @@ class Gateway:
         self.client: aiomqtt.Client | None = None
         self.reconnect = asyncio.Event()
         self.offline_until = 0.0
+        self.outage: Outage | None = None
         self.fault = FaultCode.NONE
         self.wear: Wear | None = None
         if rng.random() < settings.degrade_share:
@@ -434,6 +435,8 @@ class Gateway:
                 wait = self.offline_until - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
+                if self.outage is not None:
+                    await self.outage.held(self.id, stop)
                 try:
                     await self.session(stop)
                 except aiomqtt.MqttError:
@@ -550,15 +553,20 @@ async def run_fleet(
     cloud_keys: dict[str, Ed25519PublicKey],
     settings: FleetSettings,
     until: asyncio.Event | None = None,
+    outage: Outage | None = None,
 ) -> Summary:
     """Run the fleet for `settings.duration_s` simulated seconds (or until `until` is set),
-    then say what it did."""
+    then say what it did. `outage` takes chosen gateways off the air on demand."""
     summary = Summary()
     rng = random.Random(settings.seed)
     stop = asyncio.Event()
     gateways = [
         Gateway(i, cloud_keys, settings, summary, random.Random(rng.random())) for i in identities
     ]
+    if outage is not None:
+        outage.links = {g.id: g.reconnect for g in gateways}
+        for g in gateways:
+            g.outage = outage
     quiet = asyncio.Event()
     started = time.monotonic()
     tasks = [asyncio.create_task(g.run(started, stop, quiet)) for g in gateways]

@@ -231,3 +231,27 @@ class _Refused(Exception):
 
 
 LIFECYCLE = frozenset({CommandName.CONFIGURE, CommandName.UPDATE, CommandName.ROLLBACK})
+
+
+class Outage:
+    """Gateways taken off the air from outside a run (a scenario's stragglers): `cut` drops
+    their link at once (the broker publishes their will) and keeps them off until `restore`;
+    their boilers run on and their readings wait in their outboxes. `run_fleet` attaches it."""
+
+    def __init__(self) -> None:
+        self.down: set[str] = set()
+        self.links: dict[str, asyncio.Event] = {}
+        """Each gateway's "drop the link now" event, by device id (`run_fleet` fills it)."""
+
+    def cut(self, device_ids: list[str]) -> None:
+        for device_id in device_ids:
+            self.down.add(device_id)
+            self.links[device_id].set()
+
+    def restore(self, device_ids: list[str]) -> None:
+        self.down.difference_update(device_ids)
+
+    async def held(self, device_id: str, stop: asyncio.Event) -> None:
+        """Return once `device_id` may connect (or the run stops)."""
+        while device_id in self.down and not stop.is_set():
+            await asyncio.sleep(0.1)

@@ -80,14 +80,17 @@ def size_of(path: Path) -> int:
     return path.stat().st_size
 
 
-def lifecycle_stack(directory: Path, broker: Broker, db_url: str) -> Stack:
+def lifecycle_stack(directory: Path, broker: Broker, db_url: str, **settings: Any) -> Stack:
     stack = Stack(
         directory,
         broker,
         db_url,
-        broker_admin_password_file=str(broker.admin_password_file),
-        artifacts_dir=str(directory / "artifacts"),
-        config_command_ttl_s=600.0,
+        **{
+            "broker_admin_password_file": str(broker.admin_password_file),
+            "artifacts_dir": str(directory / "artifacts"),
+            "config_command_ttl_s": 600.0,
+        }
+        | settings,
     )
     # gateways fetch artifacts from the API itself
     stack.config.write_text(

@@ -1,0 +1,141 @@
+"""Rollout bookkeeping on SQLite and PostgreSQL (`cloud.rollouts.advance`, no broker): a
+gateway whose update expired while it was away is a straggler; the rollout completes
+without it, sends it the update when it is back, and counts it in when it succeeds; a newer
+rollout takes such stragglers over."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from cloud.domain import CommandState
+from cloud.lifecycle_models import Rollout, RolloutTarget
+from cloud.models import Command, Twin
+from cloud.rollouts import Publisher, add_release, advance, start_rollout
+from tests.cloud.api_helpers import World, world_for
+from tests.cloud.rollout_scenario import fake_wheel
+
+DEVICES = ("boiler-a", "boiler-b", "boiler-c")
+
+
+@pytest.fixture
+def world(db_url: str, tmp_path: Path) -> Iterator[World]:
+    with world_for(db_url, tmp_path, artifacts_dir=tmp_path / "artifacts") as world:
+        for device in DEVICES:
+            world.boiler(device, model="EcoHeat 24")
+            world.twin(device, connection="online", agent_version="0.1.0")
+        yield world
+
+
+def release(world: World, tmp_path: Path, version: str) -> None:
+    wheel = fake_wheel(tmp_path / f"boilertwin-{version}-py3-none-any.whl", 2048, version)
+    with world.db() as session:
+        add_release(
+            session,
+            wheel,
+            version=version,
+            min_agent="0.1.0",
+            artifacts_dir=world.settings.artifacts_dir,
+            now_ms=world.clock(),
+            actor="test",
+        )
+
+
+def publisher(world: World) -> Publisher:
+    return Publisher.under(world.commands.key, world.settings, "rollout")
+
+
+def start(world: World, version: str) -> int:
+    with world.db() as session:
+        rollout = start_rollout(
+            session,
+            version,
+            waves=[100],
+            max_failure_rate=0.5,
+            min_wave_s=0,
+            model=None,
+            now_ms=world.clock(),
+            publisher=publisher(world),
+        )
+        return rollout.id
+
+
+def step(world: World) -> list[str]:
+    with world.db() as session:
+        return advance(session, world.clock(), publisher(world))
+
+
+def finish(world: World, rollout_id: int, device: str, state: CommandState) -> None:
+    """The gateway's current command of the rollout ends in `state`."""
+    with world.db() as session:
+        target = session.get_one(RolloutTarget, (rollout_id, device))
+        command = session.get_one(Command, target.command_id)
+        command.state = state.value
+
+
+def connect(world: World, device: str, connection: str) -> None:
+    with world.db() as session:
+        session.get_one(Twin, device).connection = connection
+
+
+def targets(world: World, rollout_id: int) -> dict[str, str]:
+    with world.db() as session:
+        rows = session.scalars(select(RolloutTarget).where(RolloutTarget.rollout_id == rollout_id))
+        return {t.device_id: t.state for t in rows}
+
+
+def updates_to(world: World, device: str) -> list[str]:
+    with world.db() as session:
+        rows = session.scalars(
+            select(Command).where(Command.device_id == device, Command.name == "update")
+        )
+        return sorted(str(c.args["version"]) for c in rows)
+
+
+def test_a_straggler_is_updated_when_it_is_back_after_the_rollout_completed(
+    world: World, tmp_path: Path
+) -> None:
+    release(world, tmp_path, "0.2.0")
+    rollout_id = start(world, "0.2.0")
+    for device in ("boiler-a", "boiler-b"):
+        finish(world, rollout_id, device, CommandState.SUCCEEDED)
+    connect(world, "boiler-c", "offline")
+    finish(world, rollout_id, "boiler-c", CommandState.EXPIRED)
+    assert step(world) == [f"rollout {rollout_id} completed: 2 updated"]
+    assert targets(world, rollout_id)["boiler-c"] == "straggling"
+    step(world)  # still away: nothing sent
+    assert updates_to(world, "boiler-c") == ["0.2.0"]
+
+    connect(world, "boiler-c", "online")
+    step(world)
+    assert updates_to(world, "boiler-c") == ["0.2.0", "0.2.0"]
+    assert targets(world, rollout_id)["boiler-c"] == "sent"
+    finish(world, rollout_id, "boiler-c", CommandState.SUCCEEDED)
+    step(world)
+    assert set(targets(world, rollout_id).values()) == {"succeeded"}
+    with world.db() as session:
+        assert session.get_one(Rollout, rollout_id).state == "completed"
+    step(world)  # nothing left to follow
+    assert updates_to(world, "boiler-c") == ["0.2.0", "0.2.0"]
+
+
+def test_a_newer_rollout_takes_the_stragglers_over(world: World, tmp_path: Path) -> None:
+    release(world, tmp_path, "0.2.0")
+    first = start(world, "0.2.0")
+    for device in ("boiler-a", "boiler-b"):
+        finish(world, first, device, CommandState.SUCCEEDED)
+    connect(world, "boiler-c", "offline")
+    finish(world, first, "boiler-c", CommandState.EXPIRED)
+    step(world)
+    for device in ("boiler-a", "boiler-b"):
+        world.twin(device, agent_version="0.2.0")  # their births after the update
+    release(world, tmp_path, "0.3.0")
+    second = start(world, "0.3.0")
+    assert set(targets(world, second)) == {"boiler-a", "boiler-b", "boiler-c"}
+    connect(world, "boiler-c", "online")
+    step(world)
+    assert updates_to(world, "boiler-c") == ["0.2.0", "0.3.0"], "the old rollout sent again"
+    assert targets(world, first)["boiler-c"] == "straggling"
