@@ -29,9 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from cloud import thread
+from cloud.db import transaction
 from cloud.errors import CloudError, InvalidInput, NotFound
 from cloud.lifecycle_models import Claim
 from cloud.metrics import CLAIMS
@@ -149,6 +151,27 @@ def claim(session: Session, request: ClaimRequest, *, now_ms: int) -> Claimed:
         CLAIMS.labels(refused.reason).inc()
         log.warning("claim for %s refused: %s (%s)", request.dev, refused.reason, refused.detail)
         raise
+
+
+def register(
+    sessions: sessionmaker[Session], request: ClaimRequest, *, now_ms: int
+) -> tuple[str, bool]:
+    """`claim` in a transaction of its own: (device id, answered again).
+
+    Two claims for the same new device id (or key) with different tokens lock different claim
+    rows, so on PostgreSQL both may find no device and both insert; the loser's insert breaks
+    the unique key. It is then judged again, in a new transaction that sees the winner's
+    device: answered again (the same gateway asking twice) or refused, never an error."""
+    for attempt in (1, 2):
+        try:
+            with transaction(sessions) as session:
+                claimed = claim(session, request, now_ms=now_ms)
+                return claimed.device.id, claimed.again
+        except IntegrityError:
+            if attempt == 2:
+                raise
+            log.info("claim for %s raced another claim: judged again", request.dev)
+    raise AssertionError("unreachable")
 
 
 def _claim(session: Session, request: ClaimRequest, now_ms: int) -> Claimed:

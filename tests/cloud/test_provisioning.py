@@ -19,7 +19,14 @@ from cloud.errors import InvalidInput, NotFound
 from cloud.lifecycle_models import Claim
 from cloud.metrics import CLAIMS
 from cloud.models import Device, ThreadEvent
-from cloud.provisioning import ClaimRefused, claim, create_claims, revoke_batch, token_hash
+from cloud.provisioning import (
+    ClaimRefused,
+    claim,
+    create_claims,
+    register,
+    revoke_batch,
+    token_hash,
+)
 from cloud.registry import add_device
 from protocols.cose import generate_private_key
 from protocols.provisioning import ClaimRequest, make_request, open_request
@@ -202,6 +209,35 @@ def test_two_gateways_racing_for_one_single_use_token(sessions: sessionmaker[Ses
     for thread in threads:
         thread.join()
     assert sorted(outcomes) == ["accepted", "used_up"]
+
+
+def test_one_new_device_claimed_twice_at_once_with_two_tokens(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Different tokens lock different rows: on PostgreSQL both claims may insert the device,
+    and the loser is judged again (`register`), never an error."""
+    for round_ in range(5):
+        dev = f"gw-0000000001{round_:02d}"
+        requests = [request(issue(sessions), dev=dev) for _ in range(2)]
+        outcomes: list[str] = []
+        barrier = threading.Barrier(2)
+
+        def race(
+            req: ClaimRequest, barrier: threading.Barrier = barrier, outcomes: list[str] = outcomes
+        ) -> None:
+            barrier.wait()
+            try:
+                register(sessions, req, now_ms=T0 + 1)
+                outcomes.append("accepted")
+            except ClaimRefused as exc:
+                outcomes.append(exc.reason)
+
+        threads = [threading.Thread(target=race, args=(r,)) for r in requests]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(outcomes) == ["accepted", "device_exists"], (round_, outcomes)
 
 
 def test_bad_issue_options_are_refused(sessions: sessionmaker[Session]) -> None:

@@ -8,6 +8,7 @@ tells the gateway its device id, its broker login and the cloud keys to pin.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from typing import Any
@@ -25,9 +26,9 @@ from cloud.errors import CloudError, InvalidInput
 from cloud.metrics import CLAIMS
 from cloud.provisioning import (
     ClaimRefused,
-    claim,
     cloud_public_keys,
     record_broker_login,
+    register,
 )
 from cloud.settings import CloudSettings
 from protocols.errors import ProtocolError
@@ -96,13 +97,10 @@ async def claim_gateway(request: Request, ctx: ContextDep) -> JSONResponse:
         raise ClaimRefused("bad_request", detail, status=400) from None
     now = ctx.clock()
 
-    def register() -> tuple[str, bool]:
-        with transaction(ctx.sessions) as session:
-            claimed = claim(session, claim_request, now_ms=now)
-            return claimed.device.id, claimed.again
-
     try:
-        device_id, again = await run_in_threadpool(register)
+        device_id, again = await run_in_threadpool(
+            functools.partial(register, ctx.sessions, claim_request, now_ms=now)
+        )
     except ClaimRefused:
         await run_in_threadpool(ctx.throttle.claim_refused, address)
         raise
