@@ -1,8 +1,11 @@
 """Agent releases and staged rollouts: waves, a halt on failures, rollback, manual resume.
 
 A release is a wheel kept under `CloudSettings.artifacts_dir` by its SHA-256, served at
-``GET /api/v1/updates/artifacts/{sha256}`` (with ``Range``, so a gateway resumes a broken
-download). A rollout sends it in waves: cumulative percentages of the eligible fleet (the
+``GET /api/v1/updates/artifacts/{sha256}?dev=...&t=...`` (with ``Range``, so a gateway resumes
+a broken download) to the gateway the link was made for (`download_token`): each update
+command carries its gateway's own link, inside the signed manifest.
+
+A rollout sends it in waves: cumulative percentages of the eligible fleet (the
 boilers, of one model or all, whose agent is older than the release and at least its
 ``min_agent``). Each gateway gets a signed ``update`` command: the command *is* the manifest
 (version, URL, SHA-256, size, min agent, rollout id), so the agent trusts nothing it was not
@@ -23,9 +26,11 @@ signed for.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import math
 import shutil
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +46,7 @@ from cloud.keys import CommandKey
 from cloud.lifecycle_models import Release, Rollout, RolloutTarget
 from cloud.models import Command, Device, Twin
 from cloud.settings import CloudSettings
+from protocols.cose import private_key_to_raw
 from protocols.messages import CommandName
 from protocols.versions import is_version, newer
 
@@ -111,6 +117,34 @@ def add_release(
     session.add(release)
     log.info("release %s added (%s, %d bytes)", version, digest[:12], len(data))
     return release
+
+
+def download_token(key: CommandKey, device_id: str, sha256: str) -> str:
+    """What lets `device_id` (and no one else) download artifact `sha256`: an HMAC under a
+    secret derived from the command key, so it needs no storage of its own."""
+    secret = hashlib.sha256(b"bt-artifact-link\0" + private_key_to_raw(key.key)).digest()
+    mac = hmac.new(secret, f"{device_id}\0{sha256}".encode(), hashlib.sha256)
+    return mac.hexdigest()[:32]
+
+
+def artifact_url(publisher: Publisher, sha256: str, device_id: str) -> str:
+    """The download link an update command carries (inside the signed manifest)."""
+    token = download_token(publisher.issuer.key, device_id, sha256)
+    query = urllib.parse.urlencode({"dev": device_id, "t": token})
+    return f"{publisher.base_url.rstrip('/')}{ARTIFACT_PATH}{sha256}?{query}"
+
+
+def artifact_for(
+    session: Session, key: CommandKey, artifacts_dir: Path, sha256: str, device_id: str, token: str
+) -> Path:
+    """The file behind a download link; `NotFound` for a link that is not a live device's
+    own (the same answer as for an unknown artifact, so links cannot be probed)."""
+    device = session.get(Device, device_id)
+    if device is None or device.revoked:
+        raise NotFound("no such artifact", sha256=sha256)
+    if not hmac.compare_digest(token, download_token(key, device_id, sha256)):
+        raise NotFound("no such artifact", sha256=sha256)
+    return artifact_path(session, artifacts_dir, sha256)
 
 
 def artifact_path(session: Session, artifacts_dir: Path, sha256: str) -> Path:
@@ -234,7 +268,7 @@ def _update(
     now_ms: int,
     publisher: Publisher,
 ) -> str:
-    url = publisher.base_url.rstrip("/") + ARTIFACT_PATH + release.sha256
+    url = artifact_url(publisher, release.sha256, device_id)
     command = publisher.issuer.issue(
         session,
         device_id,

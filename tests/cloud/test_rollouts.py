@@ -1,10 +1,11 @@
 """Rollout bookkeeping on SQLite and PostgreSQL (`cloud.rollouts.advance`, no broker): a
 gateway whose update expired while it was away is a straggler; the rollout completes
 without it, sends it the update when it is back, and counts it in when it succeeds; a newer
-rollout takes such stragglers over."""
+rollout takes such stragglers over. And each gateway's download link serves it alone."""
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import pytest
 from sqlalchemy import select
 
 from cloud.domain import CommandState
-from cloud.lifecycle_models import Rollout, RolloutTarget
-from cloud.models import Command, Twin
+from cloud.lifecycle_models import Release, Rollout, RolloutTarget
+from cloud.models import Command, Device, Twin
 from cloud.rollouts import Publisher, add_release, advance, start_rollout
 from tests.cloud.api_helpers import World, world_for
 from tests.cloud.rollout_scenario import fake_wheel
@@ -139,3 +140,37 @@ def test_a_newer_rollout_takes_the_stragglers_over(world: World, tmp_path: Path)
     step(world)
     assert updates_to(world, "boiler-c") == ["0.2.0", "0.3.0"], "the old rollout sent again"
     assert targets(world, first)["boiler-c"] == "straggling"
+
+
+# --- download links -------------------------------------------------------------------------
+
+
+def test_an_artifact_is_served_only_to_the_gateway_its_link_was_made_for(
+    world: World, tmp_path: Path
+) -> None:
+    release(world, tmp_path, "0.2.0")
+    rollout_id = start(world, "0.2.0")
+    with world.db() as session:
+        target = session.get_one(RolloutTarget, (rollout_id, "boiler-a"))
+        link = str(session.get_one(Command, target.command_id).args["url"])
+        sha = session.get_one(Release, "0.2.0").sha256
+    path = urllib.parse.urlsplit(link)
+    assert path.path == f"/api/v1/updates/artifacts/{sha}"
+    query = dict(urllib.parse.parse_qsl(path.query))
+    assert query["dev"] == "boiler-a" and len(query["t"]) == 32
+    wheel = (world.settings.artifacts_dir / f"{sha}.whl").read_bytes()
+    whole = world.client.get(f"{path.path}?{path.query}")
+    assert whole.status_code == 200 and whole.content == wheel
+    rest = world.client.get(f"{path.path}?{path.query}", headers={"Range": "bytes=100-"})
+    assert rest.status_code == 206 and rest.content == wheel[100:]
+
+    other = {"dev": "boiler-b", "t": query["t"]}  # someone else's link
+    for params in ({}, {"dev": "boiler-a"}, {"dev": "boiler-a", "t": "0" * 32}, other):
+        refused = world.client.get(path.path, params=params)
+        assert refused.status_code == 404, (params, refused.status_code)
+        assert refused.json()["detail"] == "no such artifact"
+    wrong_sha = world.client.get(f"/api/v1/updates/artifacts/{'0' * 64}?{path.query}")
+    assert wrong_sha.status_code == 404
+    with world.db() as session:
+        session.get_one(Device, "boiler-a").revoked = True
+    assert world.client.get(f"{path.path}?{path.query}").status_code == 404

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
@@ -19,7 +19,7 @@ from cloud.domain import STAFF, Role
 from cloud.errors import NotFound
 from cloud.lifecycle_models import Release, Rollout
 from cloud.rollouts import (
-    artifact_path,
+    artifact_for,
     fleet_versions,
     halt_by_hand,
     resume,
@@ -161,10 +161,13 @@ def versions(caller: CallerDep, session: SessionDep) -> dict[str, Any]:
     responses={code: PROBLEM_RESPONSES[code] for code in (404, 422)},
 )
 def download_artifact(
-    ctx: ContextDep, sha256: str = Path(pattern="^[0-9a-f]{64}$")
+    ctx: ContextDep,
+    sha256: str = Path(pattern="^[0-9a-f]{64}$"),
+    dev: str = Query(default="", max_length=64, description="the gateway the link is for"),
+    t: str = Query(default="", max_length=64, description="the link's token"),
 ) -> FileResponse:
-    """A release's wheel, by its SHA-256 (``Range`` supported, to resume). Not secret: what
-    a gateway installs is decided by the signed manifest, which names this hash."""
+    """A release's wheel, by its SHA-256 (``Range`` supported, to resume), for the gateway
+    whose update command carried this link (any other request: 404)."""
     with ctx.sessions() as session:
-        path = artifact_path(session, ctx.settings.artifacts_dir, sha256)
+        path = artifact_for(session, ctx.commands.key, ctx.settings.artifacts_dir, sha256, dev, t)
     return FileResponse(path, media_type="application/octet-stream")
