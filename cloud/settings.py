@@ -74,10 +74,12 @@ class CloudSettings:
     """Key id commands are signed with; None picks the newest key in `keys_dir`."""
 
     command_ttl_s: float = 300.0
-    config_command_ttl_s: float = 86_400.0
-    """A ``configure`` command not delivered within this expires; the device gets the same
-    version in a new command once it is online again (`cloud.device_config`)."""
     """A command not delivered within this becomes ``expired`` (its signed ``exp``)."""
+    config_command_ttl_s: float = 86_400.0
+    """The lifetime of the commands the cloud issues on its own (``configure``, ``update``,
+    ``rollback``, key rotation). One not delivered within it expires; the device gets the
+    same configuration or update in a new command once it is online again
+    (`cloud.device_config`, `cloud.rollouts`)."""
     result_timeout_s: float = 120.0
     """A delivered command with no result this long after ``exp`` becomes ``timed_out``."""
     restart_limit: int = 5
