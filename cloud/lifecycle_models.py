@@ -26,6 +26,8 @@ class Claim(Base):
     """Only boilers of this model (as their identity registers say) may use it; None: any."""
     owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
     """The owner a gateway claimed with it is bound to (an installer's customer)."""
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    """The tenant it is bound to (a landlord's installation in a let home)."""
     max_uses: Mapped[int] = mapped_column(Integer)
     uses: Mapped[int] = mapped_column(Integer, default=0)
     expires_ms: Mapped[int] = mapped_column(BigInteger)

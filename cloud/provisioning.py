@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud import thread
 from cloud.db import transaction
+from cloud.domain import Role
 from cloud.errors import CloudError, InvalidInput, NotFound
 from cloud.lifecycle_models import Claim
 from cloud.metrics import CLAIMS
@@ -91,6 +92,7 @@ def create_claims(
     max_uses: int = 1,
     model: str | None = None,
     owner_id: str | None = None,
+    tenant_id: str | None = None,
     actor: str = "cli",
 ) -> Issued:
     """`count` tokens for `batch`, each good for `max_uses` gateways until `expires_ms`."""
@@ -103,8 +105,8 @@ def create_claims(
     batch = batch.strip()
     if not batch or len(batch) > 100:
         raise InvalidInput("batch must be 1 to 100 characters", field="batch")
-    if owner_id is not None and session.get(User, owner_id) is None:
-        raise NotFound(f"no user {owner_id}", field="owner")
+    _check_person(session, owner_id, Role.OWNER)
+    _check_person(session, tenant_id, Role.TENANT)
     tokens = tuple(new_token() for _ in range(count))
     session.add_all(
         Claim(
@@ -112,6 +114,7 @@ def create_claims(
             batch=batch,
             model=model,
             owner_id=owner_id,
+            tenant_id=tenant_id,
             max_uses=max_uses,
             uses=0,
             expires_ms=expires_ms,
@@ -123,6 +126,18 @@ def create_claims(
     )
     log.info("%d claim token(s) issued for batch %r by %s", count, batch, actor)
     return Issued(tokens, batch, max_uses, expires_ms)
+
+
+def _check_person(session: Session, user_id: str | None, role: Role) -> None:
+    """A claim binds only an existing user of the right role (or no one)."""
+    if user_id is None:
+        return
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no user {user_id}", field=role.value)
+    if user.role != role.value:
+        article = Role(user.role).article
+        raise InvalidInput(f"{user_id} is {article}, not {role.article}", field=role.value)
 
 
 def revoke_batch(session: Session, batch: str) -> int:
@@ -234,6 +249,7 @@ def _claim(session: Session, request: ClaimRequest, now_ms: int) -> Claimed:
         known_new=True,
     )
     device.owner_id = row.owner_id
+    device.tenant_id = row.tenant_id
     row.uses += 1
     thread.record(
         session,
@@ -251,6 +267,7 @@ def _claim(session: Session, request: ClaimRequest, now_ms: int) -> Claimed:
             "model": device.model,
             "agent": request.agent,
             "owner": row.owner_id,
+            "tenant": row.tenant_id,
         },
     )
     CLAIMS.labels("accepted").inc()

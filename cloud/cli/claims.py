@@ -48,6 +48,7 @@ def claims_create(
     uses: Annotated[int, typer.Option(min=1, help="Gateways each token may register.")] = 1,
     model: Annotated[str | None, typer.Option(help="Only boilers of this model.")] = None,
     owner: Annotated[str | None, typer.Option(help="Bind claimed boilers to this owner.")] = None,
+    tenant: Annotated[str | None, typer.Option(help="Bind claimed boilers to this tenant.")] = None,
     expires: Annotated[str, typer.Option(help="30m, 12h, 7d, or an ISO date/time.")] = "7d",
     out: Annotated[
         Path | None, typer.Option(help="Write the tokens here (0600), not to the terminal.")
@@ -69,6 +70,7 @@ def claims_create(
             max_uses=uses,
             model=model,
             owner_id=owner,
+            tenant_id=tenant,
         )
     text = "".join(f"{token}\n" for token in issued.tokens)
     when = datetime.fromtimestamp(until / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -86,7 +86,8 @@ def test_a_claim_registers_the_gateway_with_the_boilers_identity(
 ) -> None:
     with transaction(sessions) as session:
         create_user(session, "olive", "correct-horse-battery", Role.OWNER, now_ms=T0)
-    token = issue(sessions, model="BT-24C", owner_id="olive")
+        create_user(session, "tam", "correct-horse-battery", Role.TENANT, now_ms=T0)
+    token = issue(sessions, model="BT-24C", owner_id="olive", tenant_id="tam")
     accepted = count("accepted")
     device_id = do_claim(sessions, request(token, location="51.5,-0.12", address="1 High St"))
     assert count("accepted") == accepted + 1
@@ -94,6 +95,7 @@ def test_a_claim_registers_the_gateway_with_the_boilers_identity(
         device = session.get(Device, device_id)
         assert device is not None
         assert (device.serial, device.model, device.owner_id) == ("BT24C-000042", "BT-24C", "olive")
+        assert device.tenant_id == "tam"
         assert (device.lat, device.lon, device.address) == (51.5, -0.12, "1 High St")
         row = session.scalars(select(Claim)).one()
         assert row.uses == 1 and row.token_hash == token_hash(token)
@@ -247,3 +249,12 @@ def test_bad_issue_options_are_refused(sessions: sessionmaker[Session]) -> None:
         issue(sessions, expires_ms=T0)
     with pytest.raises(NotFound, match="no user"):
         issue(sessions, owner_id="nobody")
+    with pytest.raises(NotFound, match="no user"):
+        issue(sessions, tenant_id="nobody")
+    with transaction(sessions) as session:
+        create_user(session, "otto", "correct-horse-battery", Role.OWNER, now_ms=T0)
+        create_user(session, "tina", "correct-horse-battery", Role.TENANT, now_ms=T0)
+    with pytest.raises(InvalidInput, match="tina is a tenant, not an owner"):
+        issue(sessions, owner_id="tina")
+    with pytest.raises(InvalidInput, match="otto is an owner, not a tenant"):
+        issue(sessions, tenant_id="otto")
