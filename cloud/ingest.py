@@ -103,6 +103,8 @@ class Verified:
 
     message: UplinkMessage
     kind: TopicKind
+    envelope: bytes = b""
+    """As received: kept as evidence (`cloud.evidence`)."""
 
 
 class Received(Protocol):
@@ -262,7 +264,7 @@ class Ingest:
             reason, detail = problem
             log.debug("%s: seq %d does not fit: %s", device_id, opened.seq, detail)
             return Outcome("rejected", reason, device_id, opened.seq)
-        return Verified(opened, kind)
+        return Verified(opened, kind, payload)
 
     def _open(
         self, payload: bytes, topic: str, device_id: str, keys: list[Ed25519PublicKey]
@@ -359,9 +361,10 @@ class Ingest:
     def _store(self, ready: list[tuple[int, Verified]]) -> list[Outcome]:
         """Store verified messages in one transaction (retried as a whole)."""
         messages = [(v.message, v.kind) for _, v in ready]
+        envelopes = [v.envelope for _, v in ready]
 
         def work(session: Session) -> list[Stored]:
-            return store_batch(session, messages, self.clock(), self.max_ahead_ms)
+            return store_batch(session, messages, self.clock(), self.max_ahead_ms, envelopes)
 
         stored = self._retrying(work)
         outcomes = []

@@ -181,6 +181,9 @@ class Uplink(Base):
     kind: Mapped[str] = mapped_column(String(8))
     ts_ms: Mapped[int] = mapped_column(BigInteger)
     received_ms: Mapped[int] = mapped_column(BigInteger)
+    envelope: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The device's signed COSE envelope, as received: evidence for proof bundles
+    (`cloud.evidence`; cleared after `CloudSettings.evidence_keep_days`)."""
 
 
 class Sample(Base):
@@ -268,7 +271,10 @@ class ThreadEvent(Base):
     """The digital thread: append-only, typed events about a boiler (and later, people and jobs)."""
 
     __tablename__ = "thread_events"
-    __table_args__ = (Index("ix_thread_device_id", "device_id", "id"),)
+    __table_args__ = (
+        Index("ix_thread_device_id", "device_id", "id"),
+        Index("ix_thread_events_chain", "device_id", "chain_seq"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     device_id: Mapped[str | None] = mapped_column(String(63))
@@ -281,6 +287,11 @@ class ThreadEvent(Base):
     subject: Mapped[str | None] = mapped_column(String(64), index=True)
     """What it is about beyond the boiler, e.g. a command id."""
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    chain_seq: Mapped[int | None] = mapped_column(BigInteger)
+    """Place in its chain (the boiler's, or ``fleet``), from 1; `protocols.proof` has the
+    rules. None for events recorded before chaining began."""
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class Command(Base):

@@ -1,4 +1,5 @@
-"""The digital thread: an append-only, queryable log of typed events per boiler."""
+"""The digital thread: an append-only, queryable log of typed events per boiler, each event
+chained to the one before it by hash (`cloud.evidence`, `protocols.proof`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cloud import evidence
 from cloud.models import ThreadEvent
 
 
@@ -64,6 +66,7 @@ def record(
         subject=subject,
         data=data or {},
     )
+    evidence.link(session, event)
     session.add(event)
     return event
 

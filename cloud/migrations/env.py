@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import cloud.evidence_models
 import cloud.lifecycle_models  # noqa: F401 (its tables, on the same metadata)
 from cloud.models import Base
 from cloud.partitions import is_partition_table

@@ -66,9 +66,11 @@ def store_batch(
     messages: Sequence[tuple[UplinkMessage, TopicKind]],
     now: int,
     max_ahead_ms: int,
+    envelopes: Sequence[bytes] | None = None,
 ) -> list[Stored]:
-    """Store `messages` (verified, in arrival order) in the caller's transaction."""
-    first = _insert_uplinks(session, messages, now)
+    """Store `messages` (verified, in arrival order) in the caller's transaction, with the
+    signed `envelopes` they came in (the same order) as evidence."""
+    first = _insert_uplinks(session, messages, now, envelopes)
     fresh = [i for i, (message, _) in enumerate(messages) if first.get(_key(message)) == i]
     if not fresh:
         return [Stored(None)] * len(messages)
@@ -112,7 +114,10 @@ def _mirrored(message: UplinkMessage) -> bool:
 
 
 def _insert_uplinks(
-    session: Session, messages: Sequence[tuple[UplinkMessage, TopicKind]], now: int
+    session: Session,
+    messages: Sequence[tuple[UplinkMessage, TopicKind]],
+    now: int,
+    envelopes: Sequence[bytes] | None,
 ) -> dict[tuple[str, int], int]:
     """Insert the batch's ``uplinks`` rows; returns {(device, seq): index} of the rows this
     transaction inserted (the first copy's index in `messages`)."""
@@ -127,6 +132,7 @@ def _insert_uplinks(
             "kind": kind.value,
             "ts_ms": message.ts,
             "received_ms": now,
+            "envelope": envelopes[i] if envelopes else None,
         }
         for key, i in sorted(first.items())
         for message, kind in (messages[i],)

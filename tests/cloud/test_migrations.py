@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+import cloud.evidence_models
 import cloud.lifecycle_models  # noqa: F401 (its tables, on the same metadata)
 from cloud.db import make_engine
 from cloud.models import Base
