@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from prometheus_client import start_http_server
 from sqlalchemy.orm import Session, sessionmaker
 
+from cloud import evidence
 from cloud.api.app import create_app
 from cloud.broker_stats import run_broker_stats
 from cloud.commands import CommandService, Issuer, RestartRule
@@ -143,6 +144,28 @@ async def rollout_loop(
             wake()
 
     await every(max(settings.sweep_interval_s, 1.0), once, "rollouts")
+
+
+async def evidence_keeper(
+    sessions: sessionmaker[Session], key: CommandKey, settings: CloudSettings, clock: Clock
+) -> None:
+    """Sign the heads of the thread chains that moved; clear envelopes past their keep."""
+
+    def once() -> None:
+        now = clock()
+        with transaction(sessions) as session:
+            evidence.checkpoint_all(session, key, now)
+        with transaction(sessions) as session:
+            keep_ms = settings.evidence_keep_days * 86_400_000
+            cleared = evidence.prune_envelopes(session, now - keep_ms)
+        if cleared:
+            log.info(
+                "evidence: %d envelope(s) past %d days cleared",
+                cleared,
+                settings.evidence_keep_days,
+            )
+
+    await every(settings.checkpoint_interval_s, once, "evidence")
 
 
 async def key_switcher(
@@ -287,6 +310,7 @@ async def serve_main(settings: CloudSettings, clock: Clock = wall_ms) -> None:
     loops["config-resend"] = lambda: config_resender(sessions, key, settings, clock)
     loops["rollouts"] = lambda: rollout_loop(sessions, key, settings, clock, dispatcher.wake)
     loops["key-rotation"] = lambda: key_switcher(sessions, key, settings, clock, dispatcher.wake)
+    loops["evidence"] = lambda: evidence_keeper(sessions, key, settings, clock)
     if settings.broker_stats:
         loops["broker-stats"] = lambda: run_broker_stats(settings)
     if settings.predict:

@@ -102,6 +102,11 @@ class CloudSettings:
     is 48 watermarks a day, about 3% of a boiler's bytes."""
     watermark_check_s: float = 5.0
     """How often the cloud looks for devices due a watermark."""
+    checkpoint_interval_s: float = 3600.0
+    """How often the head of every thread chain that moved is signed (`cloud.evidence`)."""
+    evidence_keep_days: int = 400
+    """How long the devices' signed envelopes are kept for proof bundles (the readings
+    themselves are kept regardless)."""
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -319,9 +324,13 @@ def _check(s: CloudSettings) -> None:
         "watermark_interval_s",
         "watermark_check_s",
         "predict_interval_s",
+        "checkpoint_interval_s",
     )
     if s.predict_grace_s < 0:
         raise ConfigError("predict_grace_s", "must not be negative")
+    evidence = s.evidence_keep_days
+    if isinstance(evidence, bool) or not isinstance(evidence, int) or evidence < 1:
+        raise ConfigError("evidence_keep_days", "must be a whole number of days >= 1")
     keep = s.predict_keep_days
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise ConfigError("predict_keep_days", "must be a whole number of days >= 1")
