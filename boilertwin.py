@@ -63,6 +63,36 @@ def show_version() -> None:
         typer.echo("unknown (not installed)")
 
 
+@app.command("verify-proof")
+def verify_proof(
+    bundle: str = typer.Argument(..., help="The proof bundle (a .zip from a job's proof)."),
+    cloud_key: str = typer.Option(
+        "", help="The manufacturer's public key (PEM) the bundle must be signed with."
+    ),
+) -> None:
+    """Check a job's proof bundle offline: every file against the signed manifest, the
+    thread's hash chain to its signed checkpoint, and every signature. Exit 0 if it holds,
+    1 if not (each problem named), 2 if it cannot be read."""
+    from pathlib import Path
+
+    from protocols.cose import public_key_from_pem
+    from protocols.errors import ProtocolError
+    from protocols.proof import check_bundle
+
+    try:
+        data = Path(bundle).read_bytes()
+        key = public_key_from_pem(Path(cloud_key).read_bytes()) if cloud_key else None
+    except (OSError, ProtocolError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    report = check_bundle(data, key)
+    for line in report.lines():
+        typer.echo(line)
+    if not cloud_key and report.ok:
+        typer.echo("  (against the bundle's own cloud key: pass --cloud-key to check the signer)")
+    raise typer.Exit(0 if report.ok else 1)
+
+
 evaluate_app = typer.Typer(add_completion=False)
 
 

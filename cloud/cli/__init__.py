@@ -19,6 +19,7 @@ from cloud.cli.common import (
 )
 from cloud.cli.config import config_app
 from cloud.cli.devices import broker_app, devices_app
+from cloud.cli.evidence import thread_app
 from cloud.cli.people import engineers_app, users_app
 from cloud.cli.quarantine import quarantine_app
 from cloud.cli.updates import keys_app, releases_app, rollouts_app
@@ -37,6 +38,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(releases_app, name="releases")
 app.add_typer(rollouts_app, name="rollouts")
 app.add_typer(keys_app, name="cloud-keys")
+app.add_typer(thread_app, name="thread")
 
 
 @app.command("migrate")

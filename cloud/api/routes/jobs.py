@@ -22,9 +22,11 @@ from cloud.api.schemas import (
     ResponseBody,
     SelectBody,
 )
+from cloud.db import transaction
 from cloud.domain import Caller, InvitationState, JobState, Role
 from cloud.errors import Forbidden
 from cloud.models import Invitation, Job
+from cloud.proof_bundle import attachment, export
 from cloud.service.crowd import Principle
 from cloud.service.domain import CompletionReport
 from cloud.service.views import (
@@ -218,3 +220,27 @@ def my_invitations(
     found = session.execute(query.order_by(Invitation.invited_ms.desc()).limit(200)).all()
     rows = sorted(found, key=lambda r: r[0].state != "open")
     return {"items": [invitation_json(i) | {"job": job_json(j, caller)} for i, j in rows]}
+
+
+@router.get(
+    "/jobs/{job_id}/proof",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/zip": {}}, "description": "the proof bundle (a zip)"},
+        409: {"description": "the job predates the chained thread"},
+    },
+)
+def job_proof(job_id: str, caller: CallerDep, ctx: ContextDep) -> Response:
+    """The job's proof bundle: its thread chained to a signed checkpoint, the boiler's signed
+    messages, the signed commands and the keys, for ``boilertwin verify-proof`` (or any COSE
+    library) to check offline."""
+    with transaction(ctx.sessions) as session:
+        bundle = export(
+            session,
+            caller,
+            job_id,
+            key=ctx.commands.key,
+            keys_dir=ctx.settings.keys_dir,
+            now_ms=ctx.clock(),
+        )
+    return Response(bundle, media_type="application/zip", headers=attachment(job_id))

@@ -25,12 +25,14 @@ from cloud.api.schemas import (
     ResponseBody,
     SelectBody,
 )
+from cloud.db import transaction
 from cloud.errors import Forbidden, InvalidInput
 from cloud.models import Job
 from cloud.portal.forms import act, parse
 from cloud.portal.pages.job_page import evaluation_token, job_page_values
 from cloud.portal.render import JOB_STATE_WORDS, page, words
 from cloud.portal.session import PosterDep, VisitorDep
+from cloud.proof_bundle import attachment, export
 from cloud.service.crowd import Principle
 from cloud.service.domain import CompletionReport
 from cloud.service.views import visible_job
@@ -75,6 +77,21 @@ def jobs_page(
         state=state,
         states=JOB_STATE_WORDS,
     )
+
+
+@router.get("/jobs/{job_id}/proof")
+def job_proof(job_id: str, visitor: VisitorDep, ctx: ContextDep) -> Response:
+    """The job's proof bundle (the API's ``GET /api/v1/jobs/{id}/proof``), as a download."""
+    with transaction(ctx.sessions) as session:
+        bundle = export(
+            session,
+            visitor.caller,
+            job_id,
+            key=ctx.commands.key,
+            keys_dir=ctx.settings.keys_dir,
+            now_ms=ctx.clock(),
+        )
+    return Response(bundle, media_type="application/zip", headers=attachment(job_id))
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
