@@ -13,9 +13,7 @@ someone else's job.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ from cloud.keys import CommandKey
 from cloud.models import Command, DeviceKey, Job, ThreadEvent, Uplink
 from cloud.service.views import visible_job
 from protocols.cose import public_key_from_raw, public_key_to_pem, sign
-from protocols.proof import canonical
+from protocols.proof import canonical, pack
 
 BEFORE_FAULT_MS = 2 * 3_600_000
 BEFORE_REPAIR_MS = 10 * 60_000
@@ -145,13 +143,7 @@ def build_bundle(
         "files": {name: _sha256(body) for name, body in sorted(files.items())},
     }
     files["manifest.cose"] = sign(canonical(manifest), key.key, key.kid)
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name in sorted(files):
-            info = zipfile.ZipInfo(f"{name}", date_time=(2026, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, files[name])
-    return out.getvalue()
+    return pack(files)
 
 
 def _shown(event: ThreadEvent, job_id: str) -> dict[str, Any]:

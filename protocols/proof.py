@@ -106,6 +106,21 @@ class Report:
         return [f"proof bundle for job {self.job}: INVALID", *(f"  - {p}" for p in self.problems)]
 
 
+def pack(files: Mapping[str, bytes]) -> bytes:
+    """The canonical zip of `files`: sorted, stored (not compressed), fixed dates and
+    attributes, so the same files always make the same bytes and a verifier can tell that
+    nothing was changed in the container either."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        for name in sorted(files):
+            info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
+            info.create_system = 3
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_STORED
+            archive.writestr(info, files[name])
+    return out.getvalue()
+
+
 def check_bundle(data: bytes, cloud_key: Ed25519PublicKey | None = None) -> Report:
     """Check a bundle offline; see the module docs. `cloud_key`: the key the manufacturer's
     signatures must verify with (None: the bundle's own ``keys/cloud-*.pem``, which proves
@@ -113,9 +128,19 @@ def check_bundle(data: bytes, cloud_key: Ed25519PublicKey | None = None) -> Repo
     report = Report()
     try:
         files = _unzip(data)
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:
         report.problems.append(f"the bundle is not a readable zip: {exc}")
         return report
+    canonical_zip = pack(files)
+    if canonical_zip != data:
+        at = next(
+            (i for i, (a, b) in enumerate(zip(canonical_zip, data, strict=False)) if a != b),
+            min(len(canonical_zip), len(data)),
+        )
+        report.problems.append(
+            f"the zip container differs from the canonical one at byte {at} "
+            "(changed outside its files)"
+        )
     keys = _keys(files, report)
     cloud = {kid: k for kid, k in keys.items() if kid.startswith("cloud:")}
     if cloud_key is not None:
