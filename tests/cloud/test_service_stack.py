@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
+import json
 import signal
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +23,12 @@ import pytest
 
 from cloud.domain import Role
 from cloud.service.crowd import Place, haversine_km
+from protocols.proof import check_bundle
 from protocols.reference import BoilerStatus
 from tests.broker import Broker
 from tests.cloud.stack import Stack, eventually
 from tests.edge_agent.harness import Gateway
+from tests.protocols.test_proof import pycose_verifies_every_envelope
 
 pytestmark = pytest.mark.integration
 
@@ -372,6 +377,37 @@ async def test_lockout_to_crowdsourced_repair_to_evaluation(rig: Rig) -> None:
     assert states == COMMAND_STATES
     assert thread[-2]["data"]["outcome"] == "verified"
     assert thread[-1]["data"]["profile"]["after"]["evaluated"] == n + 1
+
+    # ... and the owner exports it as a proof bundle that anyone can check offline.
+    await proof_checks_out(stack, job_id, command_id)
+
+
+async def proof_checks_out(stack: Stack, job_id: str, command_id: str) -> None:
+    """The job's bundle holds under the manufacturer's key and pycose, names the restart's
+    command and acks, and a flipped byte in it is reported."""
+    answer = await stack.api.get(f"/api/v1/jobs/{job_id}/proof", headers=await stack.login(OWNER))
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/zip"
+    bundle = answer.content
+    report = check_bundle(bundle, stack.key.key.public_key())
+    assert report.ok, report.problems
+    assert report.checked["signed commands"] >= 1 and report.checked["device envelopes"] >= 3
+    assert pycose_verifies_every_envelope(bundle) >= 5
+    with zipfile.ZipFile(io.BytesIO(bundle)) as archive:
+        names = set(archive.namelist())
+        events = json.loads(archive.read("thread.json"))
+    assert f"commands/{command_id}.cose" in names
+    shown = [e for e in events if not e.get("redacted")]
+    assert {"request", "contract", "command", "verification"} <= {e["kind"] for e in shown}
+    assert any(e["kind"] == "command_state" and e["data"]["to"] == "succeeded" for e in shown)
+    flipped = bytearray(bundle)
+    flipped[len(bundle) // 3] ^= 0x10
+    assert not check_bundle(bytes(flipped), stack.key.key.public_key()).ok
+    for outsider in (SECOND, WEAKEST):
+        refused = await stack.api.get(
+            f"/api/v1/jobs/{job_id}/proof", headers=await stack.login(outsider)
+        )
+        assert refused.status_code in (403, 404), (outsider, refused.status_code)
 
 
 # Only the relapse can decide: the boiler would have to run normally for far longer than this.
