@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from cloud.domain import Role
+from cloud.models import ThreadEvent
 from cloud.portal.render import money, number, percent
+from protocols.proof import check_bundle
 from tests.cloud.api_helpers import World, world_for
 from tests.cloud.portal_helpers import Visitor, page_text
 from tests.cloud.service_helpers import DEV, Portal, engineer, lockout_boiler, north, running
@@ -219,6 +222,16 @@ def test_the_whole_service_story_through_the_portal(world: World, portal: Portal
     api_kinds = [e["kind"] for e in portal.thread(job_id)]
     assert kinds == api_kinds and "evaluation" in kinds and "command" in kinds
 
+    # the proof button downloads the same bundle as the API, and it holds
+    assert 'href="/jobs/' + job_id + '/proof"' in olivia.get(f"/jobs/{job_id}").text
+    download = olivia.get(f"/jobs/{job_id}/proof")
+    assert download.status_code == 200
+    assert download.headers["content-disposition"] == f'attachment; filename="proof-{job_id}.zip"'
+    report = check_bundle(download.content, world.commands.key.key.public_key())
+    assert report.ok and report.job == job_id, report.problems
+    for person in ("tom", "eve", "sue"):  # tenant, contracted engineer, support
+        assert Visitor(world, person).get(f"/jobs/{job_id}/proof").status_code == 200, person
+
 
 def test_the_owner_declines_with_a_note(world: World, portal: Portal) -> None:
     job_id = tenant_request(portal)
@@ -261,7 +274,13 @@ def test_an_invited_engineer_sees_no_people_and_an_uninvited_one_nothing(
     assert 'id="thread"' not in html and 'id="shortlist"' not in html
     assert "Urgency" in text and 'id="respond-button"' in html
 
+    assert 'id="proof-button"' not in html
+    assert Visitor(world, "eve").get(f"/jobs/{job_id}/proof").status_code == 403
+    assert portal.get("eve", f"/jobs/{job_id}/proof").status_code == 403
+
     ulf = Visitor(world, "ulf")
+    assert ulf.get(f"/jobs/{job_id}/proof").status_code == 404
+    assert portal.get("ulf", f"/jobs/{job_id}/proof").status_code == 404
     assert portal.get("ulf", f"/jobs/{job_id}").status_code == 404
     assert ulf.get(f"/jobs/{job_id}").status_code == 404
     assert ulf.post(f"/jobs/{job_id}/respond", available="no").status_code == 404
@@ -355,3 +374,16 @@ def test_a_flagged_request_goes_ahead_with_a_reason(world: World, portal: Portal
     assert refused == "error:say why the request stands despite the live data"
     _, message = olivia.submit(f"/jobs/{job_id}/confirm", note="it cuts out at night")
     assert "Confirmed" in message and portal.state(job_id) == "crowdsourcing"
+
+
+def test_a_job_recorded_before_the_chain_has_no_proof(world: World, portal: Portal) -> None:
+    job_id = tenant_request(portal)
+    with world.db() as session:
+        session.execute(
+            update(ThreadEvent).where(ThreadEvent.subject == job_id).values(chain_seq=None)
+        )
+    refused = portal.get("olivia", f"/jobs/{job_id}/proof")
+    assert refused.status_code == 409
+    assert "recorded before the thread was chained" in refused.json()["detail"]
+    page = Visitor(world, "olivia").get(f"/jobs/{job_id}/proof")
+    assert page.status_code == 409 and "recorded before the thread was chained" in page.text
