@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from tests.browser.conftest import PHONE, screenshot
+from protocols.proof import check_bundle
+from tests.browser.conftest import ARTIFACTS, PHONE, screenshot
 from tests.cloud.stack import PASSWORD, eventually
 from tests.cloud.test_service_stack import (
     BEST,
@@ -229,6 +230,20 @@ async def test_the_repair_story_in_the_browser(portal_rig: Rig, browser: Browser
     await expect(tom.page.locator("#job-state")).to_have_attribute("data-state", "evaluated")
     html = await tom.page.content()
     assert "evaluation_token" not in html
+
+    # The owner downloads the job's proof with the button; it holds offline.
+    await olivia.page.goto(f"/jobs/{job_id}")
+    async with olivia.page.expect_download() as waiting:
+        await olivia.page.click("#proof-button")
+    download = await waiting.value
+    assert download.suggested_filename == f"proof-{job_id}.zip"
+    saved = ARTIFACTS / f"proof-{job_id}.zip"
+    await download.save_as(saved)
+    report = check_bundle(saved.read_bytes(), stack.key.key.public_key())
+    assert report.ok and report.job == job_id, report.problems
+    assert report.checked["signed commands"] >= 1
+    await olivia.page.locator("#proof-button").scroll_into_view_if_needed()
+    await screenshot(olivia.page, "owner-job-proof")
 
     # The engineer's profile shows the new scores (eqs. 15-17), to support and to the
     # engineer.
