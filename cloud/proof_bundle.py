@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from cloud import evidence, thread
 from cloud.domain import Caller, Role
 from cloud.errors import Conflict, Forbidden
+from cloud.evidence_models import AuditEntry
 from cloud.keys import CommandKey
 from cloud.models import Command, DeviceKey, Job, ThreadEvent, Uplink
 from cloud.service.views import visible_job
@@ -48,6 +49,8 @@ Boiler {device}. Exported {created} (ms since 1970, UTC) by {exporter}.
   the fault and around the repair.
 * `commands/<id>.cose`: the commands the cloud signed and sent to the boiler.
 * `keys/`: the public keys in force (`device-...pem`, `cloud-<kid>.pem`).
+* `audit.json`: every request that changed this job through the API or the portal: who, as
+  what role, when, what, from which address, and how it ended.
 * `manifest.cose`: the SHA-256 of every other file, signed by the cloud.
 
 Check it with `boilertwin verify-proof <this file> --cloud-key <the manufacturer's key>`,
@@ -134,6 +137,12 @@ def build_bundle(
         files[f"keys/device-{device_id}~{n}.pem"] = public_key_to_pem(
             public_key_from_raw(row.public_key)
         )
+    audit = session.scalars(
+        select(AuditEntry).where(AuditEntry.job_id == job.id).order_by(AuditEntry.id)
+    )
+    files["audit.json"] = json.dumps(
+        [audit_json(entry) for entry in audit], indent=1, ensure_ascii=False
+    ).encode()
     for pem in sorted(keys_dir.glob("*.pem")):
         files[f"keys/cloud-{pem.stem}.pem"] = pem.read_bytes()
     manifest = {
@@ -144,6 +153,19 @@ def build_bundle(
     }
     files["manifest.cose"] = sign(canonical(manifest), key.key, key.kid)
     return pack(files)
+
+
+def audit_json(entry: AuditEntry) -> dict[str, Any]:
+    """An audit entry as the bundle's ``audit.json`` holds it."""
+    return {
+        "ts": entry.ts_ms,
+        "actor": entry.actor,
+        "role": entry.role,
+        "action": f"{entry.method} {entry.route}",
+        "address": entry.address,
+        "status": entry.status,
+        "outcome": entry.outcome,
+    }
 
 
 def _shown(event: ThreadEvent, job_id: str) -> dict[str, Any]:

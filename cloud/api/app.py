@@ -20,6 +20,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from cloud.api import audit
+from cloud.api.audit import AuditTrail
 from cloud.api.deps import ApiContext
 from cloud.api.metrics import RequestMetrics
 from cloud.api.nul import NulGuard
@@ -91,6 +93,7 @@ def create_app(
     throttle = Throttle.from_settings(sessions, clock, settings)
     app.state.context = ApiContext(settings, sessions, commands, clock, platform, throttle)
     install_problem_handlers(app)
+    app.add_middleware(AuditTrail, sessions=sessions, clock=clock)
     app.add_middleware(RequestMetrics)
     app.add_middleware(NulGuard)  # outermost: nothing behind it sees a NUL
     routers = (
@@ -107,6 +110,7 @@ def create_app(
     )
     for router in (module.router for module in routers):
         app.include_router(router)
+    app.include_router(audit.router)
     app.include_router(updates.artifacts)  # no bearer token: gateways fetch these
 
     rules = platform.config.rules

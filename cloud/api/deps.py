@@ -64,11 +64,15 @@ bearer = OAuth2PasswordBearer(tokenUrl=TOKEN_URL)
 TokenDep = Annotated[str, Depends(bearer)]
 
 
-def current_caller(token: TokenDep, session: SessionDep, ctx: ContextDep) -> Caller:
-    """The caller the request's bearer token stands for; 401 if none."""
+def current_caller(
+    request: Request, token: TokenDep, session: SessionDep, ctx: ContextDep
+) -> Caller:
+    """The caller the request's bearer token stands for; 401 if none. Left in
+    ``request.state.caller`` for the audit log (`cloud.api.audit`)."""
     caller = caller_for_token(session, token, ctx.clock())
     if caller is None:
         raise Unauthorized("the access token is unknown or has expired")
+    request.state.caller = caller
     return caller
 
 

@@ -70,6 +70,7 @@ def current_visitor(request: Request, session: SessionDep, ctx: ContextDep) -> V
     if caller is None or token is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise LoginRequired(safe_next(target) if request.method == "GET" else "/")
+    request.state.caller = caller  # for the audit log
     return Visitor(caller, csrf_for(token))
 
 

@@ -5,7 +5,10 @@ the service; and who sees what on the job and engineer pages, as the API decides
 
 from __future__ import annotations
 
+import io
+import json
 import re
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -229,6 +232,13 @@ def test_the_whole_service_story_through_the_portal(world: World, portal: Portal
     assert download.headers["content-disposition"] == f'attachment; filename="proof-{job_id}.zip"'
     report = check_bundle(download.content, world.commands.key.key.public_key())
     assert report.ok and report.job == job_id, report.problems
+    with zipfile.ZipFile(io.BytesIO(download.content)) as archive:
+        trail = json.loads(archive.read("audit.json"))
+    acted = [(e["actor"], e["action"], e["outcome"]) for e in trail]
+    assert ("olivia", "POST /jobs/{job_id}/authorize", "done") in acted
+    assert ("eve", "POST /jobs/{job_id}/respond", "done") in acted
+    assert ("tom", "POST /jobs/{job_id}/evaluate", "done") in acted
+    assert all(e["address"] == "testclient" for e in trail)
     for person in ("tom", "eve", "sue"):  # tenant, contracted engineer, support
         assert Visitor(world, person).get(f"/jobs/{job_id}/proof").status_code == 200, person
 
