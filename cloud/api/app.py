@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from cloud.api import audit
+from cloud.api import audit, docs_pages
 from cloud.api.audit import AuditTrail
 from cloud.api.deps import ApiContext
 from cloud.api.metrics import RequestMetrics
@@ -88,6 +88,8 @@ def create_app(
             "verified repairs and evaluations."
         ),
         openapi_url="/openapi.json",
+        docs_url=None,  # served from vendored files instead (`cloud.api.docs_pages`)
+        redoc_url=None,
         max_body_size=MAX_BODY,
     )
     throttle = Throttle.from_settings(sessions, clock, settings)
@@ -111,6 +113,7 @@ def create_app(
     for router in (module.router for module in routers):
         app.include_router(router)
     app.include_router(audit.router)
+    app.include_router(docs_pages.router)
     app.include_router(updates.artifacts)  # no bearer token: gateways fetch these
 
     rules = platform.config.rules

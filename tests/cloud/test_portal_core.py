@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import cloud.api.docs_pages
 import cloud.portal
 from cloud.domain import Role
 from cloud.notify import notify
@@ -203,12 +204,14 @@ def test_vendored_javascript_is_served_as_pinned(world: World) -> None:
     vendor = Path(cloud.portal.__file__).parent / "static" / "vendor"
     table = (vendor / "VENDOR.md").read_text()
     pinned = dict(re.findall(r"\| `([^`]+\.js)` .*\| ([0-9a-f]{64}) \|", table))
+    licences = re.findall(r"\(`([^`]+\.LICENSE)`\)", table)
     assert set(pinned) == {p.name for p in vendor.glob("*.js")}
-    base = (Path(cloud.portal.__file__).parent / "templates" / "base.html").read_text()
+    assert len(licences) == len(pinned) and all((vendor / name).exists() for name in licences)
+    users = (Path(cloud.portal.__file__).parent / "templates" / "base.html").read_text()
+    users += Path(cloud.api.docs_pages.__file__).read_text()
     anonymous = Visitor(world, None)
     for name, digest in pinned.items():
-        assert (vendor / name.replace(".min.js", ".LICENSE")).exists(), name
-        assert f"/static/vendor/{name}" in base, name
+        assert f"/static/vendor/{name}" in users, name
         served = anonymous.get(f"/static/vendor/{name}")
         assert served.status_code == 200
         assert hashlib.sha256(served.content).hexdigest() == digest, name
@@ -224,3 +227,15 @@ def test_an_unexpected_error_on_a_page_is_a_plain_500_page(world: World) -> None
     assert "text/html" in response.headers["content-type"]
     assert "secret" not in response.text
     assert "Something went wrong" in page_text(response.text)
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+def test_the_api_docs_need_no_network_beyond_the_cloud(world: World, path: str) -> None:
+    page = world.client.get(path)
+    assert page.status_code == 200
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert sources and all(s.startswith("/static/") for s in sources), sources
+    assert "https://" not in page.text.replace("https://github.com", "")
+    for source in sources:
+        assert world.client.get(source).status_code == 200, source
+    assert world.client.get("/static/favicon.svg").headers["content-type"].startswith("image/svg")
