@@ -245,6 +245,17 @@ def test_bad_telemetry_queries_are_422(world: World, olga: dict[str, str], query
     problem(response, 422)
 
 
+def test_an_unknown_point_is_422_naming_the_known_ones(
+    world: World, olga: dict[str, str]
+) -> None:
+    response = world.client.get(
+        f"/api/v1/boilers/{DEV}/telemetry?points=flow_temp,flow_temperature", headers=olga
+    )
+    detail = problem(response, 422)["detail"]
+    assert detail.startswith("unknown point flow_temperature; this boiler's points are ")
+    assert "flow_temp" in detail and "ch_pressure" in detail
+
+
 def test_well_formed_telemetry_queries_are_answered(world: World, olga: dict[str, str]) -> None:
     """A well-formed query is never refused: an empty range holds nothing, a step too fine
     for max_points is widened (the answer says which), points past 32 are named."""
@@ -252,6 +263,8 @@ def test_well_formed_telemetry_queries_are_answered(world: World, olga: dict[str
     assert empty["points"] == {} and (empty["since"], empty["until"]) == (T0, T0 - 1)
     widened = series(world, olga, f"since={T0}&until={T0 + HOUR}&step=1s&max_points=100")
     assert widened["mode"] == "buckets" and widened["step"] == 60_000
+    for n in range(40):  # points this boiler reported (its own register map's)
+        world.value(DEV, f"p{n}", 1.0, T0)
     names = ",".join(f"p{n}" for n in range(40))
     many = series(world, olga, f"points={names}")
     assert many["omitted_points"] == [f"p{n}" for n in range(32, 40)]

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud import thread
@@ -32,15 +33,15 @@ from cloud.api.params import (
 from cloud.api.problems import AUTHENTICATED_RESPONSES, PROBLEM_RESPONSES
 from cloud.api.schemas import BoilerPatch
 from cloud.domain import STAFF, Connectivity, Role
-from cloud.errors import Conflict, PreconditionFailed, PreconditionRequired
+from cloud.errors import Conflict, InvalidInput, PreconditionFailed, PreconditionRequired
 from cloud.fleet_views import boiler_rows
-from cloud.models import Twin, User
+from cloud.models import Twin, TwinValue, User
 from cloud.predict.views import device_predictions, prediction_json
 from cloud.service.domain import JobEvent
 from cloud.twin import update
 from cloud.twin.figures import timeseries
 from cloud.twin.read import connectivity, etag, stale_ms, twin_json
-from protocols.reference import BoilerStatus
+from protocols.reference import REFERENCE_MAP, BoilerStatus
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,15 @@ def _user_with_role(session: Session, user_id: str | None, role: Role, field: st
     return user.id
 
 
+def known_points(session: Session, device_id: str) -> set[str]:
+    """The points a telemetry query may name: the reference map's and any the boiler has
+    reported (a gateway with its own register map profile may have more)."""
+    reported = session.scalars(
+        select(TwinValue.point).where(TwinValue.device_id == device_id)
+    ).all()
+    return {point.name for point in REFERENCE_MAP.points} | set(reported)
+
+
 @router.get("/{device_id}/telemetry")
 def telemetry(
     device_id: str,
@@ -231,6 +241,15 @@ def telemetry(
     if since_ms is None:
         since_ms = max(0, until_ms - DAY_MS)
     names, omitted = parse_points(points)
+    if names is not None:
+        known = known_points(session, device.id)
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise InvalidInput(
+                f"unknown point{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                f"this boiler's points are {', '.join(sorted(known))}",
+                field="points",
+            )
     series = timeseries(
         session, device.id, names, since_ms, until_ms, parse_duration(step, "step"), max_points
     )
