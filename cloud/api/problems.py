@@ -114,7 +114,33 @@ async def _cloud_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+FORM_ENDPOINTS = ("/api/v1/auth/token",)
+"""Routes that take an HTML-form body (OAuth2's password grant), not JSON."""
+
+
+def hint(request: Request, errors: list[dict[str, Any]]) -> str | None:
+    """What the caller most likely got wrong, for the common mistakes."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if request.url.path in FORM_ENDPOINTS:
+        if content_type != "application/x-www-form-urlencoded":
+            return (
+                "send the credentials form-encoded, not as JSON: Content-Type: "
+                "application/x-www-form-urlencoded with username=...&password=... "
+                "(OAuth2's password grant)"
+            )
+        return None
+    in_body = any(e["loc"][:1] == ["body"] for e in errors)
+    if (
+        in_body
+        and request.method in ("POST", "PUT", "PATCH")
+        and content_type != "application/json"
+    ):
+        said = f"Content-Type {content_type}" if content_type else "no Content-Type"
+        return f"send the body as JSON with Content-Type: application/json (this one had {said})"
+    return None
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # Never echo the offending input: it may be a password.
     errors = [
@@ -128,7 +154,12 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
         detail = f"{where}: {first['msg']}" + (
             f" (and {len(errors) - 1} more)" if errors[1:] else ""
         )
-    return problem_response(422, "Invalid request", detail, extensions={"errors": errors})
+    extensions: dict[str, Any] = {"errors": errors}
+    advice = hint(request, errors)
+    if advice is not None:
+        detail = f"{detail}. Hint: {advice}"
+        extensions["hint"] = advice
+    return problem_response(422, "Invalid request", detail, extensions=extensions)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

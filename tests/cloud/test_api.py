@@ -473,3 +473,33 @@ def test_openapi_lists_the_routes(world: World) -> None:
         assert methods <= set(paths[path]), path
     schemes = document["components"]["securitySchemes"]
     assert schemes["OAuth2PasswordBearer"]["flows"]["password"]["tokenUrl"] == "/api/v1/auth/token"
+
+
+def test_json_to_the_token_endpoint_gets_a_hint(world: World) -> None:
+    world.user("hint-user", Role.OWNER)
+    response = world.client.post(
+        "/api/v1/auth/token", json={"username": "hint-user", "password": PASSWORD}
+    )
+    body = problem(response, 422)
+    assert (
+        "form-encoded" in body["hint"]
+        and "Hint: send the credentials form-encoded" in body["detail"]
+    )
+    assert PASSWORD not in response.text
+
+
+def test_a_body_without_json_content_type_gets_a_hint(world: World) -> None:
+    world.user("hint-admin", Role.ADMIN)
+    headers = world.login("hint-admin")
+    sent = world.client.post(
+        "/api/v1/users",
+        content=b'{"id": "x", "password": "correct horse battery", "role": "owner"}',
+        headers=headers | {"Content-Type": "text/plain"},
+    )
+    body = problem(sent, 422)
+    assert body["hint"] == (
+        "send the body as JSON with Content-Type: application/json "
+        "(this one had Content-Type text/plain)"
+    )
+    good = world.client.post("/api/v1/users", json={"id": "x"}, headers=headers)
+    assert "hint" not in good.json()

@@ -245,9 +245,7 @@ def test_bad_telemetry_queries_are_422(world: World, olga: dict[str, str], query
     problem(response, 422)
 
 
-def test_an_unknown_point_is_422_naming_the_known_ones(
-    world: World, olga: dict[str, str]
-) -> None:
+def test_an_unknown_point_is_422_naming_the_known_ones(world: World, olga: dict[str, str]) -> None:
     response = world.client.get(
         f"/api/v1/boilers/{DEV}/telemetry?points=flow_temp,flow_temperature", headers=olga
     )
