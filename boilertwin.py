@@ -75,9 +75,9 @@ def verify_proof(
     1 if not (each problem named), 2 if it cannot be read."""
     from pathlib import Path
 
+    from cloud.proof_zip import check_bundle
     from protocols.cose import public_key_from_pem
     from protocols.errors import ProtocolError
-    from protocols.proof import check_bundle
 
     try:
         data = Path(bundle).read_bytes()

@@ -8,7 +8,7 @@ reordering any event changes every hash after it. A **checkpoint** is a COSE_Sig
 cloud's command key over the CBOR map ``{"chain", "seq", "hash", "ts"}``: the head of a
 chain at a moment, which no one without the key can move.
 
-**A bundle** is a zip (`check_bundle`):
+**A bundle** is a canonical zip (`cloud.proof_zip`) of these files (`check_files`):
 
 * ``manifest.cose``: COSE_Sign1 (cloud key) over JSON ``{"job", "created_ms", "files":
   {name: sha256}}`` naming every other file;
@@ -20,7 +20,7 @@ chain at a moment, which no one without the key can move.
   commands; ``keys/*.pem``: the public keys in force (``device-<kid>.pem``,
   ``cloud-<kid>.pem``); ``README.md`` and ``audit.json`` (who did what, for the job).
 
-`check_bundle` reports every problem it finds, naming the file and, for the chain, the
+`check_files` reports every problem it finds, naming the file and, for the chain, the
 first event whose link is broken. Trust comes from outside the bundle: pass the cloud key you
 know (its fingerprint is in the manufacturer's documentation) and a bundle signed by any
 other key fails.
@@ -29,9 +29,7 @@ other key fails.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,8 +46,6 @@ FLEET_CHAIN = "fleet"
 """The chain of events about no one boiler (rollouts)."""
 LINKED = ("chain", "chain_seq", "prev_hash", "kind", "ts_ms", "recorded_ms", "actor", "subject")
 """The fields an event's hash covers, with its ``data``."""
-MAX_BUNDLE_FILES = 20_000
-MAX_FILE_BYTES = 64 * 1024 * 1024
 
 
 def canonical(value: Any) -> bytes:
@@ -89,7 +85,7 @@ def checkpoint_payload(chain: str, seq: int, head: str, ts_ms: int) -> bytes:
 
 @dataclass
 class Report:
-    """What `check_bundle` found: `problems` empty means the bundle holds."""
+    """What a check found: `problems` empty means the bundle holds."""
 
     problems: list[str] = field(default_factory=list)
     checked: dict[str, int] = field(default_factory=dict)
@@ -106,41 +102,17 @@ class Report:
         return [f"proof bundle for job {self.job}: INVALID", *(f"  - {p}" for p in self.problems)]
 
 
-def pack(files: Mapping[str, bytes]) -> bytes:
-    """The canonical zip of `files`: sorted, stored (not compressed), fixed dates and
-    attributes, so the same files always make the same bytes and a verifier can tell that
-    nothing was changed in the container either."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
-        for name in sorted(files):
-            info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
-            info.create_system = 3
-            info.external_attr = 0o644 << 16
-            info.compress_type = zipfile.ZIP_STORED
-            archive.writestr(info, files[name])
-    return out.getvalue()
-
-
-def check_bundle(data: bytes, cloud_key: Ed25519PublicKey | None = None) -> Report:
-    """Check a bundle offline; see the module docs. `cloud_key`: the key the manufacturer's
-    signatures must verify with (None: the bundle's own ``keys/cloud-*.pem``, which proves
-    integrity but not origin)."""
-    report = Report()
-    try:
-        files = _unzip(data)
-    except Exception as exc:
-        report.problems.append(f"the bundle is not a readable zip: {exc}")
-        return report
-    canonical_zip = pack(files)
-    if canonical_zip != data:
-        at = next(
-            (i for i, (a, b) in enumerate(zip(canonical_zip, data, strict=False)) if a != b),
-            min(len(canonical_zip), len(data)),
-        )
-        report.problems.append(
-            f"the zip container differs from the canonical one at byte {at} "
-            "(changed outside its files)"
-        )
+def check_files(
+    files: Mapping[str, bytes],
+    cloud_key: Ed25519PublicKey | None = None,
+    report: Report | None = None,
+) -> Report:
+    """Check a bundle's files offline; see the module docs. `cloud_key`: the key the
+    manufacturer's signatures must verify with (None: the bundle's own ``keys/cloud-*.pem``,
+    which proves integrity but not origin). The container (the zip) is checked by
+    `cloud.proof_zip.check_bundle`, which calls this with what it found so far."""
+    report = report if report is not None else Report()
+    files = dict(files)
     keys = _keys(files, report)
     cloud = {kid: k for kid, k in keys.items() if kid.startswith("cloud:")}
     if cloud_key is not None:
@@ -161,19 +133,6 @@ def check_bundle(data: bytes, cloud_key: Ed25519PublicKey | None = None) -> Repo
     _check_thread(files, cloud, report)
     _check_envelopes(files, keys, cloud, report)
     return report
-
-
-def _unzip(data: bytes) -> dict[str, bytes]:
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        infos = archive.infolist()
-        if len(infos) > MAX_BUNDLE_FILES:
-            raise ValueError(f"more than {MAX_BUNDLE_FILES} files")
-        out = {}
-        for info in infos:
-            if info.file_size > MAX_FILE_BYTES:
-                raise ValueError(f"{info.filename} is larger than {MAX_FILE_BYTES} bytes")
-            out[info.filename] = archive.read(info)
-        return out
 
 
 def _keys(files: dict[str, bytes], report: Report) -> dict[str, Ed25519PublicKey]:

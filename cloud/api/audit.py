@@ -2,7 +2,7 @@
 portal, whatever its outcome: who (the authenticated caller, which the request's dependency
 leaves in ``request.state.caller``), as what role, when, what (method, route, path, the job
 or boiler it names), from which address, and how it ended. Admins read it at
-``GET /api/v1/audit``; a job's entries go into its proof bundle (`cloud.proof_bundle`).
+``GET /api/v1/audit``; a job's entries go into its proof bundle (`cloud.service.proof`).
 
 Written after the response, in its own transaction, off the event loop; a failure to write
 is logged and counted (``boilertwin_audit_failures_total``), never turned into an error for

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from protocols.proof import check_bundle
+from cloud.proof_zip import check_bundle
 from tests.browser.conftest import ARTIFACTS, PHONE, screenshot
 from tests.cloud.stack import PASSWORD, eventually
 from tests.cloud.test_service_stack import (

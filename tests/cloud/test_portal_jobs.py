@@ -19,7 +19,7 @@ from sqlalchemy import update
 from cloud.domain import Role
 from cloud.models import ThreadEvent
 from cloud.portal.render import money, number, percent
-from protocols.proof import check_bundle
+from cloud.proof_zip import check_bundle
 from tests.cloud.api_helpers import World, world_for
 from tests.cloud.portal_helpers import Visitor, page_text
 from tests.cloud.service_helpers import DEV, Portal, engineer, lockout_boiler, north, running

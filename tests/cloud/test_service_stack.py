@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 
 from cloud.domain import Role
+from cloud.proof_zip import check_bundle
 from cloud.service.crowd import Place, haversine_km
-from protocols.proof import check_bundle
 from protocols.reference import BoilerStatus
 from tests.broker import Broker
 from tests.cloud.stack import Stack, eventually
+from tests.cloud.test_proof_offline import pycose_verifies_every_envelope
 from tests.edge_agent.harness import Gateway
-from tests.protocols.test_proof import pycose_verifies_every_envelope
 
 pytestmark = pytest.mark.integration
 

@@ -26,9 +26,9 @@ from cloud.db import transaction
 from cloud.domain import Caller, InvitationState, JobState, Role
 from cloud.errors import Forbidden
 from cloud.models import Invitation, Job
-from cloud.proof_bundle import attachment, export
 from cloud.service.crowd import Principle
 from cloud.service.domain import CompletionReport
+from cloud.service.proof import attachment, export
 from cloud.service.views import (
     invitation_json,
     job_json,

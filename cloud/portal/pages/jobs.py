@@ -32,9 +32,9 @@ from cloud.portal.forms import act, parse
 from cloud.portal.pages.job_page import evaluation_token, job_page_values
 from cloud.portal.render import JOB_STATE_WORDS, page, words
 from cloud.portal.session import PosterDep, VisitorDep
-from cloud.proof_bundle import attachment, export
 from cloud.service.crowd import Principle
 from cloud.service.domain import CompletionReport
+from cloud.service.proof import attachment, export
 from cloud.service.views import visible_job
 
 router = APIRouter(include_in_schema=False)

@@ -26,9 +26,10 @@ from cloud.errors import Conflict, Forbidden
 from cloud.evidence_models import AuditEntry
 from cloud.keys import CommandKey
 from cloud.models import Command, DeviceKey, Job, ThreadEvent, Uplink
+from cloud.proof_zip import pack
 from cloud.service.views import visible_job
 from protocols.cose import public_key_from_raw, public_key_to_pem, sign
-from protocols.proof import canonical, pack
+from protocols.proof import canonical
 
 BEFORE_FAULT_MS = 2 * 3_600_000
 BEFORE_REPAIR_MS = 10 * 60_000

@@ -1,8 +1,8 @@
-"""Proof bundles checked offline (`protocols.proof`), on a bundle made here from real keys
-and signatures: a sound bundle holds, an independent COSE implementation (pycose) verifies
-every envelope in it, and a changed byte anywhere (in any file, in the zip's own structure)
-is reported; so are a rewritten thread, a missing or added file, a signature by another key.
-The bundle the cloud exports for a real repair is checked the same way in
+"""Proof bundles checked offline (`protocols.proof`, `cloud.proof_zip`), on a bundle made
+here from real keys and signatures: a sound bundle holds, an independent COSE implementation
+(pycose) verifies every envelope in it, and a changed byte anywhere (in any file, in the zip's
+own structure) is reported; so are a rewritten thread, a missing or added file, a signature by
+another key. The bundle the cloud exports for a real repair is checked the same way in
 `tests/cloud/test_service_stack.py`."""
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pycose.keys.curves import Ed25519
 from pycose.keys.okp import OKPKey
 from pycose.messages.sign1message import Sign1Message
 
+from cloud.proof_zip import check_bundle, pack
 from protocols.cose import (
     generate_private_key,
     public_key_from_pem,
@@ -36,10 +37,8 @@ from protocols.cose import (
 from protocols.proof import (
     GENESIS,
     canonical,
-    check_bundle,
     checkpoint_payload,
     event_hash,
-    pack,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
