@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,7 +49,13 @@ class CommandBody(BaseModel):
 
     model_config = _STRICT
 
-    name: CommandName = Field(examples=["restart"])
+    name: Literal[CommandName.RESTART] = Field(
+        examples=["restart"],
+        description="``restart`` (a lockout reset): the one command people send. "
+        "``set_setpoint`` is reserved in the wire protocol but not built (no interlocks yet), "
+        "so it is not offered; configuration, updates and key rotation are sent by the cloud "
+        "itself (their own endpoints).",
+    )
     args: dict[str, Arg] = Field(default_factory=dict, max_length=0)
     """No command takes arguments yet (``restart`` never will)."""
     reason: str = Field(default="", max_length=1000, examples=["F28 repaired on site"])

@@ -93,3 +93,17 @@ def test_a_command_is_visible_only_with_its_boiler(world: World, sue: dict[str, 
     missing = problem(world.client.get("/api/v1/commands/no-such-id", headers=sue), 404)
     assert hidden["type"] == missing["type"]
     problem(world.client.get(URL, headers=world.login("tom")), 404)
+
+
+def test_only_restart_is_offered_and_other_names_are_422(world: World) -> None:
+    document = world.client.get("/openapi.json").json()
+    schema = document["components"]["schemas"]["CommandBody"]["properties"]["name"]
+    assert schema.get("const", schema.get("enum")) in ("restart", ["restart"]), schema
+    for name in ("set_setpoint", "configure", "update", "pin_keys"):
+        refused = world.client.post(
+            URL,
+            json={"name": name, "reason": "trying"},
+            headers=world.login("sue"),
+        )
+        assert refused.status_code == 422, (name, refused.text)
+        assert "restart" in refused.json()["detail"]
