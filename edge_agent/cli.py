@@ -13,8 +13,8 @@ from typing import Annotated
 import typer
 
 from edge_agent.agent import run_agent
-from edge_agent.config import EdgeSettings, load_settings, register_map
-from edge_agent.errors import ConfigError, EdgeError
+from edge_agent.config import EdgeSettings, human_bytes, load_settings, register_map
+from edge_agent.errors import ConfigError, ConfigErrors, EdgeError
 from edge_agent.keys import keygen, load_cloud_keys, load_device_key, read_secret
 from edge_agent.provision import provision
 from edge_agent.tail import load_settings as load_tail_settings
@@ -34,7 +34,11 @@ def _load(config: Path) -> EdgeSettings:
     except ConfigError as exc:
         # File-level errors (unreadable, not TOML) already name the file as their key.
         where = "" if exc.key == str(config) else f"{config}: "
-        typer.echo(f"error: {where}{exc}", err=True)
+        problems = exc.problems if isinstance(exc, ConfigErrors) else [exc]
+        for problem in problems:
+            typer.echo(f"error: {where}{problem.key}: {problem.reason}", err=True)
+        if len(problems) > 1:
+            typer.echo(f"{len(problems)} problems in {config}", err=True)
         raise typer.Exit(2) from exc
 
 
@@ -206,7 +210,8 @@ def check_config(config: ConfigOption = Path("/etc/boilertwin/edge.toml")) -> No
         f"  mqtt {'mqtts' if q.tls else 'mqtt'}://{q.host}:{q.port} as {settings.mqtt_username}, "
         f"keepalive {q.keepalive_s} s"
     )
-    typer.echo(f"  outbox {settings.outbox_path}, cap {settings.outbox.max_bytes} bytes")
+    cap = settings.outbox.max_bytes
+    typer.echo(f"  outbox {settings.outbox_path}, cap {human_bytes(cap)} ({cap:,} bytes)")
 
 
 @app.command("tail")

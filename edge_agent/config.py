@@ -18,7 +18,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from edge_agent.errors import ConfigError
+from edge_agent.errors import ConfigError, ConfigErrors
 from protocols.errors import ProtocolError
 from protocols.reference import REFERENCE_MAP
 from protocols.registers import RegisterMap
@@ -364,20 +364,32 @@ IDENTITY_KEYS_DIR = "cloud-keys"
 
 
 def _build(cls: type[_T], table: object, prefix: str, base: Path) -> _T:
+    """`cls` from a TOML table; every problem in it (and in the tables within) at once, as
+    `ConfigErrors`."""
     if not isinstance(table, Mapping):
         raise ConfigError(prefix.rstrip(".") or "(top level)", "must be a table")
     hints = get_type_hints(cls)
     known = {f.name: f for f in fields(cls) if not f.metadata.get("internal")}  # type: ignore[arg-type]
+    problems: list[ConfigError] = []
     for key in table:
         if key not in known:
-            raise ConfigError(f"{prefix}{key}", f"unknown key (known: {', '.join(known)})")
+            problems.append(
+                ConfigError(f"{prefix}{key}", f"unknown key (known: {', '.join(known)})")
+            )
     values: dict[str, Any] = {}
     for name, spec in known.items():
         key = f"{prefix}{name}"
         if name in table:
-            values[name] = _value(hints[name], table[name], key, base)
+            try:
+                values[name] = _value(hints[name], table[name], key, base)
+            except ConfigErrors as found:
+                problems.extend(found.problems)
+            except ConfigError as found:
+                problems.append(found)
         elif spec.default is MISSING and spec.default_factory is MISSING:
-            raise ConfigError(key, "is required")
+            problems.append(ConfigError(key, "is required"))
+    if problems:
+        raise ConfigErrors(problems)
     return cls(**values)
 
 
@@ -398,7 +410,15 @@ def _value(hint: Any, raw: object, key: str, base: Path) -> Any:
     if origin is Mapping:
         if not isinstance(raw, Mapping):
             raise ConfigError(key, "must be a table")
-        return {str(k): _value(float, v, f"{key}.{k}", base) for k, v in raw.items()}
+        values, problems = {}, []
+        for k, v in raw.items():
+            try:
+                values[str(k)] = _value(float, v, f"{key}.{k}", base)
+            except ConfigError as found:
+                problems.append(found)
+        if problems:
+            raise ConfigErrors(problems)
+        return values
     if hint is Path:
         if not isinstance(raw, str) or not raw:
             raise ConfigError(key, f"must be a path, got {raw!r}")
@@ -422,89 +442,111 @@ def _value(hint: Any, raw: object, key: str, base: Path) -> Any:
     raise ConfigError(key, f"unsupported setting type {hint!r}")  # a bug in this module
 
 
-def _positive(key: str, value: float) -> None:
-    if not value > 0:
-        raise ConfigError(key, f"must be more than 0, got {value}")
-
-
 def _check(s: EdgeSettings) -> None:
-    """Cross-field and range checks the types cannot express."""
+    """Cross-field and range checks the types cannot express; every failing one at once
+    (`ConfigErrors`)."""
+    problems: list[ConfigError] = []
+
+    def fail(key: str, reason: str) -> None:
+        problems.append(ConfigError(key, reason))
+
+    def positive(key: str, value: float) -> None:
+        if not value > 0:
+            fail(key, f"must be more than 0, got {value}")
+
     p = s.provisioning
     if p.cloud_url and not p.cloud_url.startswith(("https://", "http://")):
-        raise ConfigError("provisioning.cloud_url", f"must be an http(s) URL, got {p.cloud_url!r}")
+        fail("provisioning.cloud_url", f"must be an http(s) URL, got {p.cloud_url!r}")
     # An unprovisioned gateway (no device.id) is valid: `edge run` claims its identity, or
     # says how to give it one (`EdgeSettings.can_claim`).
     if s.provisioned and not is_device_id(s.device.id):
-        raise ConfigError("device.id", f"must match [a-z0-9][a-z0-9-]{{2,62}}, got {s.device.id!r}")
+        fail("device.id", f"must match [a-z0-9][a-z0-9-]{{2,62}}, got {s.device.id!r}")
     m = s.modbus
     if m.baudrate not in BAUDRATES:
-        raise ConfigError(
+        fail(
             "modbus.baudrate", f"must be one of {', '.join(map(str, BAUDRATES))}, got {m.baudrate}"
         )
     if m.stopbits not in (1, 2):
-        raise ConfigError("modbus.stopbits", f"must be 1 or 2, got {m.stopbits}")
+        fail("modbus.stopbits", f"must be 1 or 2, got {m.stopbits}")
     if not 1 <= m.unit <= 247:
-        raise ConfigError("modbus.unit", f"must be 1..247, got {m.unit}")
+        fail("modbus.unit", f"must be 1..247, got {m.unit}")
     if not 0 < m.tcp_port < 65536:
-        raise ConfigError("modbus.tcp_port", f"must be 1..65535, got {m.tcp_port}")
-    _positive("modbus.timeout_s", m.timeout_s)
+        fail("modbus.tcp_port", f"must be 1..65535, got {m.tcp_port}")
+    positive("modbus.timeout_s", m.timeout_s)
     if not 0 <= m.retries <= 10:
-        raise ConfigError("modbus.retries", f"must be 0..10, got {m.retries}")
+        fail("modbus.retries", f"must be 0..10, got {m.retries}")
     r = s.report
-    _positive("report.poll_interval_s", r.poll_interval_s)
+    positive("report.poll_interval_s", r.poll_interval_s)
     if r.batch_interval_s < r.poll_interval_s:
-        raise ConfigError(
+        fail(
             "report.batch_interval_s",
             f"must be at least report.poll_interval_s ({r.poll_interval_s}), "
             f"got {r.batch_interval_s}",
         )
     if r.heartbeat_s < r.batch_interval_s:
-        raise ConfigError("report.heartbeat_s", "must be at least report.batch_interval_s")
+        fail("report.heartbeat_s", "must be at least report.batch_interval_s")
     if r.comms_lost_after < 1:
-        raise ConfigError("report.comms_lost_after", f"must be 1 or more, got {r.comms_lost_after}")
-    points = {p.name for p in register_map(s.modbus).readable()}
+        fail("report.comms_lost_after", f"must be 1 or more, got {r.comms_lost_after}")
+    try:
+        points = {p.name for p in register_map(s.modbus).readable()}
+    except ConfigError as found:
+        fail(found.key, found.reason)
+        points = set(r.deadband)  # the profile's problem is said; do not add one per band
     for name, band in r.deadband.items():
         if name not in points:
-            raise ConfigError(f"report.deadband.{name}", "not a readable point of the profile")
+            fail(f"report.deadband.{name}", "not a readable point of the profile")
         if band < 0:
-            raise ConfigError(f"report.deadband.{name}", f"must be 0 or more, got {band}")
+            fail(f"report.deadband.{name}", f"must be 0 or more, got {band}")
     if s.outbox.max_bytes < 1024 * 1024:
-        raise ConfigError("outbox.max_bytes", "must be at least 1048576 (1 MiB)")
-    _positive("outbox.checkpoint_bytes", s.outbox.checkpoint_bytes)
-    _positive("outbox.resend_after_s", s.outbox.resend_after_s)
+        got = human_bytes(s.outbox.max_bytes)
+        fail("outbox.max_bytes", f"must be at least 1 MiB (1,048,576 bytes), got {got}")
+    positive("outbox.checkpoint_bytes", s.outbox.checkpoint_bytes)
+    positive("outbox.resend_after_s", s.outbox.resend_after_s)
     q = s.mqtt
     if not 0 < q.port < 65536:
-        raise ConfigError("mqtt.port", f"must be 1..65535, got {q.port}")
+        fail("mqtt.port", f"must be 1..65535, got {q.port}")
     if not 10 <= q.keepalive_s <= 65535:
-        raise ConfigError("mqtt.keepalive_s", f"must be 10..65535, got {q.keepalive_s}")
+        fail("mqtt.keepalive_s", f"must be 10..65535, got {q.keepalive_s}")
     if not 1 <= q.inflight <= 1000:
-        raise ConfigError("mqtt.inflight", f"must be 1..1000, got {q.inflight}")
+        fail("mqtt.inflight", f"must be 1..1000, got {q.inflight}")
     if q.session_expiry_s < 0:
-        raise ConfigError("mqtt.session_expiry_s", "must be 0 or more")
-    _positive("mqtt.reconnect_min_s", q.reconnect_min_s)
+        fail("mqtt.session_expiry_s", "must be 0 or more")
+    positive("mqtt.reconnect_min_s", q.reconnect_min_s)
     if q.reconnect_max_s < q.reconnect_min_s:
-        raise ConfigError("mqtt.reconnect_max_s", "must be at least mqtt.reconnect_min_s")
-    _positive("mqtt.connect_timeout_s", q.connect_timeout_s)
+        fail("mqtt.reconnect_max_s", "must be at least mqtt.reconnect_min_s")
+    positive("mqtt.connect_timeout_s", q.connect_timeout_s)
     if q.cert_file is not None and q.client_key_file is None:
-        raise ConfigError("mqtt.cert_file", "a client certificate needs mqtt.client_key_file too")
+        fail("mqtt.cert_file", "a client certificate needs mqtt.client_key_file too")
     if q.client_key_file is not None and q.cert_file is None:
-        raise ConfigError("mqtt.client_key_file", "a client key needs mqtt.cert_file too")
+        fail("mqtt.client_key_file", "a client key needs mqtt.cert_file too")
     if not q.tls and (q.ca_file or q.cert_file):
-        raise ConfigError("mqtt.tls", "is false, but TLS files are set")
+        fail("mqtt.tls", "is false, but TLS files are set")
     c = s.commands
     if c.max_resets < 1:
-        raise ConfigError("commands.max_resets", f"must be 1 or more, got {c.max_resets}")
-    _positive("commands.reset_window_s", c.reset_window_s)
-    _positive("commands.readback_s", c.readback_s)
-    _positive("health.interval_s", s.health.interval_s)
+        fail("commands.max_resets", f"must be 1 or more, got {c.max_resets}")
+    positive("commands.reset_window_s", c.reset_window_s)
+    positive("commands.readback_s", c.readback_s)
+    positive("health.interval_s", s.health.interval_s)
     u = s.update
     if (u.releases_dir is None) != (u.current_link is None):
-        raise ConfigError("update.current_link", "set both update.releases_dir and it, or neither")
-    _positive("update.trial_s", u.trial_s)
+        fail("update.current_link", "set both update.releases_dir and it, or neither")
+    positive("update.trial_s", u.trial_s)
     if u.max_starts < 1:
-        raise ConfigError("update.max_starts", f"must be 1 or more, got {u.max_starts}")
-    _positive("provisioning.timeout_s", s.provisioning.timeout_s)
-    _positive("provisioning.retry_max_s", s.provisioning.retry_max_s)
+        fail("update.max_starts", f"must be 1 or more, got {u.max_starts}")
+    positive("provisioning.timeout_s", s.provisioning.timeout_s)
+    positive("provisioning.retry_max_s", s.provisioning.retry_max_s)
+    if problems:
+        raise ConfigErrors(problems)
+
+
+def human_bytes(count: int) -> str:
+    """``1.5 GiB``, ``512 KiB``, ``900 bytes``: a size as people read it."""
+    size = float(count)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{count:,} bytes" if unit == "bytes" else f"{size:.3g} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
 
 
 def register_map(modbus: ModbusSettings) -> RegisterMap:

@@ -20,6 +20,18 @@ class ConfigError(EdgeError, ValueError):
         self.reason = reason
 
 
+class ConfigErrors(ConfigError):
+    """Every problem found in a configuration at once, each a `ConfigError` (`problems`);
+    `key` and `reason` are the first's, the message lists them all."""
+
+    def __init__(self, problems: list[ConfigError]) -> None:
+        self.problems = problems
+        super().__init__(problems[0].key, problems[0].reason)
+
+    def __str__(self) -> str:
+        return "; ".join(f"{p.key}: {p.reason}" for p in self.problems)
+
+
 class CommsError(EdgeError):
     """The boiler controller did not answer usefully over Modbus."""
 

@@ -129,7 +129,7 @@ def config_error(make: Callable[[], object]) -> ConfigError:
             "not a readable point",
         ),
         ({"report": {"deadband": 0.5}}, "report.deadband", "must be a table"),
-        ({"outbox": {"max_bytes": 1000}}, "outbox.max_bytes", "at least 1048576"),
+        ({"outbox": {"max_bytes": 1000}}, "outbox.max_bytes", "at least 1 MiB (1,048,576 bytes)"),
         ({"mqtt": {"tls": "yes"}}, "mqtt.tls", "true or false"),
         ({"mqtt": {"port": 0}}, "mqtt.port", "1..65535"),
         ({"mqtt": {"keepalive_s": 5}}, "mqtt.keepalive_s", "10..65535"),
@@ -327,6 +327,34 @@ def test_check_config_names_the_bad_key(gateway_dir: Path) -> None:
     result = edge("check-config", "--config", str(config))
     assert result.exit_code == 2
     assert f"error: {config}: modbus.baudrate: must be one of" in result.stderr
+
+
+def test_check_config_reports_every_problem_at_once(gateway_dir: Path) -> None:
+    config = gateway_dir / "edge.toml"
+    text = config.read_text().replace(
+        "[modbus]\n", '[modbus]\nbaudrate = "fast"\nstopbits = 3\nunitt = 2\n'
+    )
+    config.write_text(text + "[outbox]\nmax_bytes = 1000\n")
+    result = edge("check-config", "--config", str(config))
+    assert result.exit_code == 2
+    # every key of the wrong type or unknown first (ranges are checked once types hold)
+    assert f"error: {config}: modbus.unitt: unknown key" in result.stderr
+    assert f"error: {config}: modbus.baudrate: must be a whole number" in result.stderr
+    assert "2 problems in" in result.stderr
+    config.write_text(
+        config.read_text()
+        .replace('baudrate = "fast"\n', "baudrate = 12345\n")
+        .replace("unitt = 2\n", "")
+    )
+    ranges = edge("check-config", "--config", str(config))
+    assert ranges.exit_code == 2
+    for said in (
+        "modbus.baudrate: must be one of",
+        "modbus.stopbits: must be 1 or 2, got 3",
+        "outbox.max_bytes: must be at least 1 MiB (1,048,576 bytes), got 1,000 bytes",
+    ):
+        assert said in ranges.stderr, ranges.stderr
+    assert "3 problems in" in ranges.stderr
 
 
 def test_check_config_refuses_a_key_others_can_read(gateway_dir: Path) -> None:
