@@ -117,23 +117,37 @@ def restart(api: Http, device_id: str, reason: str) -> dict[str, Any]:
 def follow_command(
     api: Http, command: Mapping[str, Any], narrator: Narrator, timeout: float
 ) -> dict[str, Any]:
-    """Narrate a command's states until its outcome; returns the command as it ended."""
+    """Narrate every state a command goes through until its outcome (from the boiler's
+    thread, which records each change: a poll of the command alone would miss states that
+    last milliseconds, such as ``delivered``); returns the command as it ended."""
     say = narrator.say
     sent_at = narrator.elapsed()
-    seen = [str(command["state"])]
+    command_id, device_id = str(command["id"]), str(command["device_id"])
+    created = int(command.get("created") or 0)
+    told: list[str] = []
+    after = [0]
+
+    def tell_new_states() -> None:
+        while True:
+            page = api.call(
+                "GET", f"/boilers/{device_id}/thread?kind=command_state&after={after[0]}&limit=500"
+            )
+            for event in page["events"]:
+                after[0] = int(event["id"])
+                state = str((event.get("data") or {}).get("to"))
+                if event.get("subject") == command_id and state not in told:
+                    told.append(state)
+                    since = (int(event["ts"]) - created) / 1000 if created else 0.0
+                    say(f"  command {state} (+{since:.2f} s)")
+            if page.get("next") is None:
+                return
 
     def outcome() -> dict[str, Any] | None:
-        now = api.call("GET", f"/commands/{command['id']}")
-        if now["state"] != seen[-1]:
-            seen.append(str(now["state"]))
-            say(f"  command {now['state']} (+{narrator.elapsed() - sent_at:.1f} s)")
+        now = api.call("GET", f"/commands/{command_id}")
+        tell_new_states()
         return dict(now) if now["state"] in OUTCOMES else None
 
-    final = (
-        dict(command)
-        if command["state"] in OUTCOMES
-        else narrator.wait_for(outcome, "the command's outcome", timeout, every=0.1)
-    )
+    final = narrator.wait_for(outcome, "the command's outcome", timeout, every=0.1)
     say(
         f"command {final['state'].upper()} after {narrator.elapsed() - sent_at:.1f} s"
         + (f" ({final['result_reason']})" if final.get("result_reason") else "")

@@ -12,7 +12,8 @@ def short(job_id: str) -> str:
 
 
 def gbp(amount: Any) -> str:
-    return f"GBP {amount:.2f}" if isinstance(amount, int | float) else "-"
+    """``£190.00``: the one currency format, as the portal writes it."""
+    return f"\N{POUND SIGN}{amount:,.2f}" if isinstance(amount, int | float) else "-"
 
 
 def num(value: Any, spec: str = ".3f") -> str:

@@ -21,7 +21,7 @@ from cloud.notify import NotificationKind, notify, when_text
 from cloud.service.config import PlatformConfig
 from cloud.service.crowd import Candidate, Place, Principle, Response, shortlist
 from cloud.service.domain import JobEvent, ResponseInput
-from cloud.service.requests import decider, move, record
+from cloud.service.requests import decider, move, pounds, record
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ def select_engineer(
         [job.tenant_id, job.owner_id, engineer_id, job.requested_by],
         NotificationKind.CONTRACT,
         f"{job.service_type.replace('_', ' ').capitalize()} booked with {engineer_id}",
-        f"At {device.address or device.id}, {when_text(when)}; quote {chosen.quote:.2f} GBP.",
+        f"At {device.address or device.id}, {when_text(when)}; quote {pounds(chosen.quote)}.",
         now_ms=now,
         device_id=job.device_id,
         job_id=job.id,

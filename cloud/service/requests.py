@@ -72,6 +72,13 @@ def move(session: Session, job: Job, new: JobState, now: int) -> None:
     job.updated_ms = now
 
 
+def pounds(amount: object) -> str:
+    """``£190.00`` (the portal's and the demo's format); ``an unknown amount`` otherwise."""
+    if isinstance(amount, int | float) and not isinstance(amount, bool):
+        return f"\N{POUND SIGN}{amount:,.2f}"
+    return "an unknown amount"
+
+
 def decider(job: Job) -> str:
     """Who authorises, chooses the engineer: the owner, or the requester if none is recorded."""
     return job.owner_id or job.requested_by
@@ -506,7 +513,7 @@ def source(
         [a.engineer_id for a in result.invited],
         NotificationKind.INVITATION,
         f"New {job.service_type.replace('_', ' ')} job near you: please answer",
-        f"Urgency {job.analysis.get('urgency')}; estimated {job.analysis.get('cost')} GBP. "
+        f"Urgency {job.analysis.get('urgency')}; estimated {pounds(job.analysis.get('cost'))}. "
         f"Answer by {when_text(due)}.",
         now_ms=now,
         device_id=job.device_id,

@@ -145,6 +145,8 @@ def test_demo_plays_its_scenarios_and_cleans_up(tmp_path: Path) -> None:
         assert "twin shows LOCKOUT" in told, told
         assert "command SUCCEEDED" in told, told
         assert "executing -> succeeded" in told, told  # the thread, as the API keeps it
+        for state in ("created", "sent", "delivered", "executing", "succeeded"):
+            assert f"  command {state} (+" in told, (state, told)  # every state, none skipped
 
         for _ in range(2):  # the second run starts from what the first one left
             told = play(boilertwin, "repair", run_dir, timeout=120)
@@ -153,6 +155,7 @@ def test_demo_plays_its_scenarios_and_cleans_up(tmp_path: Path) -> None:
             assert "[boiler_alarm]" in told, told
             assert "validation: matched" in told, told
             assert "invited j.evans" in told, told  # the top engineer by W
+            assert "\N{POUND SIGN}" in told and "GBP" not in told, told  # one currency format
             assert "refused: HTTP 403" in told and "report the completed repair first" in told
             assert "command SUCCEEDED" in told, told
             assert "job VERIFIED" in told, told
