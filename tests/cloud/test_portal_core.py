@@ -16,6 +16,7 @@ import cloud.portal
 from cloud.domain import Role
 from cloud.notify import notify
 from cloud.portal.session import SESSION_COOKIE
+from protocols.reference import BoilerStatus
 from tests.cloud.api_helpers import T0, World, world_for
 from tests.cloud.portal_helpers import Visitor, page_text
 from tests.cloud.service_helpers import DEV, engineer, lockout_boiler
@@ -143,7 +144,11 @@ def test_restart_button_says_why_when_the_boiler_is_not_locked_out(world: World)
     response = Visitor(world, "sue").get(f"/boilers/{DEV}")
     button = response.text.split('id="restart-button"', 1)[1].split(">", 1)[0]
     assert "disabled" in button
-    assert "is not in lockout (status running)" in page_text(response.text)
+    assert "No restart needed: the boiler is not locked out." in page_text(response.text)
+    assert 'class="why"' not in response.text  # said calmly, not as an error
+    world.twin(DEV, status=int(BoilerStatus.LOCKOUT), fault_code=28, connection="offline")
+    offline = Visitor(world, "sue").get(f"/boilers/{DEV}").text
+    assert 'class="why" id="restart-why">Not available:' in offline  # a real refusal is red
 
 
 def test_support_restart_from_the_page_creates_one_command(world: World) -> None:

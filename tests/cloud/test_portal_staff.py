@@ -283,7 +283,8 @@ def test_directory_shows_the_apis_figures(world: World) -> None:
     assert rows(markup, "engineers") == ["cole", "eddie", "eve"]
     for profile in body["items"]:
         row = directory_row(markup, profile["id"])
-        ar, cs, sq = shown(profile) if profile["history"]["evaluated"] else ("—",) * 3
+        newcomer = ("no invitations yet", "no ratings yet", "no ratings yet")
+        ar, cs, sq = shown(profile) if profile["history"]["evaluated"] else newcomer
         history = profile["history"]
         assert f"{ar} {cs} {sq} {history['invitations']} {history['accepted']}" in row
         assert profile["gas_safe_number"] in row

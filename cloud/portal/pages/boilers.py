@@ -32,7 +32,7 @@ from cloud.service import preventive
 from cloud.twin.figures import timeseries
 from cloud.twin.read import connectivity, stale_ms, twin_json
 from cloud.twin.rollups import HOUR_MS, MINUTE_MS
-from protocols.reference import fault_name, fault_text, status_label
+from protocols.reference import BoilerStatus, fault_name, fault_text, status_label
 
 router = APIRouter(include_in_schema=False)
 
@@ -154,6 +154,7 @@ def boiler_page(
         may_request=caller.role in (Role.OWNER, Role.TENANT),
         staff=caller.is_staff,
         restart_refusal=restart,
+        restart_not_needed=_not_locked_out(session, device.id),
         restart_key=new_key(),
         command=command_on_page(session, caller, device.id, command, now),
         predictions=[prediction_json(p) for p in warnings],
@@ -184,6 +185,12 @@ def boiler_live(
             return Snapshot(key, html)
 
     return live_response(request, "now", twin_key(device_id), look)
+
+
+def _not_locked_out(session: Session, device_id: str) -> bool:
+    """The boiler runs (or waits) normally: a restart is not needed, not refused."""
+    twin = session.get(Twin, device_id)
+    return twin is not None and twin.status is not None and twin.status != BoilerStatus.LOCKOUT
 
 
 def _thread(session: Session, caller: Caller, device_id: str) -> list[ThreadEvent]:

@@ -52,6 +52,8 @@ SORTS = {"name": "Name", "ar": "Acceptance rate (AR)", "cs": "Satisfaction (CS)"
 SORTS["sq"] = "Service quality (SQ)"
 """Engineer directory orders: the best figures first; names alphabetically."""
 NONE = "\N{EM DASH}"
+NO_RATINGS = "no ratings yet"
+NO_INVITATIONS = "no invitations yet"
 HOME_DIGITS = 3
 """Home shown to about 100 m (staff and the engineer only)."""
 
@@ -189,13 +191,16 @@ def matches(profile: dict[str, Any], q: str) -> bool:
 
 
 def figures_text(profile: dict[str, Any]) -> dict[str, str]:
-    """AR, CS and SQ as shown: the API's figures formatted; a dash with no history yet."""
+    """AR, CS and SQ as shown: the API's figures formatted; "no ratings yet" (not 0.00) for a
+    newcomer."""
     history, figures = profile["history"], profile["figures"]
     rated = history["evaluated"] > 0  # CS and SQ are 0 without ratings; that is not a score
     return {
-        "ar": number(figures["ar_pct"], 1) + "%" if history["invitations"] else NONE,
-        "cs": number(figures["cs"], 2) if rated else NONE,
-        "sq": number(figures["sq"], 2) if rated else NONE,
+        "ar": number(figures["ar_pct"], 1) + "%"
+        if history["invitations"]
+        else "no invitations yet",
+        "cs": number(figures["cs"], 2) if rated else NO_RATINGS,
+        "sq": number(figures["sq"], 2) if rated else NO_RATINGS,
     }
 
 
