@@ -22,7 +22,7 @@ from cloud.errors import CloudError
 from cloud.portal.feed import ChangeFeed, source_for
 from cloud.portal.pages import PAGE_MODULES
 from cloud.portal.render import STATIC, page
-from cloud.portal.session import LoginRequired, end_session
+from cloud.portal.session import LoginRequired, end_session, visitor_if_any
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 NOT_PORTAL = (API_PREFIX + "/", "/healthz", "/metrics", "/openapi.json", "/docs", "/redoc")
@@ -71,6 +71,7 @@ def _portal_errors(api_handler: Handler) -> Handler:
         else:
             await api_handler(request, exc)  # logs it
             status, title, detail = 500, "Something went wrong", "Please try again shortly."
-        return page(request, "error.html", None, None, status, title=title, detail=detail)
+        visitor = visitor_if_any(request)
+        return page(request, "error.html", visitor, None, status, title=title, detail=detail)
 
     return handler

@@ -77,6 +77,21 @@ def current_visitor(request: Request, session: SessionDep, ctx: ContextDep) -> V
 VisitorDep = Annotated[Visitor, Depends(current_visitor)]
 
 
+def visitor_if_any(request: Request) -> Visitor | None:
+    """The logged-in visitor of a request that failed (for an error page that keeps the
+    navigation); None if there is none or it cannot be told (the error may be the database)."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    ctx = request.app.state.context
+    try:
+        with ctx.sessions() as session:
+            caller = caller_for_token(session, token, ctx.clock())
+    except Exception:
+        return None
+    return Visitor(caller, csrf_for(token)) if caller is not None else None
+
+
 async def posting_visitor(request: Request, visitor: VisitorDep) -> Visitor:
     """`current_visitor` for a form POST: same-site origin and the right form token."""
     check_origin(request)

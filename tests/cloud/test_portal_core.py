@@ -120,6 +120,13 @@ def test_a_tenant_cannot_open_another_tenants_boiler_page(world: World) -> None:
     assert ann.get(f"/boilers/{DEV}/live").status_code == 404
     assert Visitor(world, "otto").get(f"/boilers/{DEV}").status_code == 404
 
+    # the error page keeps the visitor's navigation, as any page does
+    markup = ann.get(f"/boilers/{DEV}").text
+    assert (
+        'id="error-detail"' in markup and "Log out" in markup and 'href="/notifications"' in markup
+    )
+    assert "Log out" not in Visitor(world, None).get("/no-such-page").text  # nobody logged in
+
 
 def test_every_role_sees_exactly_the_boilers_the_api_shows_them(world: World) -> None:
     engineer(world, "eve")
@@ -232,6 +239,7 @@ def test_an_unexpected_error_on_a_page_is_a_plain_500_page(world: World) -> None
     assert "text/html" in response.headers["content-type"]
     assert "secret" not in response.text
     assert "Something went wrong" in page_text(response.text)
+    assert "Log out" in response.text  # the navigation stays
 
 
 @pytest.mark.parametrize("path", ["/docs", "/redoc"])
