@@ -47,6 +47,11 @@ def chart_svg(title: str, lines: Sequence[Line], since_ms: int, until_ms: int, w
     drawn = [line for line in lines if line.values]
     if not drawn or until_ms <= since_ms:
         return Markup('<p class="muted">No readings in this range.</p>')
+    # fit the time axis to the data: a boiler heard from only for the last ten minutes of a
+    # day gets ten minutes of chart, not a day with a line squeezed into its right edge
+    since_ms = max(since_ms, min(ts for line in drawn for ts, _ in line.values))
+    if until_ms <= since_ms:
+        until_ms = since_ms + 1
     lo = min(v for line in drawn for _, v in line.values)
     hi = max(v for line in drawn for _, v in line.values)
     if hi - lo < 1e-9:
@@ -66,10 +71,6 @@ def chart_svg(title: str, lines: Sequence[Line], since_ms: int, until_ms: int, w
         f'aria-label="{escape(title)}" preserveAspectRatio="none">',
         f'<rect x="{PAD_LEFT}" y="{PAD_TOP}" width="{inner_w}" height="{inner_h}" '
         'fill="none" stroke="#ccc"/>',
-        _text(4, PAD_TOP + 10, f"{hi:.1f} {unit}"),
-        _text(4, PAD_TOP + inner_h, f"{lo:.1f} {unit}"),
-        _text(PAD_LEFT, HEIGHT - 8, when(since_ms)),
-        _text(WIDTH - PAD_RIGHT, HEIGHT - 8, when(until_ms), anchor="end"),
     ]
     for index, line in enumerate(drawn):
         colour = COLOURS[index % len(COLOURS)]
@@ -79,12 +80,20 @@ def chart_svg(title: str, lines: Sequence[Line], since_ms: int, until_ms: int, w
             f'data-point="{escape(line.name)}"/>'
         )
     parts.append("</svg>")
+    # axis text in HTML, not in the stretched SVG, so that it stays readable on a phone
+    axis = (
+        '<div class="chart-axis">'
+        f'<span class="axis-y">{escape(f"{lo:.1f}")}\N{EN DASH}{escape(f"{hi:.1f}")} '
+        f"{escape(unit)}</span>"
+        f'<span class="axis-x"><time>{escape(when(since_ms))}</time> \N{EN DASH} '
+        f"<time>{escape(when(until_ms))}</time></span></div>"
+    )
     legend = "".join(
         f'<li><span class="swatch" style="background:{COLOURS[i % len(COLOURS)]}"></span>'
         f"{escape(line.label)}: {_summary(line)}</li>"
         for i, line in enumerate(drawn)
     )
-    return Markup("".join(parts) + f'<ul class="legend">{legend}</ul>')
+    return Markup("".join(parts) + axis + f'<ul class="legend">{legend}</ul>')
 
 
 def _summary(line: Line) -> str:
@@ -93,12 +102,5 @@ def _summary(line: Line) -> str:
     return (
         f"latest {latest:.1f} {escape(line.unit)}, "
         f"range {min(values):.1f}\N{EN DASH}{max(values):.1f} {escape(line.unit)} "
-        f"({len(values)} readings)"
-    )
-
-
-def _text(x: float, y: float, text: str, anchor: str = "start") -> str:
-    return (
-        f'<text x="{x}" y="{y}" font-size="11" fill="#444" text-anchor="{anchor}">'
-        f"{escape(text)}</text>"
+        f"({len(values):,} reading{'' if len(values) == 1 else 's'})"
     )

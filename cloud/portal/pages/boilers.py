@@ -36,9 +36,11 @@ from protocols.reference import BoilerStatus, fault_name, fault_text, status_lab
 
 router = APIRouter(include_in_schema=False)
 
-RANGES = {"1h": 3_600_000, "6h": 6 * 3_600_000, "24h": 86_400_000, "7d": 7 * 86_400_000}
+RANGES = {"15m": 900_000, "1h": 3_600_000, "6h": 6 * 3_600_000, "24h": 86_400_000}
+RANGES["7d"] = 7 * 86_400_000
 RANGES["30d"] = 30 * 86_400_000
-RANGE_NAMES = {"1h": "Last hour", "6h": "Last 6 hours", "24h": "Last 24 hours"}
+RANGE_NAMES = {"15m": "Last 15 minutes", "1h": "Last hour", "6h": "Last 6 hours"}
+RANGE_NAMES |= {"24h": "Last 24 hours"}
 RANGE_NAMES |= {"7d": "Last 7 days", "30d": "Last 30 days"}
 CHARTS: dict[str, dict[str, tuple[str, str]]] = {
     "Temperatures": {
@@ -105,7 +107,7 @@ def boiler_page(
     visitor: VisitorDep,
     session: SessionDep,
     ctx: ContextDep,
-    range: Annotated[str, Query(pattern="^(1h|6h|24h|7d|30d)$")] = "24h",
+    range: Annotated[str, Query(pattern="^(15m|1h|6h|24h|7d|30d)$")] = "24h",
     command: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
     """One boiler as the visitor may see it."""
