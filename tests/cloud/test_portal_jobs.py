@@ -225,6 +225,11 @@ def test_the_whole_service_story_through_the_portal(world: World, portal: Portal
     api_kinds = [e["kind"] for e in portal.thread(job_id)]
     assert kinds == api_kinds and "evaluation" in kinds and "command" in kinds
 
+    # a decision: engineers never see the shortlist (their rivals' quotes), not even the
+    # one who won the contract
+    assert portal.get("eve", f"/jobs/{job_id}/shortlist").status_code == 403
+    assert 'id="shortlist"' not in Visitor(world, "eve").get(f"/jobs/{job_id}").text
+
     # the proof button downloads the same bundle as the API, and it holds
     assert 'href="/jobs/' + job_id + '/proof"' in olivia.get(f"/jobs/{job_id}").text
     download = olivia.get(f"/jobs/{job_id}/proof")
