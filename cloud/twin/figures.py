@@ -11,7 +11,7 @@ from sqlalchemy import BigInteger, func, literal_column, or_, select
 from sqlalchemy.orm import Session
 
 from cloud.errors import InvalidInput
-from cloud.models import Alarm, Device, Sample, TwinValue, Uplink
+from cloud.models import Alarm, Device, Sample, ThreadEvent, TwinValue, Uplink
 from cloud.twin import rollups
 from protocols.reference import (
     BURNER_STARTS_POINT,
@@ -66,7 +66,11 @@ def derived_figures(session: Session, device: Device, now_ms: int) -> dict[str, 
         "burner_starts_per_day": per_day,
         "faults_per_1000_h": per_1000_h,
         "availability": availability(
-            alarms, now_ms, install_ms(device), first_seen_ms(session, device.id)
+            alarms,
+            now_ms,
+            install_ms(device),
+            first_seen_ms(session, device.id),
+            offline_intervals(session, device.id, since, now_ms),
         ),
     }
 
@@ -137,8 +141,23 @@ def first_seen_ms(session: Session, device_id: str) -> int | None:
     return session.scalar(select(func.min(Uplink.ts_ms)).where(Uplink.device_id == device_id))
 
 
+MIN_JUDGED_MS = 7 * DAY_MS
+"""A verdict against the guarantee needs a window at least this long ..."""
+MIN_OBSERVED_SHARE = 0.9
+"""... of which at least this share was observed (the gateway online or the boiler known to
+be down)."""
+VERDICT_RULE = (
+    "judged once the window is at least 7 days and at least 90% of it was observed "
+    "(time the gateway was offline and no fault was open is unknown, not available)"
+)
+
+
 def availability(
-    alarms: Sequence[Alarm], now_ms: int, install: int | None, first_seen: int | None
+    alarms: Sequence[Alarm],
+    now_ms: int,
+    install: int | None,
+    first_seen: int | None,
+    offline: Sequence[tuple[int, int]] = (),
 ) -> dict[str, Any]:
     """Share of the last 30 days the boiler could heat, against the 98% guarantee.
 
@@ -146,39 +165,92 @@ def availability(
     midnight UTC, the first message the cloud holds from the gateway) to now. Unavailable time
     is the union of every alarm episode in it: lockouts, and faults, which on the reference
     controller all block the burner (status ``blocking_error``) until cleared. An open episode
-    runs to now. Availability = 1 - unavailable / window. Time the gateway was offline counts
-    as available: the twin cannot see it, and connectivity is reported separately. With no
-    message ever received (or an empty window) availability is null.
+    runs to now. Time the gateway was offline (`offline`, from the thread's connectivity
+    changes) with no episode open is **unknown**: neither available nor unavailable.
+    Availability = 1 - unavailable / observed, where observed = window - unknown. The verdict
+    against the guarantee (`VERDICT_RULE`) is null until the window is `MIN_JUDGED_MS` long and
+    `MIN_OBSERVED_SHARE` of it observed. With no message ever received (or an empty window)
+    availability is null.
     """
     start, start_source = now_ms - WINDOW_MS, "window"
     for bound, source in ((first_seen, "first_seen"), (install, "install")):
         if bound is not None and bound > start:
             start, start_source = bound, source
     window = now_ms - start
+    base = {
+        "until": now_ms,
+        "guarantee": AVAILABILITY_GUARANTEE,
+        "verdict_rule": VERDICT_RULE,
+    }
     if first_seen is None or window <= 0:
-        return {
+        return base | {
             "value": None,
             "since": None,
-            "until": now_ms,
             "window_ms": 0,
             "window_from": None,
             "unavailable_ms": 0,
-            "guarantee": AVAILABILITY_GUARANTEE,
+            "unknown_ms": 0,
+            "observed_ms": 0,
             "meets_guarantee": None,
         }
-    episodes = ((a.start_ms, a.end_ms if a.end_ms is not None else now_ms) for a in alarms)
+    episodes = [(a.start_ms, a.end_ms if a.end_ms is not None else now_ms) for a in alarms]
     down = _union_ms(episodes, start, now_ms)
-    value = 1 - down / window
-    return {
+    unknown = _union_ms([*episodes, *offline], start, now_ms) - down
+    observed = window - unknown
+    value = 1 - down / observed if observed > 0 else None
+    judged = window >= MIN_JUDGED_MS and observed >= MIN_OBSERVED_SHARE * window
+    verdict = value >= AVAILABILITY_GUARANTEE if judged and value is not None else None
+    return base | {
         "value": value,
         "since": start,
-        "until": now_ms,
         "window_ms": window,
         "window_from": start_source,
         "unavailable_ms": down,
-        "guarantee": AVAILABILITY_GUARANTEE,
-        "meets_guarantee": value >= AVAILABILITY_GUARANTEE,
+        "unknown_ms": unknown,
+        "observed_ms": observed,
+        "meets_guarantee": verdict,
     }
+
+
+def offline_intervals(
+    session: Session, device_id: str, since_ms: int, until_ms: int
+) -> list[tuple[int, int]]:
+    """When the gateway was not online in [since_ms, until_ms), from the thread's
+    connectivity changes (the state before the window: the last change before it). A boiler
+    with no recorded change has none: its time counts as observed, as before this history
+    was kept."""
+    before = session.scalars(
+        select(ThreadEvent)
+        .where(
+            ThreadEvent.device_id == device_id,
+            ThreadEvent.kind == "connectivity",
+            ThreadEvent.ts_ms < since_ms,
+        )
+        .order_by(ThreadEvent.ts_ms.desc(), ThreadEvent.id.desc())
+        .limit(1)
+    ).first()
+    changes = session.scalars(
+        select(ThreadEvent)
+        .where(
+            ThreadEvent.device_id == device_id,
+            ThreadEvent.kind == "connectivity",
+            ThreadEvent.ts_ms >= since_ms,
+            ThreadEvent.ts_ms < until_ms,
+        )
+        .order_by(ThreadEvent.ts_ms, ThreadEvent.id)
+    ).all()
+    state = (before.data or {}).get("to") if before is not None else None
+    if state is None and changes:
+        state = (changes[0].data or {}).get("from")
+    out: list[tuple[int, int]] = []
+    at = since_ms
+    for change in changes:
+        if state is not None and state != "online":
+            out.append((at, change.ts_ms))
+        state, at = (change.data or {}).get("to"), change.ts_ms
+    if state is not None and state != "online":
+        out.append((at, until_ms))
+    return out
 
 
 def _union_ms(intervals: Iterable[tuple[int, int]], lo: int, hi: int) -> int:

@@ -110,6 +110,50 @@ def test_a_long_lockout_breaks_the_guarantee(world: World, olga: dict[str, str])
     assert availability["meets_guarantee"] is False
 
 
+def connectivity(world: World, at: int, before: str, after: str) -> None:
+    with world.db() as session:
+        thread.record(
+            session,
+            device_id=DEV,
+            kind=thread.ThreadKind.CONNECTIVITY,
+            ts_ms=at,
+            recorded_ms=at,
+            data={"from": before, "to": after, "retained": False},
+        )
+
+
+def test_offline_time_is_unknown_not_available(world: World, olga: dict[str, str]) -> None:
+    world.uplink(DEV, 1, T0 - 60 * DAY)
+    connectivity(world, T0 - 40 * DAY, "unknown", "online")  # before the window
+    connectivity(world, T0 - 10 * DAY, "online", "offline")  # away for two days...
+    connectivity(world, T0 - 8 * DAY, "offline", "online")
+    world.alarm(DEV, "lockout", 28, T0 - 9 * DAY, T0 - 8 * DAY - 12 * HOUR)  # ...locked out 12 h
+    connectivity(world, T0 - HOUR, "online", "offline")  # and off for the last hour
+    availability = twin(world, olga)["derived"]["availability"]
+    down = 12 * HOUR  # the lockout: known even while the gateway was away
+    unknown = 2 * DAY - down + HOUR
+    assert availability["unavailable_ms"] == down
+    assert availability["unknown_ms"] == unknown
+    assert availability["observed_ms"] == 30 * DAY - unknown
+    assert availability["value"] == pytest.approx(1 - down / (30 * DAY - unknown))
+    assert availability["meets_guarantee"] is True  # 30 days, 95% observed: judged
+    assert "at least 7 days" in availability["verdict_rule"]
+
+
+def test_too_little_data_is_not_judged(world: World, olga: dict[str, str]) -> None:
+    world.uplink(DEV, 1, T0 - 3 * DAY)  # three days only
+    world.alarm(DEV, "lockout", 28, T0 - 2 * DAY, T0 - DAY)  # a bad day: 67% available
+    availability = twin(world, olga)["derived"]["availability"]
+    assert availability["value"] == pytest.approx(2 / 3)
+    assert availability["meets_guarantee"] is None
+    world.uplink(DEV, 2, T0 - 20 * DAY)  # now 20 days, but mostly unseen
+    connectivity(world, T0 - 19 * DAY, "online", "offline")
+    connectivity(world, T0 - 4 * DAY, "offline", "online")
+    unseen = twin(world, olga)["derived"]["availability"]
+    assert unseen["observed_ms"] < 0.9 * unseen["window_ms"]
+    assert unseen["meets_guarantee"] is None
+
+
 def test_derived_figures_are_null_without_data(world: World, olga: dict[str, str]) -> None:
     world.samples(DEV, "burner_starts", [(T0 - DAY, 10)])
     body = twin(world, olga)

@@ -252,3 +252,14 @@ def test_the_api_docs_need_no_network_beyond_the_cloud(world: World, path: str) 
     for source in sources:
         assert world.client.get(source).status_code == 200, source
     assert world.client.get("/static/favicon.svg").headers["content-type"].startswith("image/svg")
+
+
+def test_reliability_says_what_it_rests_on(world: World) -> None:
+    world.uplink(DEV, 1, world.clock() - 2 * 86_400_000)
+    text = Visitor(world, "sue").text(f"/boilers/{DEV}")
+    assert (
+        "Not judged yet against the 98% guarantee: judged once the window is at least 7 days"
+        in text
+    )
+    assert "Below the 98% guarantee" not in text and "Meets the 98% guarantee" not in text
+    assert "observed" in text
