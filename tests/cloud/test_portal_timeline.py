@@ -1,8 +1,12 @@
-"""Thread events in words (pure)."""
+"""Thread events in plain words (pure): each kind in a sentence, faults named, money and
+ranking principles written as people write them, no raw ``key: value`` text."""
 
+# ruff: noqa: E501 (a table of cases reads best one per line)
 from __future__ import annotations
 
 from typing import Any
+
+import pytest
 
 from cloud.models import ThreadEvent
 from cloud.portal.timeline import MAX_DETAIL, describe
@@ -19,19 +23,75 @@ def test_a_round_names_who_was_invited_not_the_whole_assessment() -> None:
     ]
     said = describe(event("crowdsourcing", {"invited": rows, "considered": 2}))
     assert said.title == "Engineers invited"
-    assert said.detail == "invited eve; considered: 2"
+    assert said.detail == "Invited eve (2 considered)"
 
 
 def test_the_owners_decision_and_blank_notes() -> None:
     said = describe(event("authorization", {"approved": False, "note": ""}))
-    assert (said.title, said.detail) == ("Owner's decision", "declined")
+    assert (said.title, said.detail) == ("Owner's decision", "Declined")
+    noted = describe(event("authorization", {"approved": True, "note": "go ahead"}))
+    assert noted.detail == "Approved: go ahead"
 
 
 def test_shortlist_order_and_unknown_kinds() -> None:
     data = {"principle": "low_carbon", "candidates": [{"engineer_id": "b"}, {"engineer_id": "a"}]}
-    assert describe(event("shortlist", data)).detail == "best first: b, a; principle: low_carbon"
+    said = describe(event("shortlist", data)).detail
+    assert said == "Best first: b, a (ranked by low carbon (shortest trip))"
     odd = describe(event("something_new", {"state": "x"}))
-    assert (odd.title, odd.detail) == ("Something new", "state: x")
+    assert (odd.title, odd.detail) == ("Something new", "State x")
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "said"),
+    [
+        (
+            "alarm",
+            {"event": "lockout", "detail": {"fault": "F28", "text": "ignition failure"}},
+            "Lockout F28: ignition failure",
+        ),
+        ("alarm", {"event": "fault_cleared", "detail": {"fault": "F28"}}, "Fault cleared F28"),
+        (
+            "alarm",
+            {"event": "state_change", "detail": {"change": "lockout_cleared"}},
+            "Lockout cleared",
+        ),
+        (
+            "analysis",
+            {"complexity": "high", "urgency": "high", "cost": 200.0},
+            "High complexity, high urgency, estimated £200.00",
+        ),
+        (
+            "response",
+            {"engineer": "eve", "available": True, "quote": 190},
+            "eve is available, quoting £190.00",
+        ),
+        ("response", {"engineer": "ed", "available": False}, "ed is not available"),
+        ("contract", {"engineer": "eve", "quote": 1234.5}, "With eve for £1,234.50"),
+        ("request", {"principle": "cheapest"}, "engineers to be ranked by cheapest quote"),
+        (
+            "command",
+            {"name": "restart", "reason": "F28 repaired"},
+            "Restart (lockout reset): F28 repaired",
+        ),
+        ("command_state", {"from": "sent", "to": "delivered"}, "Delivered to the gateway"),
+        (
+            "command_state",
+            {"from": "sent", "to": "rejected", "reason": "not_in_lockout"},
+            "Refused by the gateway (not in lockout)",
+        ),
+        ("verification", {"outcome": "verified"}, "Verified: the boiler ran normally afterwards"),
+        (
+            "evaluation",
+            {"cs": 5, "sq": 4, "comment": "tidy"},
+            "Satisfaction 5/5, repair quality 4/5: “tidy”",
+        ),
+        ("connectivity", {"from": "online", "to": "offline"}, "The gateway is offline"),
+    ],
+)
+def test_each_kind_in_a_sentence(kind: str, data: dict[str, Any], said: str) -> None:
+    detail = describe(event(kind, data)).detail
+    assert detail == said
+    assert ": " not in detail.split(" ", 1)[0]  # no leading raw "key:"
 
 
 def test_long_details_are_cut() -> None:
