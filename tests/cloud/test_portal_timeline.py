@@ -1,7 +1,6 @@
 """Thread events in plain words (pure): each kind in a sentence, faults named, money and
 ranking principles written as people write them, no raw ``key: value`` text."""
 
-# ruff: noqa: E501 (a table of cases reads best one per line)
 from __future__ import annotations
 
 from typing import Any
