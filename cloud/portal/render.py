@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cloud.domain import Role
-from cloud.models import Notification
+from cloud.models import Notification, User
 from cloud.portal.session import FLASH_COOKIE, Visitor, take_flash
 
 HERE = Path(__file__).parent
@@ -166,6 +166,22 @@ def templates() -> Jinja2Templates:
     return Jinja2Templates(env=environment())
 
 
+def name_lookup(session: Session | None) -> Any:
+    """``name_of(user_id)`` for templates: the person's name (their login if they gave
+    none), looked up once per page."""
+    known: dict[str, str] = {}
+
+    def name_of(user_id: str | None) -> str:
+        if not user_id:
+            return "\N{EM DASH}"
+        if user_id not in known:
+            user = session.get(User, user_id) if session is not None else None
+            known[user_id] = (user.display_name or user_id) if user is not None else user_id
+        return known[user_id]
+
+    return name_of
+
+
 def unread_count(session: Session, user_id: str) -> int:
     """How many notifications `user_id` has not read."""
     return int(
@@ -205,6 +221,7 @@ def page(
             "iso": formats.iso,
             "now_ms": ctx.clock(),
             "path": request.url.path,
+            "name_of": name_lookup(session),
             **values,
         },
         status_code=status_code,

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import update
 
 from cloud.domain import Role
-from cloud.models import ThreadEvent
+from cloud.models import ThreadEvent, User
 from cloud.portal.render import money, number, percent
 from cloud.proof_zip import check_bundle
 from tests.cloud.api_helpers import World, world_for
@@ -402,3 +402,14 @@ def test_a_job_recorded_before_the_chain_has_no_proof(world: World, portal: Port
     assert "recorded before the thread was chained" in refused.json()["detail"]
     page = Visitor(world, "olivia").get(f"/jobs/{job_id}/proof")
     assert page.status_code == 409 and "recorded before the thread was chained" in page.text
+
+
+def test_pages_name_people_not_logins(world: World, portal: Portal) -> None:
+    with world.db() as session:
+        session.get_one(User, "olivia").display_name = "Olivia Okafor"
+        session.get_one(User, "tom").display_name = "Tom Tenant"
+    job_id = tenant_request(portal)
+    people = page_text(Visitor(world, "olivia").get(f"/jobs/{job_id}").text.split('id="people"')[1])
+    assert people.startswith(">Requested by Tom Tenant · owner Olivia Okafor · tenant Tom Tenant")
+    boiler = Visitor(world, "sue").get(f"/boilers/{DEV}").text.split('id="boiler-people"')[1]
+    assert "Owner Olivia Okafor · Tenant Tom Tenant" in page_text(boiler)
