@@ -162,8 +162,21 @@ async def test_the_repair_story_in_the_browser(portal_rig: Rig, browser: Browser
         form = person.page.locator(f"form[action='/jobs/{job_id}/respond']")
         await form.locator("input[name=available][value=yes]").check()
         await form.locator("input[name=quote]").fill(str(QUOTES[engineer_id]))
-        await form.locator("input[name=lat]").fill(str(WHERE_NOW[engineer_id].lat))
-        await form.locator("input[name=lon]").fill(str(WHERE_NOW[engineer_id].lon))
+        where = WHERE_NOW[engineer_id]
+        if engineer_id == BEST:  # from where the phone is, as the browser tells it
+            await expect(person.page.locator("#about-fault")).to_contain_text("F28")
+            await fits_and_labelled(person.page)
+            await screenshot(person.page, "engineer-invitation")
+            await person.context.grant_permissions(["geolocation"])
+            await person.context.set_geolocation({"latitude": where.lat, "longitude": where.lon})
+            await form.locator("#place-choice").select_option("here")
+            await expect(form.locator("#place-status")).to_have_text("Your location now.")
+            assert float(await form.locator("#lat").input_value()) == pytest.approx(where.lat)
+            assert float(await form.locator("#lon").input_value()) == pytest.approx(where.lon)
+        else:  # a place typed in
+            await form.locator("#place-choice").select_option("typed")
+            await form.locator("input[name=lat]").fill(str(where.lat))
+            await form.locator("input[name=lon]").fill(str(where.lon))
         await form.locator("button[type=submit]").click()
         await expect(person.page.locator("#flash")).to_be_visible()
         if engineer_id != BEST:

@@ -285,7 +285,11 @@ def test_an_invited_engineer_sees_no_people_and_an_uninvited_one_nothing(
     assert "1 Piccadilly" not in html
     for person in ("olivia", "tom"):
         assert not re.search(rf"\b{person}\b", text), person
-    assert 'id="now"' not in html and 'id="boiler-link"' not in html
+    assert 'id="now"' not in html
+    # what they need to decide: the model, the fault, the area, and the twin (without people)
+    assert f'<a href="/boilers/{DEV}" id="boiler-link">' in html
+    about = page_text(html.split('id="about-boiler"', 1)[1].split("</section>", 1)[0])
+    assert "Fault now F28" in about and "Area Manchester" in about, about
     assert 'id="thread"' not in html and 'id="shortlist"' not in html
     assert "Urgency" in text and 'id="respond-button"' in html
 

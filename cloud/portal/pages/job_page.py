@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from cloud.access import can_see
 from cloud.api.deps import ApiContext
 from cloud.domain import Caller, InvitationState, JobState, Role
-from cloud.models import Device, Invitation, Job, Notification, ThreadEvent
+from cloud.models import Device, Engineer, Invitation, Job, Notification, ThreadEvent, Twin
 from cloud.notify import NotificationKind
 from cloud.portal.charts import chart_svg, lines_from
 from cloud.portal.pages.boilers import CHARTS, now_panel
@@ -27,6 +27,7 @@ from cloud.service.delivery import job_end_user
 from cloud.service.requests import decider
 from cloud.service.views import job_json, job_thread_events, shortlist_json
 from cloud.twin.figures import timeseries
+from protocols.reference import fault_name, fault_text
 
 CHART_SPAN_MS = 6 * 3_600_000
 """The contracted engineer's telemetry: the last 6 hours."""
@@ -188,4 +189,34 @@ def job_page_values(
             }
     if not engineer or contracted:
         values["events"] = [(e, describe(e)) for e in thread_events(session, job)]
+    values["about_boiler"] = (
+        about_boiler(session, device) if engineer and not contracted and device else None
+    )
+    values["home"] = engineer_home(session, me) if engineer else None
     return values
+
+
+def about_boiler(session: Session, device: Device) -> dict[str, Any]:
+    """What an invited engineer needs to decide, and no more: the model, the fault now, the
+    area (the town of the address, or the position to about 10 km), a link to the twin (whose
+    page hides the people)."""
+    twin = session.get(Twin, device.id)
+    code = twin.fault_code if twin is not None else None
+    area = None
+    if device.address and "," in device.address:
+        area = device.address.rsplit(",", 1)[1].strip()
+    elif device.lat is not None and device.lon is not None:
+        area = f"near {device.lat:.1f}, {device.lon:.1f}"
+    return {
+        "id": device.id,
+        "model": device.model,
+        "fault": fault_name(code) if code else None,
+        "fault_text": fault_text(code) if code else None,
+        "area": area,
+    }
+
+
+def engineer_home(session: Session, engineer_id: str) -> dict[str, float] | None:
+    """The engineer's saved base (their profile's home), for the answer form's place picker."""
+    row = session.get(Engineer, engineer_id)
+    return {"lat": row.home_lat, "lon": row.home_lon} if row is not None else None
