@@ -3,14 +3,14 @@
 Without it, each open page's stream re-rendered its fragment from the database every
 `portal_live_poll_s`: a support desk with a thousand open pages ran a thousand renders a
 second. With it, one watcher per process learns what changed and wakes only the streams
-watching that (``twin:<device id>``, ``command:<id>``); a stream renders when woken, and
-otherwise only every `RECHECK_S` (for what time alone changes: a twin going stale, a viewer
-losing access).
+watching that (``twin:<device id>``, ``command:<id>``, ``job:<id>``); a stream renders
+when woken, and otherwise only every `RECHECK_S` (for what time alone changes: a twin
+going stale, a viewer losing access).
 
-* PostgreSQL: ``LISTEN bt_live`` on one connection; triggers on ``twins`` and ``commands``
-  (migration 0008) ``NOTIFY`` the key when a row changes, delivered at commit, from any
-  process (ingest workers included). A lost connection wakes every stream (they look
-  again) and is re-established.
+* PostgreSQL: ``LISTEN bt_live`` on one connection; triggers on ``twins``, ``commands``
+  (migration 0008) and ``jobs`` (0014) ``NOTIFY`` the key when a row changes, delivered at
+  commit, from any process (ingest workers included). A lost connection wakes every
+  stream (they look again) and is re-established.
 * SQLite: one query per `portal_live_poll_s` for the versions of everything watched.
 
 The source is a seam (`ChangeSource`): tests drive the feed with an in-memory one.
@@ -27,7 +27,7 @@ from typing import Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cloud.models import Command, Twin
+from cloud.models import Command, Job, Twin
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,10 @@ def twin_key(device_id: str) -> str:
 
 def command_key(command_id: str) -> str:
     return f"command:{command_id}"
+
+
+def job_key(job_id: str) -> str:
+    return f"job:{job_id}"
 
 
 class ChangeSource(Protocol):
@@ -61,20 +65,22 @@ class ChangeFeed:
         self._task: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
-    def watch(self, key: str) -> Iterator[asyncio.Event]:
-        """An event set whenever `key` changes, for the life of the block."""
+    def watch(self, *keys: str) -> Iterator[asyncio.Event]:
+        """An event set whenever any of `keys` changes, for the life of the block."""
         event = asyncio.Event()
-        self._waiting.setdefault(key, set()).add(event)
+        for key in keys:
+            self._waiting.setdefault(key, set()).add(event)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="live-feed")
         try:
             yield event
         finally:
-            waiting = self._waiting.get(key)
-            if waiting is not None:
-                waiting.discard(event)
-                if not waiting:
-                    del self._waiting[key]
+            for key in keys:
+                waiting = self._waiting.get(key)
+                if waiting is not None:
+                    waiting.discard(event)
+                    if not waiting:
+                        del self._waiting[key]
 
     @property
     def watched(self) -> set[str]:
@@ -122,6 +128,7 @@ class PollSource:
     def _versions(self, keys: set[str]) -> dict[str, object]:
         twins = [k.partition(":")[2] for k in keys if k.startswith("twin:")]
         commands = [k.partition(":")[2] for k in keys if k.startswith("command:")]
+        jobs = [k.partition(":")[2] for k in keys if k.startswith("job:")]
         out: dict[str, object] = {}
         with self.sessions() as session:
             for start in range(0, len(twins), 500):
@@ -138,6 +145,13 @@ class PollSource:
                     )
                 )
                 out |= {command_key(r[0]): tuple(r[1:]) for r in rows}
+            for start in range(0, len(jobs), 500):
+                rows = session.execute(
+                    select(Job.id, Job.state, Job.updated_ms).where(
+                        Job.id.in_(jobs[start : start + 500])
+                    )
+                )
+                out |= {job_key(r[0]): tuple(r[1:]) for r in rows}
         return {k: out.get(k) for k in keys}
 
 

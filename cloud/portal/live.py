@@ -42,6 +42,8 @@ class Snapshot:
     key: Hashable
     html: str
     final: bool = False
+    more: tuple[tuple[str, str], ...] = ()
+    """Further (event, HTML) pairs sent with it, for pages with several live regions."""
 
 
 def sse_event(event: str, html: str) -> str:
@@ -75,6 +77,8 @@ async def _events(
             last_key = snapshot.key
             quiet_since = time.monotonic()
             yield sse_event(event, snapshot.html)
+            for name, html in snapshot.more:
+                yield sse_event(name, html)
         elif time.monotonic() - quiet_since > HEARTBEAT_S:
             quiet_since = time.monotonic()
             yield ": still here\n\n"
@@ -88,10 +92,15 @@ async def _events(
 
 
 async def _watched(
-    feed: ChangeFeed, watch: str, request: Request, event: str, look: Callable[[], Snapshot]
+    feed: ChangeFeed,
+    watch: str | tuple[str, ...],
+    request: Request,
+    event: str,
+    look: Callable[[], Snapshot],
 ) -> AsyncIterator[str]:
     settings = request.app.state.context.settings
-    with feed.watch(watch) as woken:
+    keys = (watch,) if isinstance(watch, str) else watch
+    with feed.watch(*keys) as woken:
         async for chunk in _events(
             request, event, look, woken, settings.portal_live_recheck_s, settings.portal_live_max_s
         ):
@@ -99,7 +108,7 @@ async def _watched(
 
 
 def live_response(
-    request: Request, event: str, watch: str, look: Callable[[], Snapshot]
+    request: Request, event: str, watch: str | tuple[str, ...], look: Callable[[], Snapshot]
 ) -> StreamingResponse:
     """An SSE response sending `event` with `look`'s HTML whenever its key changes; the
     change feed's key `watch` (`cloud.portal.feed.twin_key`, `command_key`) wakes it.

@@ -203,7 +203,9 @@ async def test_the_repair_story_in_the_browser(portal_rig: Rig, browser: Browser
     await fits_and_labelled(eve.page)
     await screenshot(eve.page, "engineer-job-before-report")
 
-    # The engineer repairs the boiler and reports it; the button is enabled.
+    # The engineer repairs the boiler and reports it; the button is enabled. The landlord's
+    # job page, open all along, follows without a reload.
+    await olivia.page.evaluate("window.__notReloaded = true")
     await sim.control("/repair", {"code": "F28"})
     before = await resets(sim)
     form = eve.page.locator(f"form[action='/jobs/{job_id}/complete']")
@@ -214,6 +216,12 @@ async def test_the_repair_story_in_the_browser(portal_rig: Rig, browser: Browser
     await expect(eve.page.locator("#job-state")).to_have_attribute("data-state", "completed")
     await expect(restart).to_be_enabled()
     await expect(eve.page.locator("#restart-why")).to_have_count(0)
+    await expect(olivia.page.locator("#job-state")).to_have_attribute(
+        "data-state", "completed", timeout=LIVE
+    )
+    await expect(olivia.page.locator("#thread")).to_contain_text("Repair reported", timeout=LIVE)
+    await expect(olivia.page.locator("#progress li.done").last).to_contain_text("Repair reported")
+    assert await olivia.page.evaluate("window.__notReloaded === true"), "the page reloaded"
 
     # The restart, and its progress through every state, live on the same page.
     await restart.click()

@@ -28,9 +28,11 @@ from cloud.api.schemas import (
 from cloud.db import transaction
 from cloud.errors import Forbidden, InvalidInput
 from cloud.models import Job
+from cloud.portal.feed import job_key, twin_key
 from cloud.portal.forms import act, parse
+from cloud.portal.live import Snapshot, live_response
 from cloud.portal.pages.job_page import evaluation_token, job_page_values
-from cloud.portal.render import JOB_STATE_WORDS, page, words
+from cloud.portal.render import JOB_STATE_WORDS, fragment, page, words
 from cloud.portal.session import PosterDep, VisitorDep
 from cloud.service.crowd import Principle
 from cloud.service.domain import CompletionReport
@@ -77,6 +79,41 @@ def jobs_page(
         state=state,
         states=JOB_STATE_WORDS,
     )
+
+
+@router.get("/jobs/{job_id}/live")
+def job_live(
+    request: Request, job_id: str, visitor: VisitorDep, session: SessionDep, ctx: ContextDep
+) -> Response:
+    """The job's state, steps and thread, again whenever the job or its boiler changes (SSE
+    events ``job-state``, ``job-progress``, ``job-thread``), so the page follows the job
+    without a reload."""
+    caller = visitor.caller
+    job = visible_job(session, caller, job_id)  # 404 before the stream starts
+    device_id = job.device_id
+    session.close()
+
+    def look() -> Snapshot:
+        with ctx.sessions() as live:
+            row = visible_job(live, caller, job_id)
+            values = job_page_values(live, ctx, caller, row, None, None)
+            events, steps = values["events"], values["steps"]
+            key = (row.state, row.updated_ms, events[-1][0].id if events else 0)
+            state = fragment(request, "_job_state.html", job=values["job"])
+            return Snapshot(
+                key,
+                state,
+                final=False,
+                more=(
+                    (
+                        "job-progress",
+                        fragment(request, "_job_progress.html", steps=steps),
+                    ),
+                    ("job-thread", fragment(request, "_job_thread.html", events=events)),
+                ),
+            )
+
+    return live_response(request, "job-state", (job_key(job_id), twin_key(device_id)), look)
 
 
 @router.get("/jobs/{job_id}/proof")
