@@ -5,6 +5,7 @@ the service; and who sees what on the job and engineer pages, as the API decides
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
@@ -17,7 +18,8 @@ import pytest
 from sqlalchemy import update
 
 from cloud.domain import Role
-from cloud.models import ThreadEvent, User
+from cloud.models import Job, ThreadEvent, Twin, User
+from cloud.portal.feed import ChangeFeed, job_key, source_for, twin_key
 from cloud.portal.render import money, number, percent
 from cloud.proof_zip import check_bundle
 from tests.cloud.api_helpers import World, world_for
@@ -417,3 +419,37 @@ def test_pages_name_people_not_logins(world: World, portal: Portal) -> None:
     assert people.startswith(">Requested by Tom Tenant · owner Olivia Okafor · tenant Tom Tenant")
     boiler = Visitor(world, "sue").get(f"/boilers/{DEV}").text.split('id="boiler-people"')[1]
     assert "Owner Olivia Okafor · Tenant Tom Tenant" in page_text(boiler)
+
+
+async def test_a_changed_job_wakes_its_live_page(world: World, portal: Portal) -> None:
+    """The feed behind the live job page: a job written by anyone wakes the streams watching
+    it (PostgreSQL: migration 0014's trigger; SQLite: the poll), and a stream watching a job
+    and its boiler is woken by either."""
+    job_id = tenant_request(portal)
+    url = str(world.sessions.kw["bind"].url.render_as_string(hide_password=False))
+    feed = ChangeFeed(source_for(url, world.sessions, poll_s=0.05))
+
+    async def woken(event: asyncio.Event) -> bool:
+        try:
+            async with asyncio.timeout(5):
+                await event.wait()
+        except TimeoutError:
+            return False
+        event.clear()
+        return True
+
+    with feed.watch(job_key(job_id), twin_key(DEV)) as page, feed.watch(job_key("x")) as other:
+        assert await woken(page)  # the first look
+        await woken(other)
+        await asyncio.sleep(0.2)
+        with world.db() as session:
+            session.execute(
+                update(Job).where(Job.id == job_id).values(updated_ms=Job.updated_ms + 1)
+            )
+        assert await woken(page), "the job changed"
+        assert not other.is_set()
+        with world.db() as session:
+            session.execute(
+                update(Twin).where(Twin.device_id == DEV).values(version=Twin.version + 1)
+            )
+        assert await woken(page), "its boiler changed"
