@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +106,25 @@ def _prediction(data: dict[str, Any]) -> str:
     if data.get("event") == "raised" and isinstance(days, int | float):
         said += f" in about {days:.0f} days"
     return f"{said}: {what.get(str(data.get('event')), data.get('event'))}"
+
+
+def _named(data: dict[str, Any], name_of: Callable[[str], str] | None) -> dict[str, Any]:
+    """`data` with people's ids replaced by their names (a copy; the thread is untouched)."""
+    if name_of is None:
+        return data
+    out = dict(data)
+    for key in ("engineer", "engineer_id"):
+        if isinstance(out.get(key), str):
+            out[key] = name_of(out[key])
+    for key in ("invited", "candidates"):
+        if isinstance(out.get(key), list):
+            out[key] = [
+                {**row, "engineer_id": name_of(row["engineer_id"])}
+                if isinstance(row, dict) and isinstance(row.get("engineer_id"), str)
+                else row
+                for row in out[key]
+            ]
+    return out
 
 
 def _money(value: Any) -> str:
@@ -263,10 +283,11 @@ SUMMARIES = {
 """Kinds told in a sentence of their own; any other kind lists its notable fields."""
 
 
-def describe(event: ThreadEvent) -> Described:
-    """`event` in words: its kind's title and a sentence about it."""
+def describe(event: ThreadEvent, name_of: Callable[[str], str] | None = None) -> Described:
+    """`event` in words: its kind's title and a sentence about it; `name_of` turns the
+    engineers' ids into their names."""
     title = TITLES.get(event.kind, event.kind.replace("_", " ").capitalize())
-    data: dict[str, Any] = event.data or {}
+    data: dict[str, Any] = _named(event.data or {}, name_of)
     summary = SUMMARIES.get(event.kind)
     if summary is not None:
         detail = summary(data)

@@ -43,6 +43,14 @@ async def test_support_configures_a_gateway_and_an_admin_halts_a_rollout(
     base = f"http://127.0.0.1:{stack.api_port}"
     support = await log_in(browser, base, SUPPORT)
     page = support.page
+    # the fleet table (ids do not wrap) and an error page that keeps the navigation
+    await page.goto("/fleet")
+    await screenshot(page, "fleet")
+    missing = await page.goto("/boilers/no-such-boiler")
+    assert missing is not None and missing.status == 404
+    await expect(page.locator("header nav")).to_contain_text("Fleet")
+    await expect(page.locator("link[rel=icon]")).to_have_attribute("href", "/static/favicon.svg")
+    await screenshot(page, "error-page")
     await page.goto("/fleet/lifecycle")
     await fits_and_labelled(page)
 

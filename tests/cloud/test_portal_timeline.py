@@ -96,3 +96,18 @@ def test_each_kind_in_a_sentence(kind: str, data: dict[str, Any], said: str) -> 
 def test_long_details_are_cut() -> None:
     said = describe(event("completion", {"cause": "x" * 500}))
     assert len(said.detail) == MAX_DETAIL and said.detail.endswith("\N{HORIZONTAL ELLIPSIS}")
+
+
+def test_people_are_named_when_names_are_known() -> None:
+    known = {"eve": "Eve Evans", "ed": "Ed Edwards"}
+
+    def names(user_id: str) -> str:
+        return known.get(user_id, user_id)
+
+    rows = [{"engineer_id": "eve", "invited": True}, {"engineer_id": "ed", "invited": True}]
+    said = describe(event("crowdsourcing", {"invited": rows}), names)
+    assert said.detail == "Invited Eve Evans, Ed Edwards"
+    answer = describe(
+        event("response", {"engineer": "eve", "available": False}), lambda i: names(i) or i
+    )
+    assert answer.detail == "Eve Evans is not available"

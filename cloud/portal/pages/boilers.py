@@ -24,7 +24,7 @@ from cloud.portal.feed import twin_key
 from cloud.portal.live import Snapshot, live_response
 from cloud.portal.pages.commands import command_on_page, new_key
 from cloud.portal.pages.lifecycle import dotted
-from cloud.portal.render import Formats, fragment, page
+from cloud.portal.render import Formats, fragment, name_lookup, page
 from cloud.portal.session import VisitorDep
 from cloud.portal.timeline import describe
 from cloud.predict.views import device_predictions, prediction_json
@@ -136,6 +136,7 @@ def boiler_page(
         .limit(20)
     ).all()
     warnings = device_predictions(session, device.id)
+    name_of = name_lookup(session)
     restart, config = None, None
     if caller.is_staff:
         restart = ctx.commands.restart_refusal(session, caller, device)
@@ -152,7 +153,7 @@ def boiler_page(
         charts=charts,
         jobs=jobs,
         open_job=open_job(session, caller, device.id),
-        events=[(e, describe(e)) for e in _thread(session, caller, device.id)],
+        events=[(e, describe(e, name_of)) for e in _thread(session, caller, device.id)],
         may_request=caller.role in (Role.OWNER, Role.TENANT),
         staff=caller.is_staff,
         restart_refusal=restart,

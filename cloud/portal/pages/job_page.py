@@ -20,7 +20,7 @@ from cloud.notify import NotificationKind
 from cloud.portal.charts import chart_svg, lines_from
 from cloud.portal.pages.boilers import CHARTS, now_panel
 from cloud.portal.pages.commands import command_on_page, new_key
-from cloud.portal.render import Formats
+from cloud.portal.render import Formats, name_lookup
 from cloud.portal.timeline import describe
 from cloud.service.crowd import Principle
 from cloud.service.delivery import job_end_user
@@ -188,7 +188,8 @@ def job_page_values(
                 "command": command_on_page(session, caller, device.id, command, now),
             }
     if not engineer or contracted:
-        values["events"] = [(e, describe(e)) for e in thread_events(session, job)]
+        name_of = name_lookup(session)
+        values["events"] = [(e, describe(e, name_of)) for e in thread_events(session, job)]
     values["about_boiler"] = (
         about_boiler(session, device) if engineer and not contracted and device else None
     )
