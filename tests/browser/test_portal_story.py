@@ -75,7 +75,8 @@ async def log_in(browser: Browser, base: str, user_id: str, phone: bool = False)
     await page.keyboard.press("Tab")
     await page.keyboard.type(PASSWORD)
     await page.keyboard.press("Enter")
-    await expect(page.locator("header .who")).to_contain_text(user_id)
+    await expect(page).not_to_have_url(re.compile(r"/login"))
+    await expect(page.locator("header .who")).to_be_visible()  # their name, not their login
     return Person(context, page, user_id)
 
 
