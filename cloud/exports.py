@@ -13,7 +13,7 @@ import csv
 import datetime as dt
 import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,7 +117,7 @@ def thread_row(e: ThreadEvent) -> tuple[Any, ...]:
 
 
 def chunks(
-    sessions: sessionmaker[Session], query: Select[Any], to_row: Any
+    sessions: sessionmaker[Session], query: Select[Any], to_row: Callable[[Any], tuple[Any, ...]]
 ) -> Iterator[list[tuple[Any, ...]]]:
     """The rows of `query`, `CHUNK` at a time, from a session of its own (``yield_per``: a
     server-side cursor on PostgreSQL, so the rows are never all in memory)."""

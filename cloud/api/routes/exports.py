@@ -5,10 +5,12 @@ hours)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
+from sqlalchemy import Select
 
 from cloud import exports, thread
 from cloud.access import require_role, visible_device
@@ -41,10 +43,23 @@ def _range(ctx: ContextDep, since: int | str | None, until: int | str | None) ->
     return since_ms, until_ms  # an empty range exports no rows, as telemetry answers none
 
 
+def _point_names(points: list[str] | None) -> list[str] | None:
+    """The points asked for (None: all); an export names at most 32."""
+    names, omitted = parse_points(points)
+    if omitted:
+        raise InvalidInput("at most 32 points per export", field="points")
+    return names
+
+
 def _response(
-    ctx: ContextDep, table: exports.Table, form: str, name: str, query: object, to_row: object
+    ctx: ContextDep,
+    table: exports.Table,
+    form: str,
+    name: str,
+    query: Select[Any],
+    to_row: Callable[[Any], tuple[Any, ...]],
 ) -> StreamingResponse:
-    batches = exports.chunks(ctx.sessions, query, to_row)  # type: ignore[arg-type]
+    batches = exports.chunks(ctx.sessions, query, to_row)
     return StreamingResponse(
         exports.stream(table, form, batches),
         media_type=exports.FORMATS[form],
@@ -66,9 +81,7 @@ def boiler_telemetry(
     """One boiler's readings, oldest first."""
     device = visible_device(session, caller, device_id)
     session.close()
-    names, omitted = parse_points(points)
-    if omitted:
-        raise InvalidInput("at most 32 points per export", field="points")
+    names = _point_names(points)
     span = _range(ctx, since, until)
     query = exports.telemetry_query([device.id], names, *span)
     name = f"telemetry-{device.id}"
@@ -104,9 +117,7 @@ def fleet_telemetry(
 ) -> StreamingResponse:
     """Every boiler's readings (staff only), by boiler then time."""
     require_role(caller, STAFF, "export the fleet's telemetry")
-    names, omitted = parse_points(points)
-    if omitted:
-        raise InvalidInput("at most 32 points per export", field="points")
+    names = _point_names(points)
     query = exports.telemetry_query(None, names, *_range(ctx, since, until))
     return _response(
         ctx, exports.TELEMETRY, format, "telemetry-fleet", query, exports.telemetry_row
