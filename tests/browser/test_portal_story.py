@@ -82,6 +82,7 @@ async def log_in(browser: Browser, base: str, user_id: str, phone: bool = False)
 
 async def fits_and_labelled(page: Page) -> None:
     """No sideways scrolling, and every visible form control has a label."""
+    await page.wait_for_load_state("load")  # not mid-navigation, with a document to measure
     overflow = await page.evaluate(
         "document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
@@ -130,6 +131,7 @@ async def test_the_repair_story_in_the_browser(portal_rig: Rig, browser: Browser
 
     # The tenant asks for a repair.
     await tom.page.click("#request-service")
+    await expect(tom.page.locator("#service_type")).to_be_visible()
     await fits_and_labelled(tom.page)
     await tom.page.select_option("#service_type", "repair")
     await tom.page.select_option("#problem", "no_heating")
