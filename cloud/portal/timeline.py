@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloud.models import ThreadEvent
+from cloud.portal import timeline_gateway
 
 TITLES = {
     "alarm": "Alarm",
@@ -30,6 +31,7 @@ TITLES = {
     "evaluation": "Service rated",
     "cancellation": "Request cancelled",
     "reminder": "Annual check reminder",
+    "rollout": "Software rollout",
 }
 DETAIL_KEYS = (
     "kind",
@@ -116,6 +118,8 @@ def _named(data: dict[str, Any], name_of: Callable[[str], str] | None) -> dict[s
     for key in ("engineer", "engineer_id"):
         if isinstance(out.get(key), str):
             out[key] = name_of(out[key])
+    if isinstance(out.get("notified"), list):
+        out["notified"] = [name_of(u) if isinstance(u, str) else u for u in out["notified"]]
     for key in ("invited", "candidates"):
         if isinstance(out.get(key), list):
             out[key] = [
@@ -279,6 +283,7 @@ SUMMARIES = {
     "evaluation": _evaluation,
     "connectivity": _connectivity,
     "prediction": _prediction,
+    **timeline_gateway.SUMMARIES,
 }
 """Kinds told in a sentence of their own; any other kind lists its notable fields."""
 

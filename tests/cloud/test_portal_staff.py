@@ -15,6 +15,7 @@ import pytest
 from cloud.domain import Role
 from cloud.lifecycle_models import ConfigLayer
 from cloud.models import Gap, IngestCounter, Invitation, Job, Twin
+from cloud.registry import revoke_device
 from protocols.reference import BoilerStatus
 from tests.cloud.api_helpers import HOUR, T0, World, world_for
 from tests.cloud.portal_helpers import Visitor, page_text
@@ -414,3 +415,17 @@ def test_the_lifecycle_page_shows_versions_rollouts_and_layers(world: World) -> 
     assert "0.2.0 1" in element(markup, "versions")
     assert "fleet *" in element(markup, "layers") and "poll_interval_s" in element(markup, "layers")
     assert 'href="/fleet/lifecycle"' in sue.get("/fleet").text
+
+
+def test_the_boiler_history_tells_registry_changes_in_sentences(world: World) -> None:
+    """The registry's own thread events (registered, revoked) read as sentences on the page,
+    not as a list of fields."""
+    with world.db() as session:
+        revoke_device(session, "boiler-c", now_ms=world.clock(), actor="ada")
+    markup = Visitor(world, "sue").get("/boilers/boiler-c").text
+    found = re.search(r'<ul class="timeline" id="thread">.*?</ul>', markup, re.S)
+    assert found, "no history on the boiler page"
+    history = page_text(found.group(0))
+    assert "Revoked: the gateway can no longer connect or send readings" in history
+    assert "Registered (CondensPro SN-C) with key " in history
+    assert "Change registered" not in history and "change revoked" not in history.lower()

@@ -111,3 +111,75 @@ def test_people_are_named_when_names_are_known() -> None:
         event("response", {"engineer": "eve", "available": False}), lambda i: names(i) or i
     )
     assert answer.detail == "Eve Evans is not available"
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "said"),
+    [
+        (
+            "birth",
+            {"seq": 0, "epoch": 3, "agent_version": "0.4.0", "map_id": "demo-boiler-v1"},
+            "The gateway's agent 0.4.0 started, reading register map demo-boiler-v1",
+        ),
+        (
+            "gap",
+            {"kind": "accounted", "reason": "outbox_full", "count": 120, "ranges": [[5, 124]]},
+            "The gateway dropped 120 messages: its store was full and the oldest readings "
+            "made room",
+        ),
+        (
+            "gap",
+            {"kind": "unexplained", "reason": "missing", "first_seq": 7, "last_seq": 7, "count": 1},
+            "1 message did not arrive (number 7)",
+        ),
+        (
+            "gap",
+            {"kind": "resolved", "first_seq": 7, "last_seq": 9, "count": 3},
+            "The missing 3 messages (numbers 7 to 9) arrived later",
+        ),
+        (
+            "device",
+            {"change": "registered", "key": "ab12cd", "model": "X1", "serial": "S-9"},
+            "Registered (X1 S-9) with key ab12cd",
+        ),
+        (
+            "device",
+            {"change": "claimed", "batch": "b-7", "model": "X1", "serial": "S-9", "owner": "o"},
+            "Claimed by its gateway (X1 S-9) with a token from batch b-7",
+        ),
+        (
+            "device",
+            {"change": "attributes", "role": "admin", "changes": {"owner": {"from": None}}},
+            "Details changed by the admin: owner",
+        ),
+        (
+            "device",
+            {"change": "revoked"},
+            "Revoked: the gateway can no longer connect or send readings",
+        ),
+        (
+            "device",
+            {"change": "config_desired", "version": 4},
+            "Configuration version 4 set for it",
+        ),
+        ("device", {"change": "broker_login", "renewed": True}, "Broker login renewed"),
+        ("device", {"change": "something_else"}, "Something else"),
+        (
+            "reminder",
+            {"due": "2027-01-10", "notified": ["tom", "olivia"]},
+            "Annual gas-safety check due on 2027-01-10; reminded tom, olivia",
+        ),
+        (
+            "rollout",
+            {"change": "halted", "why": "failure rate 40%", "rolling_back": 2},
+            "Halted (failure rate 40%); 2 gateways sent back",
+        ),
+    ],
+)
+def test_the_gateways_own_events_in_a_sentence(kind: str, data: dict[str, Any], said: str) -> None:
+    assert describe(event(kind, data)).detail == said
+
+
+def test_reminded_people_are_named() -> None:
+    said = describe(event("reminder", {"due": "2027-01-10", "notified": ["tom"]}), str.upper)
+    assert said.detail.endswith("reminded TOM")
