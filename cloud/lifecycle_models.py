@@ -118,3 +118,6 @@ class RolloutTarget(Base):
     """sent | succeeded | failed | rolled_back (after a halt)."""
     reason: Mapped[str | None] = mapped_column(String(32))
     updated_ms: Mapped[int] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    """Tries at the update: one more for each failed download that was sent again
+    (`cloud.rollouts.DOWNLOAD_ATTEMPTS`); re-sends after an expiry do not count."""

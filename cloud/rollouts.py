@@ -19,6 +19,10 @@ signed for.
 * when the failed share of the finished gateways exceeds `max_failure_rate` (once at least
   `MIN_FINISHED` have finished), the rollout **halts**: no more waves, and every gateway it
   updated gets a ``rollback`` command; an operator may `resume` it;
+* a gateway whose download failed (a dead cell) or whose update a power cut stopped before
+  the switch is sent the update again, up to `DOWNLOAD_ATTEMPTS` tries, and resumes where
+  it stopped; only then does it count as failed (a broken release fails its hash or health
+  checks instead, and those count at once);
 * after the last wave, it is completed; while it is the newest rollout, its stragglers are
   still followed and sent the update when they come back, days later if need be.
 """
@@ -47,7 +51,7 @@ from cloud.lifecycle_models import Release, Rollout, RolloutTarget
 from cloud.models import Command, Device, Twin
 from cloud.settings import CloudSettings
 from protocols.cose import private_key_to_raw
-from protocols.messages import CommandName
+from protocols.messages import UPDATE_INTERRUPTED, CommandName, RejectReason
 from protocols.versions import is_version, newer
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,10 @@ MIN_FINISHED = 3
 FINISHED = {CommandState.SUCCEEDED.value: "succeeded", CommandState.FAILED.value: "failed"}
 FINISHED[CommandState.REJECTED.value] = "failed"
 STRAGGLING = (CommandState.EXPIRED.value, CommandState.TIMED_OUT.value)
+DOWNLOAD_ATTEMPTS = 3
+"""Tries a gateway gets at an update whose download fails before it counts as failed."""
+RETRIED = frozenset({RejectReason.DOWNLOAD_FAILED.value})
+"""Failure reasons worth another try: the download broke, not the release."""
 ARTIFACT_PATH = "/api/v1/updates/artifacts/"
 
 
@@ -348,14 +356,30 @@ def _follow(
     counts only the current wave's gateways still under way, stragglers apart)."""
     counts = {"sent": 0, "succeeded": 0, "failed": 0, "straggling": 0, "rolled_back": 0}
     rows = session.execute(
-        select(RolloutTarget, Command.state, Command.result_reason, Twin.connection)
+        select(
+            RolloutTarget, Command.state, Command.result_reason, Command.observed, Twin.connection
+        )
         .join(Command, Command.id == RolloutTarget.command_id)
         .join(Twin, Twin.device_id == RolloutTarget.device_id)
         .where(RolloutTarget.rollout_id == rollout.id)
     ).all()
-    for target, state, reason, connection in rows:
+    for target, state, reason, observed, connection in rows:
         if target.state in ("sent", "straggling"):
-            if state in FINISHED:
+            if state in FINISHED and _try_again(rollout, target, state, reason, observed):
+                target.command_id = _update(
+                    session, rollout, release, target.device_id, now_ms, publisher
+                )
+                target.attempts += 1
+                target.state, target.reason, target.updated_ms = "sent", reason, now_ms
+                log.info(
+                    "rollout %d: %s did not get the update through (%s); try %d of %d sent",
+                    rollout.id,
+                    target.device_id,
+                    reason,
+                    target.attempts,
+                    DOWNLOAD_ATTEMPTS,
+                )
+            elif state in FINISHED:
                 target.state, target.reason, target.updated_ms = FINISHED[state], reason, now_ms
             elif state in STRAGGLING:
                 target.state = "straggling"
@@ -371,6 +395,26 @@ def _follow(
             key = "straggling"
         counts[key] += 1
     return counts
+
+
+def _try_again(
+    rollout: Rollout,
+    target: RolloutTarget,
+    state: str,
+    reason: str | None,
+    observed: dict[str, Any] | None,
+) -> bool:
+    """Whether a finished update command is sent again rather than counted: a failed
+    download or an update cut short before its switch, with tries left, in a rollout still
+    sending."""
+    step = (observed or {}).get("step")
+    cut_short = isinstance(step, str) and step.startswith(UPDATE_INTERRUPTED)
+    return (
+        FINISHED[state] == "failed"
+        and (reason in RETRIED or cut_short)
+        and target.attempts < DOWNLOAD_ATTEMPTS
+        and rollout.state in ("running", "completed")
+    )
 
 
 def halt(session: Session, rollout: Rollout, now_ms: int, publisher: Publisher, why: str) -> str:
@@ -456,6 +500,11 @@ def rollout_json(session: Session, rollout: Rollout) -> dict[str, Any]:
     for state, wave, count in rows:
         states[state] = states.get(state, 0) + count
         waves[wave + 1] = waves.get(wave + 1, 0) + count
+    retried = session.scalar(
+        select(func.count())
+        .select_from(RolloutTarget)
+        .where(RolloutTarget.rollout_id == rollout.id, RolloutTarget.attempts > 1)
+    )
     return {
         "id": rollout.id,
         "version": rollout.version,
@@ -467,6 +516,7 @@ def rollout_json(session: Session, rollout: Rollout) -> dict[str, Any]:
         "halted_reason": rollout.halted_reason,
         "gateways": states,
         "per_wave": waves,
+        "downloads_retried": retried or 0,
         "created_ms": rollout.created_ms,
         "updated_ms": rollout.updated_ms,
     }

@@ -58,7 +58,7 @@ from edge_agent import __version__
 from edge_agent.commands import InProgress, Rejected
 from edge_agent.config import EdgeSettings
 from edge_agent.guard import PENDING, point, write_json
-from protocols.messages import AckState, Command, RejectReason, Scalar
+from protocols.messages import UPDATE_INTERRUPTED, AckState, Command, RejectReason, Scalar
 from protocols.versions import is_version, newer
 
 log = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ async def settle(
             command_id,
             AckState.FAILED,
             reason,
-            {"agent_version": __version__, "step": f"interrupted during {step}"},
+            {"agent_version": __version__, "step": f"{UPDATE_INTERRUPTED} {step}"},
         )
         return f"an update interrupted during its {step}: failed"
     if pending.get("rolled_back") or pending.get("to") != __version__:

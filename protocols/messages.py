@@ -164,6 +164,12 @@ class CommandName(StrEnum):
     it once every ingest worker knows the new key."""
 
 
+UPDATE_INTERRUPTED = "interrupted during"
+"""How an update ack's observed ``step`` starts (``interrupted during download``) when a
+power cut stopped the update before its switch: the old release runs on, and the release
+itself was not judged, so a rollout tries again."""
+
+
 class GapReason(StrEnum):
     """Known reasons for a ``gap`` event (the field itself is free text)."""
 

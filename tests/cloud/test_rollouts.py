@@ -1,7 +1,9 @@
 """Rollout bookkeeping on SQLite and PostgreSQL (`cloud.rollouts.advance`, no broker): a
 gateway whose update expired while it was away is a straggler; the rollout completes
 without it, sends it the update when it is back, and counts it in when it succeeds; a newer
-rollout takes such stragglers over. And each gateway's download link serves it alone."""
+rollout takes such stragglers over. A download that failed, or an update a power cut stopped
+before its switch, is sent again before it counts as a failure. And each gateway's download
+link serves it alone."""
 
 from __future__ import annotations
 
@@ -12,11 +14,21 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from cloud.domain import CommandState
+from cloud.domain import CommandState, Role
 from cloud.lifecycle_models import Release, Rollout, RolloutTarget
 from cloud.models import Command, Device, Twin
-from cloud.rollouts import Publisher, add_release, advance, start_rollout
+from cloud.rollouts import (
+    DOWNLOAD_ATTEMPTS,
+    Publisher,
+    add_release,
+    advance,
+    halt_by_hand,
+    rollout_json,
+    start_rollout,
+)
+from protocols.messages import UPDATE_INTERRUPTED
 from tests.cloud.api_helpers import World, world_for
+from tests.cloud.portal_helpers import Visitor
 from tests.cloud.rollout_scenario import fake_wheel
 
 DEVICES = ("boiler-a", "boiler-b", "boiler-c")
@@ -69,12 +81,21 @@ def step(world: World) -> list[str]:
         return advance(session, world.clock(), publisher(world))
 
 
-def finish(world: World, rollout_id: int, device: str, state: CommandState) -> None:
-    """The gateway's current command of the rollout ends in `state`."""
+def finish(
+    world: World,
+    rollout_id: int,
+    device: str,
+    state: CommandState,
+    reason: str | None = None,
+    step: str | None = None,
+) -> None:
+    """The gateway's current command of the rollout ends in `state` (with `reason`, and the
+    update's `step` as the agent observed it)."""
     with world.db() as session:
         target = session.get_one(RolloutTarget, (rollout_id, device))
         command = session.get_one(Command, target.command_id)
-        command.state = state.value
+        command.state, command.result_reason = state.value, reason
+        command.observed = {"step": step} if step else {}
 
 
 def connect(world: World, device: str, connection: str) -> None:
@@ -140,6 +161,78 @@ def test_a_newer_rollout_takes_the_stragglers_over(world: World, tmp_path: Path)
     step(world)
     assert updates_to(world, "boiler-c") == ["0.2.0", "0.3.0"], "the old rollout sent again"
     assert targets(world, first)["boiler-c"] == "straggling"
+
+
+# --- failed downloads -----------------------------------------------------------------------
+
+
+def test_a_failed_download_is_tried_again_before_it_counts(world: World, tmp_path: Path) -> None:
+    """A download cut short (power, signal) gets the update again, up to DOWNLOAD_ATTEMPTS
+    tries, without counting as a failure; the last failure counts."""
+    release(world, tmp_path, "0.2.0")
+    rollout_id = start(world, "0.2.0")
+    finish(world, rollout_id, "boiler-a", CommandState.SUCCEEDED)
+    finish(world, rollout_id, "boiler-b", CommandState.FAILED, "download_failed")
+    step(world)
+    assert updates_to(world, "boiler-b") == ["0.2.0"] * 2
+    assert targets(world, rollout_id)["boiler-b"] == "sent"
+    for _ in range(DOWNLOAD_ATTEMPTS - 1):
+        finish(world, rollout_id, "boiler-b", CommandState.FAILED, "download_failed")
+        step(world)
+    assert updates_to(world, "boiler-b") == ["0.2.0"] * DOWNLOAD_ATTEMPTS
+    assert targets(world, rollout_id)["boiler-b"] == "failed"
+    finish(world, rollout_id, "boiler-c", CommandState.SUCCEEDED)
+    step(world)
+    with world.db() as session:
+        rollout = session.get_one(Rollout, rollout_id)
+        said = rollout_json(session, rollout)
+        assert rollout.state == "completed"
+    assert said["gateways"] == {"succeeded": 2, "failed": 1}
+    assert said["downloads_retried"] == 1
+    world.user("sue", Role.SUPPORT)
+    page = Visitor(world, "sue").text("/fleet/lifecycle")
+    assert "1 needed another try at the download" in page
+
+
+def test_a_retried_download_that_succeeds_is_not_a_failure(world: World, tmp_path: Path) -> None:
+    release(world, tmp_path, "0.2.0")
+    rollout_id = start(world, "0.2.0")
+    finish(world, rollout_id, "boiler-a", CommandState.REJECTED, "download_failed")
+    finish(world, rollout_id, "boiler-b", CommandState.FAILED, "bad_artifact")  # the release
+    step(world)
+    assert updates_to(world, "boiler-b") == ["0.2.0"], "a bad artifact is not retried"
+    finish(world, rollout_id, "boiler-a", CommandState.SUCCEEDED)
+    finish(world, rollout_id, "boiler-c", CommandState.SUCCEEDED)
+    step(world)
+    assert targets(world, rollout_id) == {
+        "boiler-a": "succeeded",
+        "boiler-b": "failed",
+        "boiler-c": "succeeded",
+    }
+
+
+def test_an_update_cut_short_by_a_power_cut_is_tried_again(world: World, tmp_path: Path) -> None:
+    """An install interrupted before the switch is no verdict on the release; a release
+    rolled back after its trial is."""
+    release(world, tmp_path, "0.2.0")
+    rollout_id = start(world, "0.2.0")
+    cut = f"{UPDATE_INTERRUPTED} install"
+    finish(world, rollout_id, "boiler-a", CommandState.FAILED, "rolled_back", cut)
+    finish(world, rollout_id, "boiler-b", CommandState.FAILED, "rolled_back", "trial")
+    step(world)
+    assert updates_to(world, "boiler-a") == ["0.2.0"] * 2
+    assert updates_to(world, "boiler-b") == ["0.2.0"]
+    assert targets(world, rollout_id)["boiler-b"] == "failed"
+
+
+def test_a_halted_rollout_sends_no_retries(world: World, tmp_path: Path) -> None:
+    release(world, tmp_path, "0.2.0")
+    rollout_id = start(world, "0.2.0")
+    with world.db() as session:
+        halt_by_hand(session, rollout_id, world.clock(), publisher(world))
+    finish(world, rollout_id, "boiler-a", CommandState.FAILED, "download_failed")
+    step(world)
+    assert updates_to(world, "boiler-a") == ["0.2.0"]
 
 
 # --- download links -------------------------------------------------------------------------
