@@ -103,6 +103,9 @@ class FleetSettings:
     back by themselves `trial_s` wall-clock seconds after switching to it."""
     fail_share: float = 0.0
     trial_s: float = 2.0
+    cut_download_share: float = 0.0
+    """Share of gateways whose first download of each release breaks off (a dead cell): they
+    fail it ``download_failed`` and the rollout's next try gets through."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +248,12 @@ class Gateway:
             self.wear = Wear(draw(rng, settings.duration_s, settings.degrade_mode), rng)
             summary.degraded[self.wear.degradation.mode.value] += 1
         self.lifecycle = Lifecycle.draw(
-            AGENT_VERSION, rng, settings.fail_version, settings.fail_share, settings.trial_s
+            AGENT_VERSION,
+            rng,
+            settings.fail_version,
+            settings.fail_share,
+            settings.trial_s,
+            settings.cut_download_share,
         )
         self.tasks: set[asyncio.Task[None]] = set()
 

@@ -128,6 +128,10 @@ class Lifecycle:
     trial_s: float = 2.0
     config_version: int = 0
     previous: str | None = None
+    cut_downloads: bool = False
+    """Whether this gateway's first download of each release breaks off."""
+    tried: set[str] = field(default_factory=set)
+    """Releases it has started to download."""
 
     @classmethod
     def draw(
@@ -137,8 +141,12 @@ class Lifecycle:
         fail_version: str | None,
         fail_share: float,
         trial_s: float,
+        cut_download_share: float = 0.0,
     ) -> Lifecycle:
-        return cls(version, fail_version, rng.random() < fail_share, trial_s)
+        failing = rng.random() < fail_share
+        # drawn only when asked for, so that seeded runs without it stay as they were
+        cut = cut_download_share > 0 and rng.random() < cut_download_share
+        return cls(version, fail_version, failing, trial_s, cut_downloads=cut)
 
     async def handle(
         self, command: Command, ack: Ack, rebirth: Callable[[], None], figures: LifecycleFigures
@@ -181,6 +189,14 @@ class Lifecycle:
         if not newer(target, self.version) or newer(minimum, self.version):
             raise _Refused(RejectReason.DOWNGRADE, {"agent_version": self.version})
         started = asyncio.get_running_loop().time()
+        first_try = target not in self.tried
+        self.tried.add(target)
+        if self.cut_downloads and first_try:
+            raise _Refused(
+                RejectReason.DOWNLOAD_FAILED,
+                {"error": "connection lost mid-download (simulated)", "step": "download"},
+                AckState.FAILED,
+            )
         try:
             data = await asyncio.to_thread(_download, str(args.get("url")))
         except OSError as exc:
