@@ -37,7 +37,7 @@ system-packages:
 test: $(STAMP) system-packages
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -n auto
+	$(BIN)/pytest -n auto --durations=25
 
 # The whole stack on this machine: 3 simulated boilers on ptys, an edge agent each, a local
 # Mosquitto (production config, loopback), the cloud (SQLite) with its API; prints the API URL
