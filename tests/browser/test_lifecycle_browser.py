@@ -103,6 +103,8 @@ async def test_support_configures_a_gateway_and_an_admin_halts_a_rollout(
     await expect(admin.page.locator("#flash")).to_contain_text(f"Rollout {rollout_id} resumed")
     await expect(row).to_have_text("running")
     await screenshot(admin.page, "lifecycle-rollouts")
+    for person in (support, phone, admin):  # their live streams end before the stack stops
+        await person.context.close()
 
 
 def running_rollout(stack: Stack) -> int:
