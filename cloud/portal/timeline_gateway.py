@@ -53,19 +53,20 @@ def _attributes(data: dict[str, Any]) -> str:
     return f"Details changed{by}" + (f": {names}" if names else "")
 
 
-def _claimed(data: dict[str, Any]) -> str:
+def _model_serial(data: dict[str, Any]) -> str:
+    """`` (X1 S-9)``: the boiler's model and serial as the event gives them, if any."""
     what = " ".join(str(data[k]) for k in ("model", "serial") if data.get(k))
-    said = "Claimed by its gateway" + (f" ({what})" if what else "")
+    return f" ({what})" if what else ""
+
+
+def _claimed(data: dict[str, Any]) -> str:
+    said = "Claimed by its gateway" + _model_serial(data)
     return said + (f" with a token from batch {data['batch']}" if data.get("batch") else "")
 
 
 def _registered(data: dict[str, Any]) -> str:
-    what = " ".join(str(data[k]) for k in ("model", "serial") if data.get(k))
-    return (
-        "Registered"
-        + (f" ({what})" if what else "")
-        + (f" with key {data['key']}" if data.get("key") else "")
-    )
+    key = f" with key {data['key']}" if data.get("key") else ""
+    return "Registered" + _model_serial(data) + key
 
 
 DEVICE_CHANGES: dict[str, Callable[[dict[str, Any]], str]] = {

@@ -104,11 +104,7 @@ async def run_story(
     stack: Stack, count: int, wheel: Path, *, fail_share: float = 0.5, trial_s: float = 2.0
 ) -> Figures:
     """The whole story on a started `stack`; asserts each step as it goes."""
-    now = int(time.time() * 1000)
-    with transaction(stack.sessions) as session:
-        token = create_claims(
-            session, count=1, batch="fleet", expires_ms=now + 3_600_000, now_ms=now, max_uses=count
-        ).tokens[0]
+    token = claim_token(stack, count, "fleet")
     base = f"http://127.0.0.1:{stack.api_port}"
     started = time.monotonic()
     claimed, round_trips = await claim_gateways(count, base, token)
@@ -254,6 +250,16 @@ async def _story(
         gateway_rollback_s=0.0,
         versions_after=versions_after,
     )
+
+
+def claim_token(stack: Stack, uses: int, batch: str) -> str:
+    """One claim token, valid for an hour, that `uses` gateways may claim with."""
+    now = int(time.time() * 1000)
+    with transaction(stack.sessions) as session:
+        claims = create_claims(
+            session, count=1, batch=batch, expires_ms=now + 3_600_000, now_ms=now, max_uses=uses
+        )
+        return claims.tokens[0]
 
 
 async def start(stack: Stack, version: str, waves: list[float]) -> int:

@@ -14,12 +14,18 @@ from pathlib import Path
 import pytest
 
 from cloud.db import transaction
-from cloud.provisioning import create_claims
 from cloud.rollouts import add_release, fleet_versions
 from hw_sim.fleet import FleetSettings, Identity, run_fleet
 from hw_sim.fleet_lifecycle import claim_gateways
 from tests.broker import Broker
-from tests.cloud.rollout_scenario import GOOD, fake_wheel, lifecycle_stack, rollout_in, start
+from tests.cloud.rollout_scenario import (
+    GOOD,
+    claim_token,
+    fake_wheel,
+    lifecycle_stack,
+    rollout_in,
+    start,
+)
 from tests.cloud.stack import Stack, eventually
 
 pytestmark = pytest.mark.integration
@@ -43,10 +49,8 @@ async def test_broken_off_downloads_are_tried_again_and_the_release_lands_everyw
     tmp_path: Path, stack: Stack
 ) -> None:
     now = int(time.time() * 1000)
+    token = claim_token(stack, GATEWAYS, "b")
     with transaction(stack.sessions) as session:
-        token = create_claims(
-            session, count=1, batch="b", expires_ms=now + 600_000, now_ms=now, max_uses=GATEWAYS
-        ).tokens[0]
         add_release(
             session,
             fake_wheel(tmp_path / "boilertwin-0.2.0-py3-none-any.whl", 16 * 1024),

@@ -24,12 +24,18 @@ from cloud.db import transaction
 from cloud.device_config import config_view
 from cloud.lifecycle_models import RolloutTarget
 from cloud.models import Command, Twin
-from cloud.provisioning import create_claims
 from cloud.rollouts import add_release, fleet_versions
 from hw_sim.fleet import FleetSettings, Identity, run_fleet
 from hw_sim.fleet_lifecycle import Outage, claim_gateways
 from tests.broker import Broker
-from tests.cloud.rollout_scenario import GOOD, fake_wheel, lifecycle_stack, rollout_in, start
+from tests.cloud.rollout_scenario import (
+    GOOD,
+    claim_token,
+    fake_wheel,
+    lifecycle_stack,
+    rollout_in,
+    start,
+)
 from tests.cloud.stack import Stack, eventually
 
 pytestmark = pytest.mark.integration
@@ -69,11 +75,7 @@ def config_states(stack: Stack, device_ids: list[str]) -> dict[str, str]:
 async def test_gateways_offline_past_their_commands_catch_up_when_back(
     tmp_path: Path, stack: Stack
 ) -> None:
-    now = int(time.time() * 1000)
-    with transaction(stack.sessions) as session:
-        token = create_claims(
-            session, count=1, batch="b", expires_ms=now + 600_000, now_ms=now, max_uses=GATEWAYS
-        ).tokens[0]
+    token = claim_token(stack, GATEWAYS, "b")
     claimed, _ = await claim_gateways(GATEWAYS, f"http://127.0.0.1:{stack.api_port}", token)
     ids = sorted(c.device_id for c in claimed)
     absent = ids[::5][:ABSENT]  # spread over the waves
